@@ -1,0 +1,89 @@
+"""The `tinyc` command line: opt, passes, compile, run, bench."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tinyc.errors import TinycError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except TinycError as e:
+        print(f"tinyc: error: {e.format()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tinyc: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tinyc import commands
+
+    parser = argparse.ArgumentParser(prog="tinyc", description="Compile PyTorch models to verified C for microcontrollers.")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    p = sub.add_parser("opt", help="run IR passes and print the IR (tinyc's mlir-opt)")
+    p.add_argument("input", type=Path, help="IR text (.tir) or a model file (torch.export archive)")
+    p.add_argument("-p", "--pipeline", default="", help="passes to run, e.g. 'fuse,prune-channels{ratio=0.5}'")
+    p.add_argument("-o", "--output", type=Path, help="write the IR here instead of stdout")
+    add_model_options(p)
+    add_pass_manager_options(p)
+    p.set_defaults(func=commands.cmd_opt)
+
+    p = sub.add_parser("passes", help="list every pass with its options")
+    p.set_defaults(func=commands.cmd_passes)
+
+    p = sub.add_parser("compile", help="compile a model to a C bundle for a target")
+    p.add_argument("model", type=Path, help="a torch.export archive (or IR text)")
+    p.add_argument("--target", default="host", help="host, cortex-m0, cortex-m3, cortex-m4, cortex-m7, cortex-m33")
+    p.add_argument("--board", help="a board whose flash/RAM budget the model must fit, e.g. nucleo-f446re")
+    p.add_argument("-o", "--output", type=Path, required=True, help="bundle directory to write")
+    p.add_argument("--name", default="model", help="C prefix of the bundle's API (default: model)")
+    p.add_argument("-p", "--pipeline", help="passes to run (default: fuse; fuse,quantize-int8 with --calib)")
+    p.add_argument("--calib", type=Path, help="calibration inputs (.npy, N x input shape) for int8")
+    add_model_options(p)
+    add_pass_manager_options(p)
+    p.set_defaults(func=commands.cmd_compile)
+
+    p = sub.add_parser("run", help="run a compiled bundle on its target (host or QEMU)")
+    p.add_argument("bundle", type=Path, help="a directory written by `tinyc compile`")
+    p.add_argument("--input", type=Path, required=True, help="inputs (.npy): one row per inference")
+    p.add_argument("-o", "--output", type=Path, help="write outputs here (.npy); default: print them")
+    p.set_defaults(func=commands.cmd_run)
+
+    p = sub.add_parser("bench", help="measure instructions, flash and RAM of a bundle on the emulator")
+    p.add_argument("bundle", type=Path, help="a directory written by `tinyc compile` for a Cortex-M target")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.set_defaults(func=commands.cmd_bench)
+    return parser
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model loading")
+    g.add_argument("--trust-pickle", action="store_true",
+                   help="allow a whole pickled nn.Module (torch.save(model)); unpickling runs code from the file")
+    g.add_argument("--input-shape", help="input shape for a pickled module, e.g. 1,3,32,32")
+
+
+def add_pass_manager_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("pass manager")
+    g.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (stderr)")
+    g.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                   help="print the IR after the named pass (repeatable; 'import' for the imported IR)")
+    g.add_argument("--dump-ir", type=Path, metavar="DIR", help="write the IR after each step to DIR/NN-PASS.tir")
+    g.add_argument("--time-passes", action="store_true", help="print the time each pass took")
+    g.add_argument("--elide-weights", action="store_true", help="print IR without weight data (cannot be parsed back)")
+    g.add_argument("--no-verify", action="store_true", help="do not verify the IR after each pass")
+    g.add_argument("--stats", action="store_true", help="print per-pass statistics (params, weight bytes, MACs)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Implementations of the CLI commands. Each takes the parsed argparse namespace."""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tinyc.errors import TinycError
+from tinyc.ir import Graph
+
+
+# ---- shared helpers ---------------------------------------------------------
+
+def is_ir_text(path: Path) -> bool:
+    """IR dumps are UTF-8 text starting with a comment or `graph`; model archives are binary."""
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+    return head.startswith((b"//", b"graph"))
+
+
+def load_graph(path: Path, args) -> Graph:
+    if not path.exists():
+        raise TinycError(f"no such file: {path}", hint="check the path")
+    if path.is_dir():
+        raise TinycError(f"{path} is a directory, not a model or IR file")
+    if is_ir_text(path):
+        from tinyc.text import parse_file
+        return parse_file(path)
+    from tinyc.frontend import load_model
+    return load_model(path, trust_pickle=args.trust_pickle, input_shape=parse_shape(args.input_shape))
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise TinycError(f"bad --input-shape '{text}'", hint="give positive dimensions with the batch, e.g. 1,3,32,32")
+    return shape
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder so a failure leaves nothing half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def make_pass_manager(args, pipeline: str):
+    from tinyc.passmanager import PassManager, PassManagerOptions
+
+    options = PassManagerOptions(
+        verify_each=not args.no_verify,
+        print_ir_after_all=args.print_ir_after_all,
+        print_ir_after=frozenset(args.print_ir_after),
+        dump_dir=args.dump_ir,
+        time_passes=args.time_passes,
+        elide_weights=args.elide_weights,
+        out=sys.stderr,
+    )
+    pm = PassManager(pipeline, options)
+    known = {p.name for p in pm.passes} | {"import"}
+    unknown = [n for n in args.print_ir_after if n not in known]
+    if unknown:
+        raise TinycError(f"--print-ir-after names a pass not in the pipeline: {', '.join(unknown)}",
+                         hint="pipeline passes: " + ", ".join(sorted(known)))
+    return pm
+
+
+# ---- commands -----------------------------------------------------------------
+
+def cmd_opt(args) -> int:
+    from tinyc.text import print_graph
+
+    pm = make_pass_manager(args, args.pipeline)  # parse the pipeline before the (slow) import
+    graph = pm.run(load_graph(args.input, args))
+    text = print_graph(graph, elide_weights=args.elide_weights)
+    if args.stats:
+        print(pm.stats_table(), file=sys.stderr)
+    if args.output:
+        write_atomically(args.output, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_passes(args) -> int:
+    from tinyc.passes import PASSES, option_fields
+    from tinyc.passes.base import format_option
+
+    for name in sorted(PASSES):
+        cls = PASSES[name]
+        print(f"{name}")
+        doc = " ".join(cls.__doc__.split())
+        print(f"    {doc}")
+        for dashed, typ, default, help_ in option_fields(cls):
+            tname = getattr(typ, "__name__", str(typ)).replace("typing.", "")
+            print(f"    {dashed}={format_option(default)}  ({tname}) {help_}")
+        print()
+    return 0
+
+
+def cmd_compile(args) -> int:
+    from tinyc.compile import compile_model
+    return compile_model(args)
+
+
+def cmd_run(args) -> int:
+    from tinyc.compile import run_bundle_cmd
+    return run_bundle_cmd(args)
+
+
+def cmd_bench(args) -> int:
+    from tinyc.compile import bench_bundle_cmd
+    return bench_bundle_cmd(args)

@@ -1,0 +1,350 @@
+"""Op definitions: operand counts, attribute schemas, result-type inference and MAC counts.
+
+One `OpDef` per op kind (docs/ir.md is the prose version of this table). The verifier,
+the interpreter, passes and backends all read it, so a new op kind starts here.
+Shape rules follow PyTorch exactly; the result dtype is the first operand's, so integer
+forms of these ops keep their dtype.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, get_args, get_origin
+
+import numpy as np
+
+from tinyc.ir import Op, TensorType, dtype_of
+
+Shape = tuple[int, ...]
+
+FUSABLE_ACT_OPS = {"conv2d", "linear", "matmul", "add", "sub", "mul"}
+
+# Fused activation: the attributes `act` may bring along, by activation.
+ACT_ATTRS = {"act": str, "act_min": float, "act_max": float, "act_alpha": float}
+ACT_PARAMS = {"relu": (), "clamp": ("act_min", "act_max"), "leaky_relu": ("act_alpha",)}
+
+
+class OpError(ValueError):
+    """An op's operands or attributes are inconsistent. The verifier adds which op it is."""
+
+    def __init__(self, what: str, hint: str | None = None):
+        super().__init__(what)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class OpDef:
+    kind: str
+    infer: Callable[[list[TensorType], dict], Shape]   # result shape; raises OpError
+    min_operands: int
+    max_operands: int | None                            # None: any number (cat)
+    required: dict[str, Any] = field(default_factory=dict)   # attribute -> Python type
+    optional: dict[str, Any] = field(default_factory=dict)
+    macs: Callable[[list[TensorType], TensorType], int] = lambda operands, result: 0
+
+    def arity(self) -> str:
+        lo, hi = self.min_operands, self.max_operands
+        return str(lo) if lo == hi else f"at least {lo}" if hi is None else f"{lo} to {hi}"
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {**self.required, **self.optional}
+
+
+# ---- helpers ---------------------------------------------------------------
+
+def fmt_shape(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _need(cond: bool, what: str, hint: str | None = None) -> None:
+    if not cond:
+        raise OpError(what, hint)
+
+
+def _rank(t: TensorType, rank: int, role: str) -> None:
+    _need(t.rank == rank, f"{role} must have rank {rank}, got shape {fmt_shape(t.shape)}")
+
+
+def _ints(attrs: dict, name: str, n: int, lo: int) -> list[int]:
+    """The int-list attribute `name`, checked to have `n` entries each >= `lo`."""
+    v = attrs[name]
+    _need(len(v) == n and all(x >= lo for x in v), f"{name} must be {n} integers >= {lo}, got {v}")
+    return v
+
+
+def _axis(attrs: dict, name: str, rank: int) -> int:
+    a = attrs[name]
+    _need(0 <= a < rank, f"{name} {a} is out of range for rank {rank}", "axes are non-negative")
+    return a
+
+
+def _same_dtype(ts: list[TensorType]) -> None:
+    dtypes = sorted({t.dtype for t in ts})
+    _need(len(dtypes) == 1, f"operand dtypes differ: {', '.join(dtypes)}")
+
+
+def window_out(size: int, k: int, stride: int, dilation: int, pad_begin: int, pad_end: int,
+               ceil_mode: bool = False) -> int:
+    """Output length of a sliding window (conv or pool), PyTorch's rule.
+
+    With ceil_mode a partial last window counts, but only if it starts inside the input or
+    the begin padding.
+    """
+    span = size + pad_begin + pad_end - dilation * (k - 1) - 1
+    _need(span >= 0, f"window of {k} (dilation {dilation}) is larger than the padded input "
+          f"({size} + {pad_begin} + {pad_end})")
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return out
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise OpError("shapes " + " and ".join(fmt_shape(s) for s in shapes) + " do not broadcast") from None
+
+
+# ---- shape rules, one per op kind --------------------------------------------
+
+def _const(ts, a) -> Shape:
+    return tuple(a["value"].shape)
+
+
+def _conv2d(ts, a) -> Shape:
+    x, w = ts[0], ts[1]
+    _rank(x, 4, "input")
+    _rank(w, 4, "weight")
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    g = a["groups"]
+    _need(g >= 1 and c % g == 0 and o % g == 0,
+          f"groups={g} must divide input channels {c} and output channels {o}")
+    _need(cg == c // g, f"weight has {cg} input channels per group; input has {c} / groups {g} = {c // g}")
+    if len(ts) == 3:
+        _need(ts[2].shape == (o,), f"bias shape {fmt_shape(ts[2].shape)} is not [{o}]")
+    sh, sw = _ints(a, "stride", 2, 1)
+    dh, dw = _ints(a, "dilation", 2, 1)
+    top, left, bottom, right = _ints(a, "padding", 4, 0)
+    return (n, o, window_out(h, kh, sh, dh, top, bottom), window_out(wd, kw, sw, dw, left, right))
+
+
+def _linear(ts, a) -> Shape:
+    x, w = ts[0], ts[1]
+    _need(x.rank >= 1, "input must have rank >= 1")
+    _rank(w, 2, "weight")
+    _need(x.shape[-1] == w.shape[1], f"input features {x.shape[-1]} do not match weight {fmt_shape(w.shape)}")
+    if len(ts) == 3:
+        _need(ts[2].shape == (w.shape[0],), f"bias shape {fmt_shape(ts[2].shape)} is not [{w.shape[0]}]")
+    return x.shape[:-1] + (w.shape[0],)
+
+
+def _matmul(ts, a) -> Shape:
+    x, y = ts
+    _need(x.rank >= 2 and y.rank >= 2, f"operands must have rank >= 2, got "
+          f"{fmt_shape(x.shape)} and {fmt_shape(y.shape)}", "reshape vectors to matrices first")
+    _need(x.shape[-1] == y.shape[-2], f"inner dimensions differ: {fmt_shape(x.shape)} @ {fmt_shape(y.shape)}")
+    _same_dtype(ts)
+    return broadcast(x.shape[:-2], y.shape[:-2]) + (x.shape[-2], y.shape[-1])
+
+
+def _batch_norm(ts, a) -> Shape:
+    x = ts[0]
+    _need(x.rank >= 2, f"input must have rank >= 2, got {fmt_shape(x.shape)}")
+    for role, t in zip(("mean", "var", "weight", "bias"), ts[1:]):
+        _need(t.shape == (x.shape[1],), f"{role} shape {fmt_shape(t.shape)} is not [{x.shape[1]}]")
+    return x.shape
+
+
+def _same(ts, a) -> Shape:
+    return ts[0].shape
+
+
+def _binary(ts, a) -> Shape:
+    _same_dtype(ts)
+    return broadcast(ts[0].shape, ts[1].shape)
+
+
+def _pool(ts, a, dilation) -> Shape:
+    x = ts[0]
+    _rank(x, 4, "input")
+    n, c, h, w = x.shape
+    kh, kw = _ints(a, "kernel", 2, 1)
+    sh, sw = _ints(a, "stride", 2, 1)
+    top, left, bottom, right = _ints(a, "padding", 4, 0)
+    ceil = a["ceil_mode"]
+    return (n, c, window_out(h, kh, sh, dilation[0], top, bottom, ceil),
+            window_out(w, kw, sw, dilation[1], left, right, ceil))
+
+
+def _max_pool2d(ts, a) -> Shape:
+    return _pool(ts, a, _ints(a, "dilation", 2, 1))
+
+
+def _avg_pool2d(ts, a) -> Shape:
+    return _pool(ts, a, (1, 1))
+
+
+def _mean(ts, a) -> Shape:
+    shape, axes = ts[0].shape, a["axes"]
+    _need(len(axes) > 0 and axes == sorted(set(axes)) and all(0 <= x < len(shape) for x in axes),
+          f"axes {axes} must be sorted, distinct and in [0, {len(shape)})")
+    if a["keepdim"]:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _reshape(ts, a) -> Shape:
+    shape = a["shape"]
+    _need(all(d >= 0 for d in shape), f"shape {shape} has a negative dimension",
+          "reshape dimensions are explicit (no -1)")
+    _need(math.prod(shape) == ts[0].numel,
+          f"cannot reshape {fmt_shape(ts[0].shape)} ({ts[0].numel} elements) to {fmt_shape(shape)}")
+    return tuple(shape)
+
+
+def _transpose(ts, a) -> Shape:
+    perm, shape = a["perm"], ts[0].shape
+    _need(sorted(perm) == list(range(len(shape))), f"perm {perm} is not a permutation of rank {len(shape)}")
+    return tuple(shape[p] for p in perm)
+
+
+def _cat(ts, a) -> Shape:
+    first = ts[0].shape
+    axis = _axis(a, "axis", len(first))
+    _same_dtype(ts)
+    for t in ts[1:]:
+        _need(len(t.shape) == len(first) and all(d == e for i, (d, e) in enumerate(zip(t.shape, first)) if i != axis),
+              f"cannot concatenate {fmt_shape(first)} and {fmt_shape(t.shape)} along axis {axis}")
+    return first[:axis] + (sum(t.shape[axis] for t in ts),) + first[axis + 1:]
+
+
+def _softmax(ts, a) -> Shape:
+    _axis(a, "axis", ts[0].rank)
+    return ts[0].shape
+
+
+def _pad(ts, a) -> Shape:
+    shape, pads = ts[0].shape, a["pads"]
+    r = len(shape)
+    _need(len(pads) == 2 * r, f"pads needs {2 * r} entries (begins then ends) for rank {r}, got {len(pads)}")
+    out = tuple(d + b + e for d, b, e in zip(shape, pads[:r], pads[r:]))
+    _need(all(d >= 0 for d in out), f"negative pads crop {fmt_shape(shape)} below zero size")
+    return out
+
+
+# ---- MAC counts (docs/ir.md, Statistics) ---------------------------------------
+
+def _conv_macs(ts, result) -> int:
+    return result.numel * math.prod(ts[1].shape[1:])
+
+
+def _linear_macs(ts, result) -> int:
+    return result.numel * ts[1].shape[1]
+
+
+def _matmul_macs(ts, result) -> int:
+    return result.numel * ts[0].shape[-1]
+
+
+# ---- the table -------------------------------------------------------------------
+
+def _op(kind, infer, operands, required=None, macs=None) -> OpDef:
+    lo, hi = operands if isinstance(operands, tuple) else (operands, operands)
+    return OpDef(kind, infer, lo, hi, required or {}, ACT_ATTRS if kind in FUSABLE_ACT_OPS else {},
+                 macs or OpDef.macs)
+
+
+_WINDOW = {"stride": list[int], "padding": list[int]}
+
+OPS: dict[str, OpDef] = {d.kind: d for d in [
+    _op("const", _const, 0, {"value": np.ndarray}),
+    _op("conv2d", _conv2d, (2, 3), {**_WINDOW, "dilation": list[int], "groups": int}, _conv_macs),
+    _op("linear", _linear, (2, 3), macs=_linear_macs),
+    _op("matmul", _matmul, 2, macs=_matmul_macs),
+    _op("batch_norm", _batch_norm, 5, {"eps": float}),
+    *(_op(k, _same, 1) for k in ("relu", "sigmoid", "tanh", "hardswish")),
+    _op("clamp", _same, 1, {"min": float, "max": float}),
+    _op("leaky_relu", _same, 1, {"alpha": float}),
+    *(_op(k, _binary, 2) for k in ("add", "sub", "mul", "div")),
+    _op("max_pool2d", _max_pool2d, 1, {"kernel": list[int], **_WINDOW, "dilation": list[int], "ceil_mode": bool}),
+    _op("avg_pool2d", _avg_pool2d, 1, {"kernel": list[int], **_WINDOW, "ceil_mode": bool,
+                                       "count_include_pad": bool}),
+    _op("mean", _mean, 1, {"axes": list[int], "keepdim": bool}),
+    _op("reshape", _reshape, 1, {"shape": list[int]}),
+    _op("transpose", _transpose, 1, {"perm": list[int]}),
+    _op("cat", _cat, (1, None), {"axis": int}),
+    _op("softmax", _softmax, 1, {"axis": int}),
+    _op("pad", _pad, 1, {"pads": list[int], "value": float}),
+]}
+
+
+# ---- checks and the public entry points -----------------------------------------------
+
+def type_name(t) -> str:
+    return str(t) if get_origin(t) else t.__name__
+
+
+def attr_matches(value, t) -> bool:
+    """isinstance for attribute schemas: `list[int]` checks elements; bools are not ints;
+    floats must be floats (so the text form and the C backends see the same literal)."""
+    if get_origin(t) is list:
+        (elem,) = get_args(t)
+        return isinstance(value, list) and all(attr_matches(v, elem) for v in value)
+    if t is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, t)
+
+
+def check_act(attrs: dict) -> None:
+    """Raise OpError unless the fused-activation attributes (act, act_min, act_max, act_alpha) agree."""
+    act = attrs.get("act")
+    params = sorted(k for k in ACT_ATTRS if k != "act" and k in attrs)
+    if act is None:
+        _need(not params, f"{', '.join(params)} given without act")
+        return
+    _need(act in ACT_PARAMS, f"unknown act {act!r}", "act is one of " + ", ".join(map(repr, ACT_PARAMS)))
+    want = sorted(ACT_PARAMS[act])
+    _need(params == want, f"act {act!r} takes attributes [{', '.join(want)}], got [{', '.join(params)}]")
+    if act == "clamp":
+        _need(attrs["act_min"] <= attrs["act_max"], f"act_min {attrs['act_min']} > act_max {attrs['act_max']}")
+
+
+def check_signature(kind: str, n_operands: int, attrs: dict) -> OpDef:
+    """Check the kind, operand count and attribute names/types; return the op's definition."""
+    d = OPS.get(kind)
+    _need(d is not None, f"unknown op kind '{kind}'", "known kinds: " + ", ".join(sorted(OPS)))
+    _need(d.min_operands <= n_operands and (d.max_operands is None or n_operands <= d.max_operands),
+          f"takes {d.arity()} operands, got {n_operands}")
+    schema = d.attrs
+    for name, value in attrs.items():
+        if name not in schema:
+            hint = "act is only allowed on " + ", ".join(sorted(FUSABLE_ACT_OPS)) if name in ACT_ATTRS \
+                else f"{kind} takes: {', '.join(sorted(schema)) or 'no attributes'}"
+            raise OpError(f"unknown attribute '{name}'", hint)
+        _need(attr_matches(value, schema[name]),
+              f"attribute '{name}' must be {type_name(schema[name])}, got {type(value).__name__} {value!r}")
+    missing = [k for k in d.required if k not in attrs]
+    _need(not missing, f"missing attribute {', '.join(missing)}")
+    if kind in FUSABLE_ACT_OPS:
+        check_act(attrs)
+    return d
+
+
+def infer_type(kind: str, operand_types: list[TensorType], attrs: dict) -> TensorType:
+    """The result type of `kind` applied to operands of these types (raises OpError)."""
+    d = check_signature(kind, len(operand_types), attrs)
+    shape = d.infer(operand_types, attrs)
+    if kind == "const":
+        try:
+            return TensorType(shape, dtype_of(attrs["value"]))
+        except TypeError as e:
+            raise OpError(str(e)) from None
+    return TensorType(tuple(int(s) for s in shape), operand_types[0].dtype)
+
+
+def macs(op: Op) -> int:
+    """Multiply-accumulates of one op (0 for ops without any)."""
+    return OPS[op.kind].macs([v.type for v in op.operands], op.result.type)

@@ -1,0 +1,93 @@
+"""IR verifier: checks every invariant of docs/ir.md and reports the first break, naming the op.
+
+Runs after import and after every pass, so a pass that produces bad IR is caught at once
+rather than as wrong numbers on the device.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+
+from tinyc.errors import VerifyError
+from tinyc.ir import DTYPE_BITS, DTYPES, Graph, Op, TensorType, Value
+from tinyc.ops import OpError, check_signature, fmt_shape, infer_type
+
+_NAME = re.compile(r"[A-Za-z0-9_.]+")
+
+
+def verify(graph: Graph) -> None:
+    """Raise VerifyError for the first invariant `graph` breaks."""
+    defined: dict[str, Value] = {}
+    for v in graph.inputs:
+        label = f"input %{v.name}"
+        _define(v, defined, label, None)
+        _check_type(v.type, label, None)
+    for op in graph.ops:
+        label = f"%{op.result.name} = {op.kind}"
+        _check_op(op, defined, label)
+        _define(op.result, defined, label, op.loc)
+    for i, v in enumerate(graph.outputs):
+        _fail(defined.get(v.name) is v, f"output {i} %{v.name}", "is not defined by an input or an op", None)
+
+
+def _fail(ok: bool, label: str, what: str, where: str | None, hint: str | None = None) -> None:
+    if not ok:
+        raise VerifyError(f"verify: {label}: {what}", where=where, hint=hint)
+
+
+def _define(v: Value, defined: dict[str, Value], label: str, loc: str | None) -> None:
+    _fail(isinstance(v.name, str) and _NAME.fullmatch(v.name) is not None, label,
+          f"bad value name {v.name!r}", loc, "names use only letters, digits, '_' and '.'")
+    _fail(v.name not in defined, label, f"value %{v.name} is defined twice", loc)
+    defined[v.name] = v
+
+
+def _check_op(op: Op, defined: dict[str, Value], label: str) -> None:
+    for v in op.operands:
+        known = defined.get(v.name)
+        _fail(known is not None, label, f"operand %{v.name} is not defined before this op", op.loc)
+        _fail(known is v, label, f"operand %{v.name} is a different Value object from the one defined "
+              "under that name", op.loc, "passes must reuse the defining Value, not a copy")
+    declared = op.result.type
+    try:
+        # A const's type is declared, not inferred: i4 and friends share int8 storage.
+        if op.is_const:
+            check_signature(op.kind, len(op.operands), op.attrs)
+        else:
+            inferred = infer_type(op.kind, [v.type for v in op.operands], op.attrs)
+    except OpError as e:
+        raise VerifyError(f"verify: {label}: {e}", where=op.loc, hint=e.hint) from None
+    if op.is_const:
+        _check_const(op.attrs["value"], declared, label, op.loc)
+    else:
+        _fail(declared.shape == inferred.shape, label, f"result shape {fmt_shape(declared.shape)} does not "
+              f"match inferred {fmt_shape(inferred.shape)}", op.loc)
+        _fail(declared.dtype == inferred.dtype, label, f"result dtype {declared.dtype} does not match "
+              f"inferred {inferred.dtype}", op.loc)
+    _check_type(declared, label, op.loc)
+
+
+def _check_const(value: np.ndarray, t: TensorType, label: str, loc: str | None) -> None:
+    _fail(value.shape == t.shape, label, f"value shape {fmt_shape(value.shape)} does not match type "
+          f"{fmt_shape(t.shape)}", loc)
+    _fail(value.dtype == DTYPES[t.dtype], label, f"value dtype {value.dtype} is not the storage dtype "
+          f"{DTYPES[t.dtype]} of {t.dtype}", loc)
+
+
+def _check_type(t: TensorType, label: str, loc: str | None) -> None:
+    """Quantization parameters fit the tensor: integer dtype, axis and lengths, scales, zero points."""
+    q = t.quant
+    if q is None:
+        return
+    _fail(t.dtype != "f32", label, "an f32 tensor carries quantization parameters", loc)
+    if q.per_channel:
+        _fail(0 <= q.axis < t.rank, label, f"quant axis {q.axis} is out of range for rank {t.rank}", loc)
+        _fail(len(q.scale) == t.shape[q.axis], label, f"{len(q.scale)} quant scales for "
+              f"{t.shape[q.axis]} channels along axis {q.axis}", loc)
+    _fail(all(math.isfinite(s) and s > 0 for s in q.scale), label, "quant scales must be finite and > 0", loc)
+    bits = DTYPE_BITS[t.dtype]
+    lo, hi = (0, 2 ** bits - 1) if t.dtype == "u8" else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    _fail(all(lo <= z <= hi for z in q.zero_point), label,
+          f"quant zero points must lie in [{lo}, {hi}] for {t.dtype}", loc)

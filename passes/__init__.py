@@ -1,0 +1,7 @@
+"""tinyc's IR passes. Each pass lives in its own module and registers itself by name."""
+from tinyc.passes.base import (PASSES, Pass, PassContext, option, option_fields, parse_pipeline,
+                               print_pipeline, register)
+from tinyc.passes import fuse  # noqa: F401  (registers)
+
+__all__ = ["PASSES", "Pass", "PassContext", "option", "option_fields", "parse_pipeline",
+           "print_pipeline", "register"]

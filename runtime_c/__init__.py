@@ -1,0 +1,1 @@
+"""C kernel runtime sources and target support files, copied into generated bundles."""

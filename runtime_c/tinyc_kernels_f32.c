@@ -1,0 +1,442 @@
+/* tinyc float32 kernels (reference C99, no allocation, no global state).
+ *
+ * Not a library of its own: a generated model source defines TINYC_F32_<KERNEL>
+ * for each kernel it calls and then #includes this file, so each kernel becomes
+ * a static function of that model (see tinyc_kernels_f32.h). Built on its own
+ * the file defines no symbols. Helpers are `static inline` so that unused ones
+ * draw no warning.
+ *
+ * Kernels marked "in place" may be called with y == x (or y == a/b for binary
+ * ops whose operand has the output's shape): each output element is written
+ * only after every input element it depends on has been read.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#include "tinyc_kernels_f32.h"
+
+/* ---- helpers --------------------------------------------------------- */
+
+/* In place: y = act(x) over n elements. Also the kernel for relu, clamp, leaky_relu. */
+static inline void tinyc_f32_act(const float *x, float *y, int32_t n, const tinyc_act *act)
+{
+    int32_t i;
+    switch (act->kind) {
+    case TINYC_ACT_RELU:
+        for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    case TINYC_ACT_CLAMP:
+        for (i = 0; i < n; ++i) {
+            const float v = x[i] < act->lo ? act->lo : x[i];
+            y[i] = v > act->hi ? act->hi : v;
+        }
+        break;
+    case TINYC_ACT_LEAKY_RELU:
+        for (i = 0; i < n; ++i) y[i] = x[i] >= 0.0f ? x[i] : x[i] * act->lo;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Next multi-index (odometer, last dim fastest) over dims[0..rank). */
+static inline void tinyc_next(int32_t rank, const int32_t *dims, int32_t *idx)
+{
+    int32_t d;
+    for (d = rank - 1; d >= 0; --d) {
+        if (++idx[d] < dims[d]) return;
+        idx[d] = 0;
+    }
+}
+
+static inline int32_t tinyc_dot(int32_t rank, const int32_t *idx, const int32_t *strides)
+{
+    int32_t d, off = 0;
+    for (d = 0; d < rank; ++d) off += idx[d] * strides[d];
+    return off;
+}
+
+/* First tap k with start + k * dil >= 0. */
+static inline int32_t tinyc_tap_lo(int32_t start, int32_t dil)
+{
+    return start >= 0 ? 0 : (-start + dil - 1) / dil;
+}
+
+/* One past the last tap k < taps with start + k * dil < size. */
+static inline int32_t tinyc_tap_hi(int32_t start, int32_t dil, int32_t size, int32_t taps)
+{
+    int32_t hi;
+    if (start >= size) return 0;
+    hi = (size - start + dil - 1) / dil;
+    return hi < taps ? hi : taps;
+}
+
+/* ---- convolution and dense ------------------------------------------- */
+
+#ifdef TINYC_F32_CONV2D
+/* Any stride, padding, dilation and groups (depthwise included). bias may be 0. */
+static void tinyc_f32_conv2d(const float *x, const float *w, const float *bias, float *y,
+                             const tinyc_f32_conv2d_params *p)
+{
+    const int32_t cg = p->c / p->groups, og = p->o / p->groups;
+    const int32_t taps = p->kh * p->kw, in_plane = p->h * p->w, plane = p->oh * p->ow;
+    int32_t n, oc, oy, ox, ic, ky, kx;
+    for (n = 0; n < p->n; ++n) {
+        for (oc = 0; oc < p->o; ++oc) {
+            const float *xg = x + (n * p->c + (oc / og) * cg) * in_plane;
+            const float *wo = w + oc * cg * taps;
+            const float b = bias ? bias[oc] : 0.0f;
+            float *yo = y + (n * p->o + oc) * plane;
+            for (oy = 0; oy < p->oh; ++oy) {
+                const int32_t iy0 = oy * p->sh - p->pad_top;
+                const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
+                const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
+                for (ox = 0; ox < p->ow; ++ox) {
+                    const int32_t ix0 = ox * p->sw - p->pad_left;
+                    const int32_t kx0 = tinyc_tap_lo(ix0, p->dw);
+                    const int32_t kx1 = tinyc_tap_hi(ix0, p->dw, p->w, p->kw);
+                    float acc = b;
+                    for (ic = 0; ic < cg; ++ic) {
+                        const float *xc = xg + ic * in_plane;
+                        const float *wc = wo + ic * taps;
+                        for (ky = ky0; ky < ky1; ++ky) {
+                            const float *xr = xc + (iy0 + ky * p->dh) * p->w;
+                            const float *wr = wc + ky * p->kw;
+                            for (kx = kx0; kx < kx1; ++kx) acc += wr[kx] * xr[ix0 + kx * p->dw];
+                        }
+                    }
+                    yo[oy * p->ow + ox] = acc;
+                }
+            }
+            tinyc_f32_act(yo, yo, plane, &p->act);
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_CONV2D_1X1
+/* 1x1 kernel, stride 1, no padding, one group: a matrix product per image,
+ * accumulated a whole output plane at a time so the inner loop is contiguous. */
+static void tinyc_f32_conv2d_1x1(const float *x, const float *w, const float *bias, float *y,
+                                 const tinyc_f32_conv2d_params *p)
+{
+    const int32_t plane = p->h * p->w;
+    int32_t n, oc, ic, i;
+    for (n = 0; n < p->n; ++n) {
+        for (oc = 0; oc < p->o; ++oc) {
+            float *yo = y + (n * p->o + oc) * plane;
+            const float b = bias ? bias[oc] : 0.0f;
+            for (i = 0; i < plane; ++i) yo[i] = b;
+            for (ic = 0; ic < p->c; ++ic) {
+                const float wv = w[oc * p->c + ic];
+                const float *xc = x + (n * p->c + ic) * plane;
+                for (i = 0; i < plane; ++i) yo[i] += wv * xc[i];
+            }
+            tinyc_f32_act(yo, yo, plane, &p->act);
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_DEPTHWISE
+/* groups == c: output channel oc reads input channel oc / (o / c). Accumulates
+ * one tap over a whole output row at a time, so with stride 1 the inner loop
+ * is contiguous (and vectorizes). */
+static void tinyc_f32_depthwise(const float *x, const float *w, const float *bias, float *y,
+                                const tinyc_f32_conv2d_params *p)
+{
+    const int32_t mult = p->o / p->c, taps = p->kh * p->kw;
+    const int32_t in_plane = p->h * p->w, plane = p->oh * p->ow;
+    int32_t n, oc, oy, ox, ky, kx, i;
+    for (n = 0; n < p->n; ++n) {
+        for (oc = 0; oc < p->o; ++oc) {
+            const float *xc = x + (n * p->c + oc / mult) * in_plane;
+            const float *wo = w + oc * taps;
+            const float b = bias ? bias[oc] : 0.0f;
+            float *yo = y + (n * p->o + oc) * plane;
+            for (i = 0; i < plane; ++i) yo[i] = b;
+            for (oy = 0; oy < p->oh; ++oy) {
+                const int32_t iy0 = oy * p->sh - p->pad_top;
+                const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
+                const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
+                float *yr = yo + oy * p->ow;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    const float *xr = xc + (iy0 + ky * p->dh) * p->w;
+                    for (kx = 0; kx < p->kw; ++kx) {
+                        /* output columns whose tap kx lands inside the row */
+                        const int32_t ix0 = kx * p->dw - p->pad_left;
+                        const int32_t ox0 = tinyc_tap_lo(ix0, p->sw);
+                        const int32_t ox1 = tinyc_tap_hi(ix0, p->sw, p->w, p->ow);
+                        const float wv = wo[ky * p->kw + kx];
+                        for (ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ix0 + ox * p->sw];
+                    }
+                }
+            }
+            tinyc_f32_act(yo, yo, plane, &p->act);
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_LINEAR
+/* y[r, j] = bias[j] + x[r, :] . w[j, :]; bias may be 0. */
+static void tinyc_f32_linear(const float *x, const float *w, const float *bias, float *y,
+                             const tinyc_f32_linear_params *p)
+{
+    int32_t r, j, t;
+    for (r = 0; r < p->rows; ++r) {
+        const float *xr = x + r * p->k;
+        float *yr = y + r * p->n;
+        for (j = 0; j < p->n; ++j) {
+            const float *wj = w + j * p->k;
+            float acc = bias ? bias[j] : 0.0f;
+            for (t = 0; t < p->k; ++t) acc += xr[t] * wj[t];
+            yr[j] = acc;
+        }
+        tinyc_f32_act(yr, yr, p->n, &p->act);
+    }
+}
+#endif
+
+#ifdef TINYC_F32_MATMUL
+/* y[i] = a[i] @ b[i] for each output matrix i; a, b located through batch strides. */
+static void tinyc_f32_matmul(const float *a, const float *b, float *y, const tinyc_f32_matmul_params *p)
+{
+    int32_t idx[TINYC_MAX_RANK] = {0};
+    int32_t bt, i, j, t;
+    for (bt = 0; bt < p->batch; ++bt) {
+        const float *am = a + tinyc_dot(p->rank, idx, p->a_strides);
+        const float *bm = b + tinyc_dot(p->rank, idx, p->b_strides);
+        float *ym = y + bt * p->m * p->n;
+        for (i = 0; i < p->m; ++i) {
+            float *yr = ym + i * p->n;
+            for (j = 0; j < p->n; ++j) yr[j] = 0.0f;
+            for (t = 0; t < p->k; ++t) {
+                const float av = am[i * p->k + t];
+                const float *br = bm + t * p->n;
+                for (j = 0; j < p->n; ++j) yr[j] += av * br[j];
+            }
+        }
+        tinyc_f32_act(ym, ym, p->m * p->n, &p->act);
+        tinyc_next(p->rank, p->dims, idx);
+    }
+}
+#endif
+
+/* ---- elementwise ----------------------------------------------------- */
+
+#ifdef TINYC_F32_CHANNEL_AFFINE
+/* In place. Inference batch norm: y[o, c, i] = x[o, c, i] * scale[c] + shift[c]. */
+static void tinyc_f32_channel_affine(const float *x, const float *scale, const float *shift, float *y,
+                                     int32_t outer, int32_t channels, int32_t inner)
+{
+    int32_t o, c, i;
+    for (o = 0; o < outer; ++o) {
+        for (c = 0; c < channels; ++c) {
+            const int32_t base = (o * channels + c) * inner;
+            for (i = 0; i < inner; ++i) y[base + i] = x[base + i] * scale[c] + shift[c];
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_SIGMOID
+/* In place. */
+static void tinyc_f32_sigmoid(const float *x, float *y, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) y[i] = 1.0f / (1.0f + expf(-x[i]));
+}
+#endif
+
+#ifdef TINYC_F32_TANH
+/* In place. */
+static void tinyc_f32_tanh(const float *x, float *y, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) y[i] = tanhf(x[i]);
+}
+#endif
+
+#ifdef TINYC_F32_HARDSWISH
+/* In place. x * relu6(x + 3) / 6 */
+static void tinyc_f32_hardswish(const float *x, float *y, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) {
+        const float v = x[i], g = v + 3.0f;
+        y[i] = v * (g < 0.0f ? 0.0f : (g > 6.0f ? 6.0f : g)) / 6.0f;
+    }
+}
+#endif
+
+#ifdef TINYC_F32_BINARY
+/* In place (onto an operand of the output's shape). Row by row over the last
+ * dim; the compiler merged dims so that rows are as long as possible. */
+static void tinyc_f32_binary(const float *a, const float *b, float *y, const tinyc_f32_binary_params *p)
+{
+    const int32_t outer = p->rank - 1, inner = p->dims[outer];
+    const int32_t sa = p->a_strides[outer], sb = p->b_strides[outer];
+    int32_t idx[TINYC_MAX_RANK] = {0};
+    int32_t r, i;
+    for (r = 0; r < p->rows; ++r) {
+        const float *ar = a + tinyc_dot(outer, idx, p->a_strides);
+        const float *br = b + tinyc_dot(outer, idx, p->b_strides);
+        float *yr = y + r * inner;
+        switch (p->op) {
+        case TINYC_ADD:
+            for (i = 0; i < inner; ++i) yr[i] = ar[i * sa] + br[i * sb];
+            break;
+        case TINYC_SUB:
+            for (i = 0; i < inner; ++i) yr[i] = ar[i * sa] - br[i * sb];
+            break;
+        case TINYC_MUL:
+            for (i = 0; i < inner; ++i) yr[i] = ar[i * sa] * br[i * sb];
+            break;
+        default:
+            for (i = 0; i < inner; ++i) yr[i] = ar[i * sa] / br[i * sb];
+            break;
+        }
+        tinyc_f32_act(yr, yr, inner, &p->act);
+        tinyc_next(outer, p->dims, idx);
+    }
+}
+#endif
+
+/* ---- pooling and reductions ------------------------------------------ */
+
+#ifdef TINYC_F32_MAX_POOL2D
+/* Padding never wins: only taps inside the image are compared. */
+static void tinyc_f32_max_pool2d(const float *x, float *y, const tinyc_f32_pool2d_params *p)
+{
+    int32_t pl, oy, ox, ky, kx;
+    for (pl = 0; pl < p->planes; ++pl) {
+        const float *xp = x + pl * p->h * p->w;
+        float *yp = y + pl * p->oh * p->ow;
+        for (oy = 0; oy < p->oh; ++oy) {
+            const int32_t iy0 = oy * p->sh - p->pad_top;
+            const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
+            const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
+            for (ox = 0; ox < p->ow; ++ox) {
+                const int32_t ix0 = ox * p->sw - p->pad_left;
+                const int32_t kx0 = tinyc_tap_lo(ix0, p->dw);
+                const int32_t kx1 = tinyc_tap_hi(ix0, p->dw, p->w, p->kw);
+                float m = -INFINITY;
+                for (ky = ky0; ky < ky1; ++ky) {
+                    const float *xr = xp + (iy0 + ky * p->dh) * p->w;
+                    for (kx = kx0; kx < kx1; ++kx) {
+                        const float v = xr[ix0 + kx * p->dw];
+                        if (v > m) m = v;
+                    }
+                }
+                yp[oy * p->ow + ox] = m;
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_AVG_POOL2D
+/* PyTorch's divisor: the window clipped to the padded image (count_include_pad)
+ * or to the image itself; a window entirely in the padding gives 0. */
+static void tinyc_f32_avg_pool2d(const float *x, float *y, const tinyc_f32_pool2d_params *p)
+{
+    int32_t pl, oy, ox, iy, ix;
+    for (pl = 0; pl < p->planes; ++pl) {
+        const float *xp = x + pl * p->h * p->w;
+        float *yp = y + pl * p->oh * p->ow;
+        for (oy = 0; oy < p->oh; ++oy) {
+            const int32_t ya = oy * p->sh - p->pad_top;
+            const int32_t yb = ya + p->kh < p->h + p->pad_bottom ? ya + p->kh : p->h + p->pad_bottom;
+            const int32_t y0 = ya > 0 ? ya : 0, y1 = yb < p->h ? yb : p->h;
+            for (ox = 0; ox < p->ow; ++ox) {
+                const int32_t xa = ox * p->sw - p->pad_left;
+                const int32_t xb = xa + p->kw < p->w + p->pad_right ? xa + p->kw : p->w + p->pad_right;
+                const int32_t x0 = xa > 0 ? xa : 0, x1 = xb < p->w ? xb : p->w;
+                float acc = 0.0f;
+                int32_t count;
+                if (y0 >= y1 || x0 >= x1) {
+                    yp[oy * p->ow + ox] = 0.0f;
+                    continue;
+                }
+                for (iy = y0; iy < y1; ++iy)
+                    for (ix = x0; ix < x1; ++ix) acc += xp[iy * p->w + ix];
+                count = p->count_include_pad ? (yb - ya) * (xb - xa) : (y1 - y0) * (x1 - x0);
+                yp[oy * p->ow + ox] = acc / (float)count;
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_MEAN
+static void tinyc_f32_mean(const float *x, float *y, const tinyc_f32_mean_params *p)
+{
+    const int32_t outer = p->rank - 1, inner = p->dims[outer], sy = p->y_strides[outer];
+    int32_t idx[TINYC_MAX_RANK] = {0};
+    int32_t r, i;
+    for (i = 0; i < p->y_size; ++i) y[i] = 0.0f;
+    for (r = 0; r < p->rows; ++r) {
+        const float *xr = x + r * inner;
+        float *yr = y + tinyc_dot(outer, idx, p->y_strides);
+        if (sy == 0) {
+            float acc = 0.0f;
+            for (i = 0; i < inner; ++i) acc += xr[i];
+            yr[0] += acc;
+        } else {
+            for (i = 0; i < inner; ++i) yr[i * sy] += xr[i];
+        }
+        tinyc_next(outer, p->dims, idx);
+    }
+    for (i = 0; i < p->y_size; ++i) y[i] /= p->count;
+}
+#endif
+
+#ifdef TINYC_F32_SOFTMAX
+/* In place. x viewed as [outer, n, inner]; softmax over n, shifted by the max. */
+static void tinyc_f32_softmax(const float *x, float *y, int32_t outer, int32_t n, int32_t inner)
+{
+    int32_t o, i, j;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            const int32_t base = o * n * inner + i;
+            float mx = x[base], sum = 0.0f;
+            for (j = 1; j < n; ++j)
+                if (x[base + j * inner] > mx) mx = x[base + j * inner];
+            for (j = 0; j < n; ++j) {
+                const float e = expf(x[base + j * inner] - mx);
+                y[base + j * inner] = e;
+                sum += e;
+            }
+            for (j = 0; j < n; ++j) y[base + j * inner] /= sum;
+        }
+    }
+}
+#endif
+
+/* ---- data movement --------------------------------------------------- */
+
+#ifdef TINYC_F32_COPY
+/* Strided copy: transpose, one input of cat, the interior of pad. */
+static void tinyc_f32_copy(const float *x, float *y, const tinyc_f32_copy_params *p)
+{
+    const int32_t outer = p->rank - 1, inner = p->dims[outer];
+    const int32_t sx = p->x_strides[outer], sy = p->y_strides[outer];
+    int32_t idx[TINYC_MAX_RANK] = {0};
+    int32_t r, i;
+    for (r = 0; r < p->rows; ++r) {
+        const float *xr = x + tinyc_dot(outer, idx, p->x_strides);
+        float *yr = y + tinyc_dot(outer, idx, p->y_strides);
+        for (i = 0; i < inner; ++i) yr[i * sy] = xr[i * sx];
+        tinyc_next(outer, p->dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_F32_FILL
+static void tinyc_f32_fill(float *y, int32_t n, float value)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) y[i] = value;
+}
+#endif

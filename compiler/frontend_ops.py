@@ -277,8 +277,13 @@ def batch_norm(b, a):
     bias = a["bias"] if a["bias"] is not None else ConstRef(f"{b.node.name}.bias", np.zeros(c, np.float32))
     operands = [x, b.value(a["running_mean"]), b.value(a["running_var"]), b.value(weight), b.value(bias)]
     y = b.emit("batch_norm", operands, _shape(x), {"eps": float(a["eps"])})
-    # _native_batch_norm_legit_no_training returns (out, save_mean, save_rstd); only out is usable
-    return (y, None, None) if isinstance(b.node.meta["val"], (tuple, list)) else y
+    return _first_of(b, y)
+
+
+def _first_of(b: Builder, y):
+    """Ops returning (out, extras...) (saved BN stats, pool indices): only `out` has an IR equivalent."""
+    val = b.node.meta["val"]
+    return (y,) + (None,) * (len(val) - 1) if isinstance(val, (tuple, list)) else y
 
 
 # ---------------------------------------------------------------- activations
@@ -388,8 +393,7 @@ def _pool(b: Builder, kind: str, nd: int, a: dict) -> Value:
         n, c, length = _shape(x)
         y = _pool2d(b, kind, b.reshape(x, [n, c, 1, length], tag="2d"), tag="2d", **args)
         y = b.reshape(y, [n, c, _shape(y)[3]])
-    # *_with_indices returns (values, indices); the indices have no IR equivalent
-    return (y, None) if isinstance(b.node.meta["val"], (tuple, list)) else y
+    return _first_of(b, y)
 
 
 def pool(kind: str, nd: int) -> Callable:
@@ -497,7 +501,7 @@ def identity(b, a):
 def dropout(b, a):
     if a["train"]:
         b.unsupported("dropout in training mode", "call model.eval() before exporting")
-    return a["input"]
+    return _first_of(b, a["input"])
 
 
 def to_copy(b, a):
@@ -525,7 +529,8 @@ def _table() -> dict[str, Callable]:
     add("matmul.default mm.default bmm.default", matmul)
     add("addmm.default", addmm)
     add("batch_norm.default _native_batch_norm_legit_no_training.default "
-        "native_batch_norm.default _native_batch_norm_legit.default", batch_norm)
+        "native_batch_norm.default _native_batch_norm_legit.default "
+        "_native_batch_norm_legit_functional.default", batch_norm)  # training forms are rejected
     for kind in ("relu", "sigmoid", "tanh", "hardswish"):
         add(f"{kind}.default", unary(kind))
     add("clamp.default", clamp)
@@ -553,7 +558,7 @@ def _table() -> dict[str, Callable]:
     add("cat.default", cat)
     add("constant_pad_nd.default pad.default", pad)
     add("clone.default alias.default detach.default lift_fresh_copy.default contiguous.default", identity)
-    add("dropout.default feature_dropout.default", dropout)
+    add("dropout.default feature_dropout.default native_dropout.default", dropout)
     add("_to_copy.default to.dtype", to_copy)
     add("_assert_tensor_metadata.default", no_result)
     return t_

@@ -1,0 +1,434 @@
+"""Per-op lowering of the float32 IR to calls of runtime_c/tinyc_kernels_f32.c.
+
+Each lowering turns one op into kernel calls plus the `static const` parameter
+structs and derived weight arrays they need. All shape arithmetic happens here,
+at compile time; the kernels only loop. A `Lowering` also says which operands
+the kernel may overwrite with its result (the memory planner's in-place rule).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from tinyc.errors import BackendError
+from tinyc.ir import Op, Value
+
+MAX_RANK = 8  # TINYC_MAX_RANK in tinyc_kernels_f32.h
+
+
+@dataclass(frozen=True)
+class Param:
+    """A `static const CTYPE NAME = {...}` parameter struct; fields are C initializers."""
+
+    ctype: str
+    cname: str
+    fields: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Call:
+    function: str
+    args: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A `static const float` array: the C name and its values."""
+
+    cname: str
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class Lowered:
+    kernels: tuple[str, ...] = ()     # TINYC_F32_<KERNEL> macros the calls need
+    params: tuple[Param, ...] = ()
+    weights: tuple[Weight, ...] = ()
+    calls: tuple[Call, ...] = ()
+
+
+class Context(Protocol):
+    """What a lowering needs from the emitter."""
+
+    def ref(self, v: Value, offset: int = 0) -> str:
+        """C pointer expression to element `offset` of value v."""
+
+    def const(self, v: Value) -> np.ndarray | None:
+        """The array behind v if it is a const, else None."""
+
+    def param_name(self, k: int = 0) -> str:
+        """Name for the k-th parameter struct of the op being lowered."""
+
+    def weight_name(self, suffix: str) -> str:
+        """Name for a derived weight array of the op being lowered."""
+
+
+@dataclass(frozen=True)
+class Lowering:
+    emit: Callable[[Op, Context], Lowered]
+    inplace: Callable[[Op], Sequence[int]]
+
+
+# ---- C text helpers -------------------------------------------------------
+
+def c_float(x: float) -> str:
+    """Shortest literal that reads back as the same float32 (e.g. `1.5f`)."""
+    f = np.float32(x)
+    if np.isnan(f):
+        return "NAN"
+    if np.isinf(f):
+        return "INFINITY" if f > 0 else "-INFINITY"
+    s = str(f)
+    return s + "f" if ("." in s or "e" in s) else s + ".0f"
+
+
+def c_ints(xs: Sequence[int]) -> str:
+    return "{" + ", ".join(str(int(x)) for x in xs) + "}"
+
+
+def c_floats(values: np.ndarray) -> list[str]:
+    """c_float over an array, fast for the usual all-finite weights."""
+    flat = np.asarray(values, np.float32).ravel()
+    if not np.isfinite(flat).all():
+        return [c_float(x) for x in flat]
+    return [s + "f" if ("." in s or "e" in s) else s + ".0f" for s in map(str, flat)]
+
+
+_ACT_KINDS = {"relu": "TINYC_ACT_RELU", "clamp": "TINYC_ACT_CLAMP", "leaky_relu": "TINYC_ACT_LEAKY_RELU"}
+
+
+def _act_fields(kind: str | None, lo: float = 0.0, hi: float = 0.0) -> tuple[tuple[str, str], ...]:
+    if kind is None:
+        return (("kind", "TINYC_ACT_NONE"), ("lo", "0.0f"), ("hi", "0.0f"))
+    if kind not in _ACT_KINDS:
+        raise BackendError(f"unknown activation {kind!r}", hint="expected relu, clamp or leaky_relu")
+    return (("kind", _ACT_KINDS[kind]), ("lo", c_float(lo)), ("hi", c_float(hi)))
+
+
+def fused_act(attrs: dict) -> str:
+    """tinyc_act initializer for an op's optional fused `act` attribute."""
+    kind = attrs.get("act")
+    if kind == "clamp":
+        fields = _act_fields(kind, attrs["act_min"], attrs["act_max"])
+    elif kind == "leaky_relu":
+        fields = _act_fields(kind, attrs["act_alpha"])
+    else:
+        fields = _act_fields(kind)
+    return "{" + ", ".join(v for _, v in fields) + "}"
+
+
+def standalone_act(op: Op) -> tuple[tuple[str, str], ...]:
+    """tinyc_act fields for a relu / clamp / leaky_relu op."""
+    if op.kind == "clamp":
+        return _act_fields("clamp", op.attrs["min"], op.attrs["max"])
+    if op.kind == "leaky_relu":
+        return _act_fields("leaky_relu", op.attrs["alpha"])
+    return _act_fields(op.kind)
+
+
+# ---- shape helpers ----------------------------------------------------------
+
+def contiguous_strides(shape: Sequence[int]) -> list[int]:
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.append(step)
+        step *= d
+    return strides[::-1]
+
+
+def broadcast_strides(shape: Sequence[int], out: Sequence[int]) -> list[int]:
+    """Strides reading `shape` broadcast to `out` (0 along broadcast dims)."""
+    padded = [1] * (len(out) - len(shape)) + list(shape)
+    return [0 if d == 1 and o != 1 else s for d, o, s in zip(padded, out, contiguous_strides(padded))]
+
+
+def coalesce(dims: Sequence[int], *strides: Sequence[int]) -> tuple[list[int], list[list[int]]]:
+    """Drop unit dims and merge neighbours every stride array walks contiguously,
+    so kernels run few, long rows. Always returns at least one dim."""
+    keep = [i for i, d in enumerate(dims) if d != 1]
+    out_dims: list[int] = []
+    out_strides: list[list[int]] = [[] for _ in strides]
+    for i in keep:
+        mergeable = out_dims and all(s[-1] == src[i] * dims[i] for s, src in zip(out_strides, strides))
+        if mergeable:
+            out_dims[-1] *= dims[i]
+            for s, src in zip(out_strides, strides):
+                s[-1] = src[i]
+        else:
+            out_dims.append(dims[i])
+            for s, src in zip(out_strides, strides):
+                s.append(src[i])
+    if not out_dims:
+        return [1], [[0] for _ in strides]
+    return out_dims, out_strides
+
+
+def _check_rank(dims: Sequence[int], op: Op) -> None:
+    if len(dims) > MAX_RANK:
+        raise BackendError(f"{op.kind} needs {len(dims)} strided dims; the float kernels support {MAX_RANK}",
+                           where=op.loc, hint="reshape to fewer dims before this op")
+
+
+def _rows(dims: Sequence[int]) -> int:
+    return math.prod(dims[:-1])
+
+
+def _shape(v: Value) -> tuple[int, ...]:
+    return v.type.shape
+
+
+# ---- lowerings ----------------------------------------------------------------
+
+def _bias(op: Op, ctx: Context) -> str:
+    return ctx.ref(op.operands[2]) if len(op.operands) > 2 else "0"
+
+
+def lower_conv2d(op: Op, ctx: Context) -> Lowered:
+    (n, c, h, w), (o, _, kh, kw) = _shape(op.operands[0]), _shape(op.operands[1])
+    _, _, oh, ow = _shape(op.result)
+    a = op.attrs
+    sh, sw = a["stride"]
+    dh, dw = a["dilation"]
+    top, left, bottom, right = a["padding"]
+    groups = a["groups"]
+    if kh == kw == 1 and (sh, sw) == (1, 1) and not any(a["padding"]) and groups == 1:
+        kernel = "conv2d_1x1"
+    elif groups == c and groups > 1:
+        kernel = "depthwise"
+    else:
+        kernel = "conv2d"
+    fields = (("n", n), ("c", c), ("h", h), ("w", w), ("o", o), ("oh", oh), ("ow", ow), ("kh", kh), ("kw", kw),
+              ("sh", sh), ("sw", sw), ("dh", dh), ("dw", dw), ("pad_top", top), ("pad_left", left),
+              ("groups", groups))
+    param = Param("tinyc_f32_conv2d_params", ctx.param_name(),
+                  tuple((k, str(v)) for k, v in fields) + (("act", fused_act(a)),))
+    x, wt = (ctx.ref(v) for v in op.operands[:2])
+    call = Call(f"tinyc_f32_{kernel}", (x, wt, _bias(op, ctx), ctx.ref(op.result), "&" + param.cname))
+    return Lowered((kernel.upper(),), (param,), (), (call,))
+
+
+def lower_linear(op: Op, ctx: Context) -> Lowered:
+    n, k = _shape(op.operands[1])
+    param = Param("tinyc_f32_linear_params", ctx.param_name(),
+                  (("rows", str(op.operands[0].type.numel // k)), ("k", str(k)), ("n", str(n)),
+                   ("act", fused_act(op.attrs))))
+    x, wt = (ctx.ref(v) for v in op.operands[:2])
+    call = Call("tinyc_f32_linear", (x, wt, _bias(op, ctx), ctx.ref(op.result), "&" + param.cname))
+    return Lowered(("LINEAR",), (param,), (), (call,))
+
+
+def lower_matmul(op: Op, ctx: Context) -> Lowered:
+    a, b = op.operands
+    m, k = _shape(a)[-2:]
+    n = _shape(b)[-1]
+    batch = _shape(op.result)[:-2]
+    a_str = [s * m * k for s in broadcast_strides(_shape(a)[:-2], batch)]
+    b_str = [s * k * n for s in broadcast_strides(_shape(b)[:-2], batch)]
+    dims, (a_str, b_str) = coalesce(batch, a_str, b_str)
+    _check_rank(dims, op)
+    param = Param("tinyc_f32_matmul_params", ctx.param_name(),
+                  (("m", str(m)), ("k", str(k)), ("n", str(n)), ("batch", str(math.prod(batch))),
+                   ("rank", str(len(dims))), ("dims", c_ints(dims)), ("a_strides", c_ints(a_str)),
+                   ("b_strides", c_ints(b_str)), ("act", fused_act(op.attrs))))
+    call = Call("tinyc_f32_matmul", (ctx.ref(a), ctx.ref(b), ctx.ref(op.result), "&" + param.cname))
+    return Lowered(("MATMUL",), (param,), (), (call,))
+
+
+def lower_batch_norm(op: Op, ctx: Context) -> Lowered:
+    x, *stats = op.operands
+    arrays = [ctx.const(v) for v in stats]
+    if any(arr is None for arr in arrays):
+        raise BackendError("batch_norm statistics must be constants", where=op.loc)
+    mean, var, weight, bias = (np.asarray(arr, np.float64) for arr in arrays)
+    scale = weight / np.sqrt(var + float(op.attrs["eps"]))
+    shift = bias - mean * scale
+    sw = Weight(ctx.weight_name("scale"), scale.astype(np.float32))
+    tw = Weight(ctx.weight_name("shift"), shift.astype(np.float32))
+    shape = _shape(x)
+    call = Call("tinyc_f32_channel_affine",
+                (ctx.ref(x), sw.cname, tw.cname, ctx.ref(op.result), str(shape[0]), str(shape[1]),
+                 str(math.prod(shape[2:]))))
+    return Lowered(("CHANNEL_AFFINE",), (), (sw, tw), (call,))
+
+
+def lower_act(op: Op, ctx: Context) -> Lowered:
+    """relu, clamp, leaky_relu: the fused-activation helper as a kernel of its own."""
+    param = Param("tinyc_act", ctx.param_name(), standalone_act(op))
+    call = Call("tinyc_f32_act", (ctx.ref(op.operands[0]), ctx.ref(op.result), str(op.result.type.numel),
+                                  "&" + param.cname))
+    return Lowered((), (param,), (), (call,))
+
+
+def lower_unary(op: Op, ctx: Context) -> Lowered:
+    """sigmoid, tanh, hardswish."""
+    call = Call(f"tinyc_f32_{op.kind}", (ctx.ref(op.operands[0]), ctx.ref(op.result), str(op.result.type.numel)))
+    return Lowered((op.kind.upper(),), (), (), (call,))
+
+
+def lower_binary(op: Op, ctx: Context) -> Lowered:
+    a, b = op.operands
+    out = _shape(op.result)
+    dims, (a_str, b_str) = coalesce(out, broadcast_strides(_shape(a), out), broadcast_strides(_shape(b), out))
+    _check_rank(dims, op)
+    param = Param("tinyc_f32_binary_params", ctx.param_name(),
+                  (("op", f"TINYC_{op.kind.upper()}"), ("rows", str(_rows(dims))), ("rank", str(len(dims))),
+                   ("dims", c_ints(dims)), ("a_strides", c_ints(a_str)), ("b_strides", c_ints(b_str)),
+                   ("act", fused_act(op.attrs))))
+    call = Call("tinyc_f32_binary", (ctx.ref(a), ctx.ref(b), ctx.ref(op.result), "&" + param.cname))
+    return Lowered(("BINARY",), (param,), (), (call,))
+
+
+def lower_pool2d(op: Op, ctx: Context) -> Lowered:
+    n, c, h, w = _shape(op.operands[0])
+    _, _, oh, ow = _shape(op.result)
+    a = op.attrs
+    kh, kw = a["kernel"]
+    sh, sw = a["stride"]
+    dh, dw = a.get("dilation", (1, 1))
+    top, left, bottom, right = a["padding"]
+    fields = (("planes", n * c), ("h", h), ("w", w), ("oh", oh), ("ow", ow), ("kh", kh), ("kw", kw),
+              ("sh", sh), ("sw", sw), ("dh", dh), ("dw", dw), ("pad_top", top), ("pad_left", left),
+              ("pad_bottom", bottom), ("pad_right", right),
+              ("count_include_pad", int(bool(a.get("count_include_pad", False)))))
+    param = Param("tinyc_f32_pool2d_params", ctx.param_name(), tuple((k, str(v)) for k, v in fields))
+    call = Call(f"tinyc_f32_{op.kind}", (ctx.ref(op.operands[0]), ctx.ref(op.result), "&" + param.cname))
+    return Lowered((op.kind.upper(),), (param,), (), (call,))
+
+
+def lower_mean(op: Op, ctx: Context) -> Lowered:
+    shape = _shape(op.operands[0])
+    axes = set(op.attrs["axes"])
+    kept = [1 if i in axes else d for i, d in enumerate(shape)]
+    y_str = [0 if i in axes else s for i, s in enumerate(contiguous_strides(kept))]
+    dims, (y_str,) = coalesce(shape, y_str)
+    _check_rank(dims, op)
+    count = math.prod(shape[i] for i in axes)
+    param = Param("tinyc_f32_mean_params", ctx.param_name(),
+                  (("rows", str(_rows(dims))), ("rank", str(len(dims))), ("dims", c_ints(dims)),
+                   ("y_strides", c_ints(y_str)), ("y_size", str(op.result.type.numel)),
+                   ("count", c_float(count))))
+    call = Call("tinyc_f32_mean", (ctx.ref(op.operands[0]), ctx.ref(op.result), "&" + param.cname))
+    return Lowered(("MEAN",), (param,), (), (call,))
+
+
+def lower_softmax(op: Op, ctx: Context) -> Lowered:
+    shape, axis = _shape(op.operands[0]), op.attrs["axis"]
+    sizes = (math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:]))
+    call = Call("tinyc_f32_softmax", (ctx.ref(op.operands[0]), ctx.ref(op.result), *map(str, sizes)))
+    return Lowered(("SOFTMAX",), (), (), (call,))
+
+
+def _copy(op: Op, ctx: Context, k: int, x: str, y: str, dims, x_str, y_str) -> tuple[Param, Call]:
+    dims, (x_str, y_str) = coalesce(dims, x_str, y_str)
+    _check_rank(dims, op)
+    param = Param("tinyc_f32_copy_params", ctx.param_name(k),
+                  (("rows", str(_rows(dims))), ("rank", str(len(dims))), ("dims", c_ints(dims)),
+                   ("x_strides", c_ints(x_str)), ("y_strides", c_ints(y_str))))
+    return param, Call("tinyc_f32_copy", (x, y, "&" + param.cname))
+
+
+def lower_transpose(op: Op, ctx: Context) -> Lowered:
+    x = op.operands[0]
+    x_str = contiguous_strides(_shape(x))
+    out = _shape(op.result)
+    param, call = _copy(op, ctx, 0, ctx.ref(x), ctx.ref(op.result), out,
+                        [x_str[p] for p in op.attrs["perm"]], contiguous_strides(out))
+    return Lowered(("COPY",), (param,), (), (call,))
+
+
+def lower_cat(op: Op, ctx: Context) -> Lowered:
+    axis = op.attrs["axis"]
+    y_str = contiguous_strides(_shape(op.result))
+    params, calls, start = [], [], 0
+    for k, x in enumerate(op.operands):
+        if x.type.numel:
+            param, call = _copy(op, ctx, k, ctx.ref(x), ctx.ref(op.result, start * y_str[axis]), _shape(x),
+                                contiguous_strides(_shape(x)), y_str)
+            params.append(param)
+            calls.append(call)
+        start += _shape(x)[axis]
+    return Lowered(("COPY",), tuple(params), (), tuple(calls))
+
+
+def lower_pad(op: Op, ctx: Context) -> Lowered:
+    x, shape, out = op.operands[0], _shape(op.operands[0]), _shape(op.result)
+    rank, pads = len(shape), op.attrs["pads"]
+    begin, end = pads[:rank], pads[rank:]
+    # negative pads crop: copy only the part of x that survives
+    dims = [d - max(0, -b) - max(0, -e) for d, b, e in zip(shape, begin, end)]
+    x_str, y_str = contiguous_strides(shape), contiguous_strides(out)
+    x_off = sum(max(0, -b) * s for b, s in zip(begin, x_str))
+    y_off = sum(max(0, b) * s for b, s in zip(begin, y_str))
+    kernels, params, calls = [], [], []
+    if any(p > 0 for p in pads):
+        kernels.append("FILL")
+        calls.append(Call("tinyc_f32_fill", (ctx.ref(op.result), str(op.result.type.numel),
+                                             c_float(op.attrs.get("value", 0.0)))))
+    if all(d > 0 for d in dims):
+        param, call = _copy(op, ctx, 0, ctx.ref(x, x_off), ctx.ref(op.result, y_off), dims, x_str, y_str)
+        kernels.append("COPY")
+        params.append(param)
+        calls.append(call)
+    return Lowered(tuple(kernels), tuple(params), (), tuple(calls))
+
+
+def lower_reshape(op: Op, ctx: Context) -> Lowered:
+    """A view: the planner gives it its operand's storage, so there is nothing to do."""
+    return Lowered()
+
+
+# ---- in-place rules -----------------------------------------------------------
+
+def _none(op: Op) -> Sequence[int]:
+    return ()
+
+
+def _first(op: Op) -> Sequence[int]:
+    return (0,)
+
+
+def _same_size_operands(op: Op) -> Sequence[int]:
+    """Binary ops: an operand the result's size has the result's shape (broadcasting
+    can only grow), so it is read at exactly the index being written."""
+    return tuple(i for i, v in enumerate(op.operands) if v.type.numel == op.result.type.numel)
+
+
+LOWERINGS: dict[str, Lowering] = {
+    "conv2d": Lowering(lower_conv2d, _none),
+    "linear": Lowering(lower_linear, _none),
+    "matmul": Lowering(lower_matmul, _none),
+    "batch_norm": Lowering(lower_batch_norm, _first),
+    "relu": Lowering(lower_act, _first),
+    "clamp": Lowering(lower_act, _first),
+    "leaky_relu": Lowering(lower_act, _first),
+    "sigmoid": Lowering(lower_unary, _first),
+    "tanh": Lowering(lower_unary, _first),
+    "hardswish": Lowering(lower_unary, _first),
+    "add": Lowering(lower_binary, _same_size_operands),
+    "sub": Lowering(lower_binary, _same_size_operands),
+    "mul": Lowering(lower_binary, _same_size_operands),
+    "div": Lowering(lower_binary, _same_size_operands),
+    "max_pool2d": Lowering(lower_pool2d, _none),
+    "avg_pool2d": Lowering(lower_pool2d, _none),
+    "mean": Lowering(lower_mean, _none),
+    "softmax": Lowering(lower_softmax, _first),
+    "transpose": Lowering(lower_transpose, _none),
+    "cat": Lowering(lower_cat, _none),
+    "pad": Lowering(lower_pad, _none),
+    "reshape": Lowering(lower_reshape, _none),
+}
+
+
+def lowering(op: Op) -> Lowering:
+    try:
+        return LOWERINGS[op.kind]
+    except KeyError:
+        raise BackendError(f"the float C backend has no kernel for op '{op.kind}'", where=op.loc,
+                           hint=f"supported: {', '.join(sorted(LOWERINGS))}") from None
+
+
+def inplace_operands(op: Op) -> Sequence[int]:
+    return lowering(op).inplace(op)

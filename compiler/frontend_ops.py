@@ -51,6 +51,7 @@ class Builder:
         self.body: list[Op] = []
         self.taken: set[str] = set()
         self.placed: dict[int, Value] = {}   # id(ConstRef) -> its const op's value
+        self.reshaped: dict[int, Value] = {}  # id(reshape result) -> reshape operand
         self.node: torch.fx.Node | None = None
         self.loc: str | None = None
 
@@ -89,7 +90,7 @@ class Builder:
                 if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
                     self.unsupported(f"a constant of dtype {array.dtype}")
                 array = array.astype(np.float32)  # ints/bools/f64 meet f32 activations: torch promotes to f32
-            array = np.ascontiguousarray(array)
+            array = np.require(array, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
             v = Value(self.unique(ref.name), TensorType(tuple(array.shape)))
             self.consts.append(Op("const", [], v, {"value": array}))
             self.placed[id(ref)] = v
@@ -104,10 +105,14 @@ class Builder:
         return v
 
     def reshape(self, x: Value, shape, tag: str | None = None) -> Value:
+        """A reshape; a reshape of a reshape reads the original (conv1d -> pool1d chains)."""
         shape = [int(d) for d in shape]
+        x = self.reshaped.get(id(x), x)
         if list(x.type.shape) == shape:
             return x
-        return self.emit("reshape", [x], shape, {"shape": shape}, tag)
+        y = self.emit("reshape", [x], shape, {"shape": shape}, tag)
+        self.reshaped[id(y)] = x
+        return y
 
     # ---- facts about the node
     def out_shape(self) -> tuple[int, ...]:
@@ -196,7 +201,7 @@ def _conv(b: Builder, x, w, bias, stride, padding, dilation, groups) -> Value:
         lo = hi = _ints(padding, nd)
     if nd == 1:
         n, c, length = _shape(x)
-        x = b.reshape(x, [n, c, 1, length], tag="2d")
+        x = b.reshape(x, [n, c, 1, length], tag="in")
         if isinstance(w, ConstRef):  # same parameter, 2-D shape
             w = ConstRef(w.name, w.array.reshape(wshape[0], wshape[1], 1, ks[0]))
         else:
@@ -391,7 +396,7 @@ def _pool(b: Builder, kind: str, nd: int, a: dict) -> Value:
                     stride=one(args["stride"], 1) if args["stride"] not in (None, []) else None,
                     padding=one(args["padding"], 0), dilation=one(args["dilation"], 1))
         n, c, length = _shape(x)
-        y = _pool2d(b, kind, b.reshape(x, [n, c, 1, length], tag="2d"), tag="2d", **args)
+        y = _pool2d(b, kind, b.reshape(x, [n, c, 1, length], tag="in"), tag="2d", **args)
         y = b.reshape(y, [n, c, _shape(y)[3]])
     return _first_of(b, y)
 

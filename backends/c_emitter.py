@@ -265,7 +265,7 @@ def _weight_ctx(w: Weight, comment: str) -> WeightCtx:
 
 def _layer_comment(i: int, op: Op, plan: planner.Plan) -> str:
     loc = plan.locations[op.result.name]
-    where = f"{loc.space}[{loc.offset}]" if loc.space != "const" else loc.const
+    where = f"{loc.space} byte {loc.offset}" if loc.space != "const" else loc.const
     text = f"layer {i}: %{op.result.name} = {op.kind} -> {where}"
     if op.kind == "reshape":
         text += " (a view: no code)"

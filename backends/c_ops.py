@@ -196,8 +196,6 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
     groups = a["groups"]
     if kh == kw == 1 and (sh, sw) == (1, 1) and not any(a["padding"]) and groups == 1:
         kernel = "conv2d_1x1"
-    elif groups == c and groups > 1:
-        kernel = "depthwise"
     else:
         kernel = "conv2d"
     fields = (("n", n), ("c", c), ("h", h), ("w", w), ("o", o), ("oh", oh), ("ow", ow), ("kh", kh), ("kw", kw),

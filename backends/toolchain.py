@@ -24,6 +24,7 @@ same commands and paths.
 from __future__ import annotations
 
 import ast
+import os
 import operator
 import re
 import shutil
@@ -369,7 +370,7 @@ def _as_rows(inputs: np.ndarray, in_size: int) -> np.ndarray:
     if x.ndim == 1 and x.size == in_size:
         x = x.reshape(1, in_size)
     elif x.ndim >= 2:
-        x = x.reshape(x.shape[0], -1)
+        x = x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
     if x.ndim != 2 or x.shape[1] != in_size:
         raise BackendError(f"inputs have shape {np.shape(inputs)}, expected rows of {in_size} floats",
                            hint="pass an array of shape (rows, INPUT_SIZE)")
@@ -399,8 +400,6 @@ def run(out_dir: Path | str, target: "str | Target | Board" = "host", name: str 
         what = f"'{name}' on the host"
     env = None
     if sanitize:
-        import os
-
         env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0:abort_on_error=0",
                    UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
     with tempfile.TemporaryDirectory(prefix="tinyc-run-") as tmp:
@@ -521,9 +520,10 @@ class BenchResult:
     instructions_per_tick: float        # SysTick calibration measured on the target
     systick_instructions: int           # the SysTick estimate of `instructions`
     stack: int                          # stack high-water mark of one invoke, bytes
-    flash: int
-    ram: int
+    flash: int                          # text+rodata+data of the run image
+    ram: int                            # data+bss of the run image (arena included)
     sizes: SizeInfo
+    io_buffer_bytes: int = 0            # the run harness's input+output row buffers (in ram)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -534,7 +534,7 @@ class BenchResult:
             "instructions_per_tick": self.instructions_per_tick,
             "systick_instructions": self.systick_instructions, "stack": self.stack,
             "flash": self.flash, "ram": self.ram, "sizes": self.sizes.to_dict(),
-            "notes": list(self.notes),
+            "io_buffer_bytes": self.io_buffer_bytes, "notes": list(self.notes),
         }
 
 
@@ -551,7 +551,7 @@ def _parse_bench(text: str) -> tuple[dict[str, int], list[tuple[str, int, int]]]
     began = ended = False
     for line in text.splitlines():
         parts = line.split()
-        if not parts or parts[0] != "tinyc-bench":
+        if len(parts) < 2 or parts[0] != "tinyc-bench":
             continue
         if parts[1:] == ["begin"]:
             began = True
@@ -649,8 +649,7 @@ def _analyse(m: _Measurement, t: Target, notes: list[str]) -> dict:
             notes.append(f"SysTick calibration {ipt_measured:.3f} instructions/tick differs from "
                          f"the expected {nominal:g}; using the measured value")
 
-    def intervals(vals: list[int], scale: float) -> dict:
-        ovh = span("empty_a", "empty_b", vals)
+    def intervals(vals: list[int], scale: float, ovh: float) -> dict:
         start, end = idx["start"], len(vals) - 1
         if m.stamps[end][0] != "end":
             raise BackendError("bench output is missing the end stamp (too many layer stamps?)")
@@ -660,9 +659,12 @@ def _analyse(m: _Measurement, t: Target, notes: list[str]) -> dict:
         return {"total": max(0, round(total * scale)),
                 "layers": [round(v * scale) for v in layers], "marks": len(marks)}
 
-    res = {"ipt": ipt, "ipt_measured": ipt_measured, "systick": intervals(ticks, ipt)}
+    # The cost of one stamp: exact from two back-to-back stamps with the plugin;
+    # for SysTick averaged over a run of ovh_reps + 1 stamps.
+    ovh_ticks = span("ovh_a", "ovh_b", ticks) / (m.keys["ovh_reps"] + 1)
+    res = {"ipt": ipt, "ipt_measured": ipt_measured, "systick": intervals(ticks, ipt, ovh_ticks)}
     if m.counts is not None:
-        res["plugin"] = intervals(m.counts, 1.0)
+        res["plugin"] = intervals(m.counts, 1.0, span("empty_a", "empty_b", m.counts))
     return res
 
 
@@ -675,7 +677,10 @@ def bench(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4",
     second, TINYC_PROFILE build gives ``layer_instructions``.  ``method``:
     "systick" (SysTick on the CPU clock, resolution = instructions per tick),
     "plugin" (exact counts from a QEMU TCG plugin) or "auto" (plugin if it works,
-    else SysTick).  Flash = text+rodata+data and RAM = data+bss of the ELF.
+    else SysTick).  ``flash`` = text+rodata+data and ``ram`` = data+bss (the
+    arena is in .bss) of the run image: start-up code + model + the run harness,
+    whose input/output row buffers (``io_buffer_bytes``) are part of ``ram``.
+    With a board name, budget overruns are added to ``notes``.
     """
     out = Path(out_dir).resolve()
     t, board = resolve(target)
@@ -721,6 +726,7 @@ def bench(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4",
     # Sizes of the run image (start-up + model + the small run harness); the
     # bench image also holds the stamp buffers.
     info = size(build(out, t, name, "run", False))
+    io_sizes = model_sizes(out, name)
     if board is not None:
         notes += board.check(info.flash, info.ram)
     return BenchResult(
@@ -731,5 +737,6 @@ def bench(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4",
         instructions_per_tick=a_plain["ipt_measured"],
         systick_instructions=a_plain["systick"]["total"],
         stack=m_plain.keys.get("stack_bytes", 0),
-        flash=info.flash, ram=info.ram, sizes=info, notes=notes,
+        flash=info.flash, ram=info.ram, sizes=info,
+        io_buffer_bytes=4 * (io_sizes["input"] + io_sizes["output"]), notes=notes,
     )

@@ -282,6 +282,8 @@ def _fold(b: Builder, node, env, name: str):
     out = wrap(result)
     if name in _TRANSPOSES and isinstance(out, ConstRef) and out.array.ndim == 2:
         src = env[node.all_input_nodes[0]]
+        if src.transpose_of is not None and np.array_equal(out.array, src.transpose_of.array):
+            return src.transpose_of  # t(t(W)) is W
         if src.array.ndim == 2 and np.array_equal(out.array, src.array.T):
             out.transpose_of = src  # lets matmul(x, t(W)) become linear(x, W) under W's own name
     return out

@@ -36,6 +36,12 @@ class ConstRef:
     array: np.ndarray
     transpose_of: "ConstRef | None" = None
 
+    def transposed(self) -> "ConstRef":
+        """W^T of a 2-D constant, one per constant however often it is used."""
+        if self.transpose_of is None:
+            self.transpose_of = ConstRef(f"{self.name}_t", np.ascontiguousarray(self.array.T), self)
+        return self.transpose_of
+
 
 def sanitize(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]", "_", name) or "v"
@@ -240,7 +246,7 @@ def linear(b, a):
 def _matmul(b: Builder, lhs, rhs, bias=None) -> Value:
     """x @ W with a constant 2-D W is a linear layer (weight W^T); otherwise a matmul."""
     if isinstance(rhs, ConstRef) and rhs.array.ndim == 2:
-        w = rhs.transpose_of or ConstRef(f"{rhs.name}_t", np.ascontiguousarray(rhs.array.T))
+        w = rhs.transposed()
         operands = [b.value(lhs), b.value(w)]
         if isinstance(bias, ConstRef) and bias.array.shape == (w.array.shape[0],):
             return b.emit("linear", operands + [b.value(bias)], _shape(operands[0])[:-1] + w.array.shape[:1])
@@ -445,6 +451,22 @@ def reshape(b, a):
     return b.reshape(b.value(a["self"]), b.out_shape())
 
 
+def select(b, a):
+    """x[..., i, ...] on a size-1 dim (e.g. the batch of 1) only drops the dim: a reshape."""
+    x = b.value(a["self"])
+    if _shape(x)[_axis(a["dim"], x.type.rank)] != 1:
+        b.unsupported("indexing into a dim larger than 1 (tinyc has no slicing op)")
+    return b.reshape(x, b.out_shape())
+
+
+def slice_(b, a):
+    """x[a:b] is supported only when it keeps the whole dim (as export emits for `x[:, ...]`)."""
+    x = b.value(a["self"])
+    if b.out_shape() != _shape(x):
+        b.unsupported("slicing part of a dim (tinyc has no slicing op)")
+    return x
+
+
 def _permute(b: Builder, x, perm) -> Value:
     x = b.value(x)
     perm = [_axis(p, x.type.rank) for p in perm]
@@ -557,6 +579,8 @@ def _table() -> dict[str, Callable]:
     add("mean.dim mean.default", mean)
     add("view.default reshape.default _unsafe_view.default flatten.using_ints squeeze.dim "
         "squeeze.dims squeeze.default unsqueeze.default view_copy.default", reshape)
+    add("select.int", select)
+    add("slice.Tensor", slice_)
     add("permute.default", permute)
     add("transpose.int", transpose)
     add("t.default", t)

@@ -1,8 +1,12 @@
 """Reference interpreter: runs a graph with numpy. The oracle for every pass and C kernel.
 
-Kernels compute in float64 and the result is cast to the op's storage dtype, so float32
-results match PyTorch to rounding. Sliding-window ops use im2col through strided views and
-one matrix product, never Python loops over pixels.
+Float kernels compute in float64 and the result is cast to the op's storage dtype, so
+float32 results match PyTorch to rounding. Sliding-window ops use im2col through strided
+views and one matrix product, never Python loops over pixels.
+
+The int8 forms (docs/quantization.md) compute on int64 codes with the arithmetic of
+tinyc.quant and check that accumulators fit int32: they define, bit for bit, what the
+C kernels must produce.
 """
 from __future__ import annotations
 
@@ -11,9 +15,10 @@ from typing import Callable
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from tinyc import quant
 from tinyc.errors import TinycError
 from tinyc.ir import DTYPES, Graph, Op
-from tinyc.ops import FUSABLE_ACT_OPS, fmt_shape, window_out
+from tinyc.ops import FUSABLE_ACT_OPS, fmt_shape, is_int_form, window_out
 
 
 def run(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -111,12 +116,18 @@ def _avg_divisor(size: int, out: int, k: int, s: int, pad_begin: int, pad_end: i
     return np.minimum(end, size) - np.maximum(start, 0)
 
 
-def _avg_pool2d(op: Op, x):
+def _avg_sum(op: Op, x) -> tuple[np.ndarray, np.ndarray]:
+    """Window sums (padding adds 0) and the [OH, OW] divisors."""
     a = op.attrs
-    total = _pool_windows(op, x, 0.0, (1, 1)).sum(axis=(4, 5))
+    total = _pool_windows(op, x, 0, (1, 1)).sum(axis=(4, 5))
     dh, dw = (_avg_divisor(n, o, k, s, p0, p1, a["count_include_pad"]) for n, o, k, s, p0, p1 in
               zip(x.shape[2:], total.shape[2:], a["kernel"], a["stride"], a["padding"][:2], a["padding"][2:]))
-    return total / np.outer(dh, dw)
+    return total, np.outer(dh, dw)
+
+
+def _avg_pool2d(op: Op, x):
+    total, divisor = _avg_sum(op, x)
+    return total / divisor
 
 
 # ---- the rest ----------------------------------------------------------------------------
@@ -147,12 +158,14 @@ def _softmax(op: Op, x):
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def _pad(op: Op, x):
+def _pad(op: Op, x, value=None):
+    """Constant pad with the `value` attribute, or with `value` given (the int8 form's code)."""
+    value = op.attrs["value"] if value is None else value
     pads, r = op.attrs["pads"], x.ndim
     begin, end = pads[:r], pads[r:]
     # Negative pads crop (as F.pad does): slice first, then pad with the positive parts.
     x = x[tuple(slice(max(0, -b), x.shape[i] - max(0, -e)) for i, (b, e) in enumerate(zip(begin, end)))]
-    return np.pad(x, [(max(0, b), max(0, e)) for b, e in zip(begin, end)], constant_values=op.attrs["value"])
+    return np.pad(x, [(max(0, b), max(0, e)) for b, e in zip(begin, end)], constant_values=value)
 
 
 # Fused activations, applied after the op.
@@ -202,7 +215,126 @@ def _kernel(kind: str, compute: Callable) -> Callable:
     return kernel
 
 
+# ---- int8 forms --------------------------------------------------------------------------------
+
+def _centered(op: Op, i: int, x: np.ndarray) -> np.ndarray:
+    """Operand i's codes minus its zero point, as int64 (real = scale * centered)."""
+    return x.astype(np.int64) - op.operands[i].type.quant.zero_point[0]
+
+
+def _requant_out(op: Op, acc: np.ndarray, ratio) -> np.ndarray:
+    """int32 accumulators -> int8 result: requantize by `ratio` (broadcastable), add the zero
+    point, clamp to the fused act's range (a fused leaky_relu scales negatives by alpha)."""
+    if acc.size and (acc.min() < quant.I32_MIN or acc.max() > quant.I32_MAX):
+        raise TinycError(f"interpreter: %{op.result.name} = {op.kind}: int32 accumulator overflows",
+                         where=op.loc, hint="keep this op in float (quantize-int8{keep-float=...})")
+    out = op.result.type.quant
+    (mp, sp), (mn, sn) = quant.output_multipliers(ratio, op.attrs)
+    y = np.where(acc >= 0, quant.requantize(acc, mp, sp), quant.requantize(acc, mn, sn)) + out.zero_point[0]
+    return quant.saturate(y, *quant.act_bounds(op.attrs, out)).astype(np.int8)
+
+
+def _quant(op: Op, i: int):
+    return op.operands[i].type.quant
+
+
+def _conv2d_q(op: Op, x, w, b=None):
+    acc = _conv2d(op, _centered(op, 0, x), w.astype(np.int64), None if b is None else b.astype(np.int64))
+    ratio = quant.conv_ratios(_quant(op, 0), _quant(op, 1), op.result.type.quant)
+    return _requant_out(op, acc, ratio.reshape(1, -1, 1, 1))
+
+
+def _linear_q(op: Op, x, w, b=None):
+    acc = _linear(op, _centered(op, 0, x), w.astype(np.int64), None if b is None else b.astype(np.int64))
+    return _requant_out(op, acc, quant.conv_ratios(_quant(op, 0), _quant(op, 1), op.result.type.quant))
+
+
+def _mul_q(op: Op, a, b, product=np.multiply):
+    acc = product(_centered(op, 0, a), _centered(op, 1, b))
+    return _requant_out(op, acc, quant.mul_ratio(_quant(op, 0), _quant(op, 1), op.result.type.quant))
+
+
+def _add_q(sign: int) -> Callable:
+    def kernel(op: Op, a, b):
+        ra, rb, ro = quant.add_ratios(_quant(op, 0), _quant(op, 1), op.result.type.quant)
+        a2, b2 = (quant.requantize(_centered(op, i, v) << quant.ADD_SHIFT, *quant.quantize_multiplier(r))
+                  for i, v, r in ((0, a, ra), (1, b, rb)))
+        return _requant_out(op, a2 + sign * b2, ro)
+    return kernel
+
+
+def _div_q(op: Op, a, b):
+    num, den = np.broadcast_arrays(_centered(op, 0, a) << quant.DIV_SHIFT, _centered(op, 1, b))
+    quotient = quant.div_round(num, np.where(den == 0, 1, den))
+    y = _requant_out(op, quotient, quant.div_ratio(_quant(op, 0), _quant(op, 1), op.result.type.quant))
+    # x / 0 saturates by the sign of x; 0 / 0 is 0.
+    at_zero = np.where(num > 0, quant.QMAX, np.where(num < 0, quant.QMIN, op.result.type.quant.zero_point[0]))
+    return np.where(den == 0, at_zero, y).astype(np.int8)
+
+
+def _avg_pool2d_q(op: Op, x):
+    total, divisor = _avg_sum(op, _centered(op, 0, x))
+    return quant.saturate(quant.div_round(total, divisor) + _quant(op, 0).zero_point[0]).astype(np.int8)
+
+
+def _mean_q(op: Op, x):
+    axes = tuple(op.attrs["axes"])
+    total = _centered(op, 0, x).sum(axis=axes, keepdims=op.attrs["keepdim"])
+    count = int(np.prod([x.shape[i] for i in axes]))
+    return _requant_out(op, total, quant.rescale_ratio(_quant(op, 0), op.result.type.quant, count))
+
+
+def _cat_q(op: Op, *xs):
+    out = op.result.type.quant
+    parts = [_requant_out(op, _centered(op, i, x), quant.rescale_ratio(_quant(op, i), out)) for i, x in enumerate(xs)]
+    return np.concatenate(parts, axis=op.attrs["axis"])
+
+
+def _softmax_q(op: Op, x, table):
+    """e = table[row max - q]; out = round(256 * e / sum(e)) - 128."""
+    axis, xi = op.attrs["axis"], x.astype(np.int64)
+    e = table.astype(np.int64)[xi.max(axis=axis, keepdims=True) - xi]
+    y = quant.div_round(e << 8, e.sum(axis=axis, keepdims=True)) + quant.QMIN
+    return quant.saturate(y).astype(np.int8)
+
+
+_INT_COMPUTE: dict[str, Callable] = {
+    "conv2d": _conv2d_q,
+    "linear": _linear_q,
+    "matmul": lambda op, a, b: _mul_q(op, a, b, np.matmul),
+    "add": _add_q(1),
+    "sub": _add_q(-1),
+    "mul": _mul_q,
+    "div": _div_q,
+    "max_pool2d": lambda op, x: _pool_windows(op, x, quant.QMIN, op.attrs["dilation"]).max(axis=(4, 5)),
+    "avg_pool2d": _avg_pool2d_q,
+    "mean": _mean_q,
+    "reshape": lambda op, x: x.reshape(op.attrs["shape"]),
+    "transpose": lambda op, x: x.transpose(op.attrs["perm"]),
+    "cat": _cat_q,
+    "softmax": _softmax_q,
+    "pad": lambda op, x: _pad(op, x, int(quant.quantize(np.float32(op.attrs["value"]), _quant(op, 0)))),
+    "lut": lambda op, x, table: table[x.astype(np.int64) - quant.QMIN],
+    "quantize": lambda op, x: quant.quantize(x, op.result.type.quant).astype(np.int8),
+    "dequantize": lambda op, x: quant.dequantize(x, _quant(op, 0)),
+}
+
+
+def _dispatch(kind: str) -> Callable:
+    """The kernel of `kind`: the int8 form when the op is one (ops.is_int_form), else float."""
+    float_kernel = _kernel(kind, _COMPUTE[kind]) if kind in _COMPUTE else None
+    int_kernel = _INT_COMPUTE.get(kind)
+    if float_kernel is None or int_kernel is None:
+        return float_kernel or int_kernel
+
+    def kernel(op: Op, *arrays: np.ndarray) -> np.ndarray:
+        int_form = is_int_form(kind, [v.type for v in op.operands])
+        return (int_kernel if int_form else float_kernel)(op, *arrays)
+
+    return kernel
+
+
 KERNELS: dict[str, Callable] = {
     "const": lambda op: op.attrs["value"],
-    **{kind: _kernel(kind, f) for kind, f in _COMPUTE.items()},
+    **{kind: _dispatch(kind) for kind in {**_COMPUTE, **_INT_COMPUTE}},
 }

@@ -2,8 +2,12 @@
 
 One `OpDef` per op kind (docs/ir.md is the prose version of this table). The verifier,
 the interpreter, passes and backends all read it, so a new op kind starts here.
-Shape rules follow PyTorch exactly; the result dtype is the first operand's, so integer
-forms of these ops keep their dtype.
+Shape rules follow PyTorch exactly; the result dtype is the first operand's (so integer
+forms of these ops keep their dtype) unless the OpDef says otherwise.
+
+Integer forms (docs/quantization.md): an op whose first operand is quantized is the int8
+form of its kind; `INT_OPERANDS` checks its operands' quantization and `check_result_quant` its
+result's. The arithmetic itself lives in tinyc.quant.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Any, Callable, get_args, get_origin
 
 import numpy as np
 
+from tinyc import quant
 from tinyc.ir import Op, TensorType, dtype_of
 
 Shape = tuple[int, ...]
@@ -41,6 +46,7 @@ class OpDef:
     required: dict[str, Any] = field(default_factory=dict)   # attribute -> Python type
     optional: dict[str, Any] = field(default_factory=dict)
     macs: Callable[[list[TensorType], TensorType], int] = lambda operands, result: 0
+    dtype: str | None = None                            # result dtype; None: the first operand's
 
     def arity(self) -> str:
         lo, hi = self.min_operands, self.max_operands
@@ -223,6 +229,14 @@ def _cat(ts, a) -> Shape:
 
 def _softmax(ts, a) -> Shape:
     _axis(a, "axis", ts[0].rank)
+    want = 1 if ts[0].quant is None else 2
+    _need(len(ts) == want, f"{'int8' if want == 2 else 'float'} softmax takes {want} operands, got {len(ts)}",
+          "the int8 form is softmax(x, exp_table)")
+    return ts[0].shape
+
+
+def _lut(ts, a) -> Shape:
+    _need(ts[1].shape == (256,), f"table shape {fmt_shape(ts[1].shape)} is not [256]")
     return ts[0].shape
 
 
@@ -233,6 +247,96 @@ def _pad(ts, a) -> Shape:
     out = tuple(d + b + e for d, b, e in zip(shape, pads[:r], pads[r:]))
     _need(all(d >= 0 for d in out), f"negative pads crop {fmt_shape(shape)} below zero size")
     return out
+
+
+# ---- integer forms: operand quantization (docs/quantization.md) -------------------------
+
+WEIGHT_DTYPES = ("i8", "i4", "i2", "i1")
+# Ops whose int8 result reuses the input's quantization (data movement, max, average).
+SAME_QUANT_OPS = {"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad"}
+
+
+def _act_q(t: TensorType, role: str) -> None:
+    _need(t.dtype == "i8" and t.quant is not None and not t.quant.per_channel,
+          f"{role} must be i8 with per-tensor quant, got {t.dtype}{'' if t.quant else ' without quant'}",
+          "run quantize-int8 to produce integer IR")
+
+
+def _weight_q(t: TensorType) -> None:
+    q = t.quant
+    _need(t.dtype in WEIGHT_DTYPES and q is not None and q.axis == 0 and not any(q.zero_point),
+          f"weight must be {'/'.join(WEIGHT_DTYPES)} quantized per output channel (axis 0, zp 0)")
+
+
+def _bias_q(t: TensorType, x: TensorType, w: TensorType) -> None:
+    q = t.quant
+    _need(t.dtype == "i32" and q is not None and q.axis == 0 and not any(q.zero_point),
+          "bias must be i32 quantized per channel (axis 0, zp 0)")
+    want = quant.bias_params(x.quant, w.quant).scale
+    _need(all(math.isclose(s, w_, rel_tol=1e-6) for s, w_ in zip(q.scale, want)),
+          "bias scales are not input scale x weight scales", "requantize the bias after changing a scale")
+
+
+def _int_layer(ts, a) -> None:
+    _act_q(ts[0], "input")
+    _weight_q(ts[1])
+    if len(ts) == 3:
+        _bias_q(ts[2], ts[0], ts[1])
+
+
+def _int_all(ts, a) -> None:
+    for i, t in enumerate(ts):
+        _act_q(t, f"operand {i}")
+
+
+def _int_softmax(ts, a) -> None:
+    _act_q(ts[0], "input")
+    _need(ts[1].dtype == "i32" and ts[1].shape == (256,), "exp table must be i32 [256]")
+    _need(ts[0].shape[a["axis"]] <= quant.SOFTMAX_MAX_LEN,
+          f"softmax axis has {ts[0].shape[a['axis']]} elements; the int8 form allows {quant.SOFTMAX_MAX_LEN}")
+
+
+def _int_lut(ts, a) -> None:
+    _act_q(ts[0], "input")
+    _need(ts[1].dtype == "i8", f"table must be i8, got {ts[1].dtype}")
+
+
+def _quantize_operand(ts, a) -> None:
+    _need(ts[0].dtype == "f32", f"quantize takes an f32 input, got {ts[0].dtype}")
+
+
+def _dequantize_operand(ts, a) -> None:
+    _act_q(ts[0], "input")
+
+
+# Checked by infer_type when the op's first operand is an integer (its int8 form). Kinds
+# missing here have no integer form; quantize-int8 lowers them (batch_norm, unary
+# activations) before they could need one.
+INT_OPERANDS: dict[str, Callable[[list[TensorType], dict], None]] = {
+    "conv2d": _int_layer, "linear": _int_layer, "softmax": _int_softmax, "lut": _int_lut,
+    "dequantize": _dequantize_operand,
+    **{k: _int_all for k in ("matmul", "add", "sub", "mul", "div", "max_pool2d", "avg_pool2d", "mean",
+                             "reshape", "transpose", "cat", "pad")},
+}
+
+
+def is_int_form(kind: str, operand_types: list[TensorType]) -> bool:
+    """True for the int8 form of `kind`: its first operand is quantized (lut and dequantize
+    exist only as int8 forms). Integer tensors without quant are plain integers."""
+    return kind in ("lut", "dequantize") or (kind not in ("const", "quantize") and bool(operand_types)
+                                             and operand_types[0].quant is not None)
+
+
+def check_result_quant(kind: str, operand_types: list[TensorType], result: TensorType) -> None:
+    """Raise OpError unless the result of an int8-form op carries the quantization its kind requires."""
+    if kind != "quantize" and (result.dtype == "f32" or not is_int_form(kind, operand_types)):
+        return
+    _act_q(result, "result")
+    if kind in SAME_QUANT_OPS:
+        _need(result.quant == operand_types[0].quant, "result quant differs from the input's",
+              f"{kind} keeps its input's quantization")
+    if kind == "softmax":
+        _need(result.quant == quant.SOFTMAX_OUT, "int8 softmax output must have scale 1/256, zp -128")
 
 
 # ---- MAC counts (docs/ir.md, Statistics) ---------------------------------------
@@ -251,10 +355,10 @@ def _matmul_macs(ts, result) -> int:
 
 # ---- the table -------------------------------------------------------------------
 
-def _op(kind, infer, operands, required=None, macs=None) -> OpDef:
+def _op(kind, infer, operands, required=None, macs=None, dtype=None) -> OpDef:
     lo, hi = operands if isinstance(operands, tuple) else (operands, operands)
     return OpDef(kind, infer, lo, hi, required or {}, ACT_ATTRS if kind in FUSABLE_ACT_OPS else {},
-                 macs or OpDef.macs)
+                 macs or OpDef.macs, dtype)
 
 
 _WINDOW = {"stride": list[int], "padding": list[int]}
@@ -276,8 +380,12 @@ OPS: dict[str, OpDef] = {d.kind: d for d in [
     _op("reshape", _reshape, 1, {"shape": list[int]}),
     _op("transpose", _transpose, 1, {"perm": list[int]}),
     _op("cat", _cat, (1, None), {"axis": int}),
-    _op("softmax", _softmax, 1, {"axis": int}),
+    _op("softmax", _softmax, (1, 2), {"axis": int}),
     _op("pad", _pad, 1, {"pads": list[int], "value": float}),
+    # int8 boundary and table lookup (docs/quantization.md)
+    _op("quantize", _same, 1, dtype="i8"),
+    _op("dequantize", _same, 1, dtype="f32"),
+    _op("lut", _lut, 2),
 ]}
 
 
@@ -342,7 +450,13 @@ def infer_type(kind: str, operand_types: list[TensorType], attrs: dict) -> Tenso
             return TensorType(shape, dtype_of(attrs["value"]))
         except TypeError as e:
             raise OpError(str(e)) from None
-    return TensorType(tuple(int(s) for s in shape), operand_types[0].dtype)
+    if kind == "quantize":
+        _quantize_operand(operand_types, attrs)
+    elif is_int_form(kind, operand_types):
+        _need(kind in INT_OPERANDS, f"{kind} has no integer form",
+              "quantize-int8 lowers it (batch_norm to a depthwise conv, activations to lut)")
+        INT_OPERANDS[kind](operand_types, attrs)
+    return TensorType(tuple(int(s) for s in shape), d.dtype or operand_types[0].dtype)
 
 
 def macs(op: Op) -> int:

@@ -57,7 +57,7 @@ def conv_bn_relu(cin, cout, k, stride, size, groups=1) -> nn.Sequential:
     return nn.Sequential(conv_same(cin, cout, k, stride, size, groups), nn.BatchNorm2d(cout), nn.ReLU())
 
 
-def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], batches: int = 2) -> None:
+def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], batch: int = 4) -> None:
     """Give every BN layer data-derived running stats and random affine params.
 
     Stats measured on random inputs keep activations O(1) through deep stacks (so the
@@ -68,11 +68,10 @@ def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], batches: int =
         return
     for bn in bns:
         bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the calibration batches
+        bn.momentum = 1.0  # running stats := the calibration batch's stats
     model.train()
     with torch.no_grad():
-        for _ in range(batches):
-            model(torch.randn((8,) + tuple(input_shape[1:])))
+        model(torch.randn((batch,) + tuple(input_shape[1:])))
         for bn in bns:
             bn.weight.uniform_(0.5, 1.5)
             bn.bias.normal_(0.0, 0.2)

@@ -2,6 +2,7 @@
 from tinyc.passes.base import (PASSES, Pass, PassContext, option, option_fields, parse_pipeline,
                                print_pipeline, register)
 from tinyc.passes import fuse  # noqa: F401  (registers)
+from tinyc.passes import quantize_int8  # noqa: F401  (registers)
 
 __all__ = ["PASSES", "Pass", "PassContext", "option", "option_fields", "parse_pipeline",
            "print_pipeline", "register"]

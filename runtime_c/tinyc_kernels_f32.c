@@ -59,7 +59,8 @@ static inline int32_t tinyc_dot(int32_t rank, const int32_t *idx, const int32_t 
 /* First tap k with start + k * dil >= 0. */
 static inline int32_t tinyc_tap_lo(int32_t start, int32_t dil)
 {
-    return start >= 0 ? 0 : (-start + dil - 1) / dil;
+    if (start >= 0) return 0;
+    return dil == 1 ? -start : (-start + dil - 1) / dil;  /* M0 has no divide instruction */
 }
 
 /* One past the last tap k < taps with start + k * dil < size. */
@@ -67,45 +68,48 @@ static inline int32_t tinyc_tap_hi(int32_t start, int32_t dil, int32_t size, int
 {
     int32_t hi;
     if (start >= size) return 0;
-    hi = (size - start + dil - 1) / dil;
+    hi = dil == 1 ? size - start : (size - start + dil - 1) / dil;
     return hi < taps ? hi : taps;
 }
 
 /* ---- convolution and dense ------------------------------------------- */
 
 #ifdef TINYC_F32_CONV2D
-/* Any stride, padding, dilation and groups (depthwise included). bias may be 0. */
+/* Any stride, padding, dilation and groups (depthwise included); bias may be 0.
+ * Each weight is applied to a whole output row at a time: the valid-tap
+ * arithmetic runs once per row, not per pixel, and with stride 1 the inner
+ * loop is contiguous (and vectorizes). */
 static void tinyc_f32_conv2d(const float *x, const float *w, const float *bias, float *y,
                              const tinyc_f32_conv2d_params *p)
 {
     const int32_t cg = p->c / p->groups, og = p->o / p->groups;
-    const int32_t taps = p->kh * p->kw, in_plane = p->h * p->w, plane = p->oh * p->ow;
-    int32_t n, oc, oy, ox, ic, ky, kx;
+    const int32_t in_plane = p->h * p->w, plane = p->oh * p->ow;
+    int32_t n, oc, ic, oy, ox, ky, kx, i;
     for (n = 0; n < p->n; ++n) {
         for (oc = 0; oc < p->o; ++oc) {
             const float *xg = x + (n * p->c + (oc / og) * cg) * in_plane;
-            const float *wo = w + oc * cg * taps;
-            const float b = bias ? bias[oc] : 0.0f;
             float *yo = y + (n * p->o + oc) * plane;
-            for (oy = 0; oy < p->oh; ++oy) {
-                const int32_t iy0 = oy * p->sh - p->pad_top;
-                const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
-                const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
-                for (ox = 0; ox < p->ow; ++ox) {
-                    const int32_t ix0 = ox * p->sw - p->pad_left;
-                    const int32_t kx0 = tinyc_tap_lo(ix0, p->dw);
-                    const int32_t kx1 = tinyc_tap_hi(ix0, p->dw, p->w, p->kw);
-                    float acc = b;
-                    for (ic = 0; ic < cg; ++ic) {
-                        const float *xc = xg + ic * in_plane;
-                        const float *wc = wo + ic * taps;
-                        for (ky = ky0; ky < ky1; ++ky) {
-                            const float *xr = xc + (iy0 + ky * p->dh) * p->w;
-                            const float *wr = wc + ky * p->kw;
-                            for (kx = kx0; kx < kx1; ++kx) acc += wr[kx] * xr[ix0 + kx * p->dw];
+            const float b = bias ? bias[oc] : 0.0f;
+            for (i = 0; i < plane; ++i) yo[i] = b;
+            for (ic = 0; ic < cg; ++ic) {
+                const float *xc = xg + ic * in_plane;
+                const float *wc = w + (oc * cg + ic) * p->kh * p->kw;
+                for (oy = 0; oy < p->oh; ++oy) {
+                    const int32_t iy0 = oy * p->sh - p->pad_top;
+                    const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
+                    const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
+                    float *yr = yo + oy * p->ow;
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const float *xr = xc + (iy0 + ky * p->dh) * p->w;
+                        for (kx = 0; kx < p->kw; ++kx) {
+                            /* the output columns whose tap kx lands inside the row */
+                            const int32_t ix0 = kx * p->dw - p->pad_left;
+                            const int32_t ox0 = tinyc_tap_lo(ix0, p->sw);
+                            const int32_t ox1 = tinyc_tap_hi(ix0, p->sw, p->w, p->ow);
+                            const float wv = wc[ky * p->kw + kx];
+                            for (ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ix0 + ox * p->sw];
                         }
                     }
-                    yo[oy * p->ow + ox] = acc;
                 }
             }
             tinyc_f32_act(yo, yo, plane, &p->act);
@@ -131,46 +135,6 @@ static void tinyc_f32_conv2d_1x1(const float *x, const float *w, const float *bi
                 const float wv = w[oc * p->c + ic];
                 const float *xc = x + (n * p->c + ic) * plane;
                 for (i = 0; i < plane; ++i) yo[i] += wv * xc[i];
-            }
-            tinyc_f32_act(yo, yo, plane, &p->act);
-        }
-    }
-}
-#endif
-
-#ifdef TINYC_F32_DEPTHWISE
-/* groups == c: output channel oc reads input channel oc / (o / c). Accumulates
- * one tap over a whole output row at a time, so with stride 1 the inner loop
- * is contiguous (and vectorizes). */
-static void tinyc_f32_depthwise(const float *x, const float *w, const float *bias, float *y,
-                                const tinyc_f32_conv2d_params *p)
-{
-    const int32_t mult = p->o / p->c, taps = p->kh * p->kw;
-    const int32_t in_plane = p->h * p->w, plane = p->oh * p->ow;
-    int32_t n, oc, oy, ox, ky, kx, i;
-    for (n = 0; n < p->n; ++n) {
-        for (oc = 0; oc < p->o; ++oc) {
-            const float *xc = x + (n * p->c + oc / mult) * in_plane;
-            const float *wo = w + oc * taps;
-            const float b = bias ? bias[oc] : 0.0f;
-            float *yo = y + (n * p->o + oc) * plane;
-            for (i = 0; i < plane; ++i) yo[i] = b;
-            for (oy = 0; oy < p->oh; ++oy) {
-                const int32_t iy0 = oy * p->sh - p->pad_top;
-                const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
-                const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
-                float *yr = yo + oy * p->ow;
-                for (ky = ky0; ky < ky1; ++ky) {
-                    const float *xr = xc + (iy0 + ky * p->dh) * p->w;
-                    for (kx = 0; kx < p->kw; ++kx) {
-                        /* output columns whose tap kx lands inside the row */
-                        const int32_t ix0 = kx * p->dw - p->pad_left;
-                        const int32_t ox0 = tinyc_tap_lo(ix0, p->sw);
-                        const int32_t ox1 = tinyc_tap_hi(ix0, p->sw, p->w, p->ow);
-                        const float wv = wo[ky * p->kw + kx];
-                        for (ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ix0 + ox * p->sw];
-                    }
-                }
             }
             tinyc_f32_act(yo, yo, plane, &p->act);
         }

@@ -261,3 +261,14 @@ def test_bench_linear_layers_and_stack(tmp_path):
     assert abs(sum(p1.layer_instructions) - p1.profiled_instructions) <= 100
     p2 = tc.bench(work[2000], "cortex-m4", method="plugin", profile=False)
     assert abs((p2.instructions - p1.instructions) - (p1.instructions - 0)) <= 0.01 * p1.instructions
+
+
+def test_no_emulator_and_timeout(bundle, tmp_path):
+    from dataclasses import replace
+    ghost = replace(tg.get_target("cortex-m4"), name="cortex-m4-noemu", qemu_machine=None,
+                    no_emulator_reason="no QEMU machine for this core")
+    with pytest.raises(BackendError, match="has no emulator"):
+        tc.run(bundle, ghost, "model", np.zeros((1, 4), np.float32))
+    hang = make_bundle(tmp_path, "hang", extra="for (;;) { acc[0] += 1.0f; }")
+    with pytest.raises(BackendError, match="did not finish"):
+        tc.run(hang, "host", "hang", np.zeros((1, 4), np.float32), timeout=1.0)

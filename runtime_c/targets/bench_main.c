@@ -7,7 +7,8 @@
  *      interrupt counts wraps, so timestamps are 64-bit),
  *   2. times two calibration loops of a known instruction count (2 per
  *      iteration) so the host can compute K empirically,
- *   3. times two back-to-back stamps (the cost of a stamp),
+ *   3. times two back-to-back stamps (the cost of a stamp, exact with the
+ *      plugin) and 64 stamps in a row (that cost to a fraction of a tick),
  *   4. invokes the model once to warm up, paints the free stack with a
  *      pattern, then invokes it again between two stamps; in a TINYC_PROFILE
  *      build every TINYC_LAYER_MARK(i) adds a stamp,
@@ -38,10 +39,13 @@
 #define TINYC_CALIB_N2 200000u
 #define TINYC_STACK_PATTERN 0xDEADBEEFu
 
+#define TINYC_OVH_REPS 63
+
 enum { ST_CALIB1_A, ST_CALIB1_B, ST_CALIB2_A, ST_CALIB2_B, ST_EMPTY_A, ST_EMPTY_B,
-       ST_START, ST_MARK, ST_END };
+       ST_OVH_A, ST_OVH_B, ST_START, ST_MARK, ST_END };
 static const char *const stamp_kind[] = {"calib1_a", "calib1_b", "calib2_a", "calib2_b",
-                                         "empty_a", "empty_b", "start", "mark", "end"};
+                                         "empty_a", "empty_b", "ovh_a", "ovh_b",
+                                         "start", "mark", "end"};
 
 extern uint32_t __stack_limit[];
 
@@ -66,6 +70,14 @@ __attribute__((noinline, used)) void tinyc_bench_point(void)
 {
     __asm__ volatile("" ::: "memory");
 }
+
+/* Same cost as tinyc_bench_point, at another address (the plugin ignores it). */
+__attribute__((noinline, used)) void tinyc_bench_probe(void)
+{
+    __asm__ volatile("" ::: "memory");
+}
+
+static volatile uint64_t probe_sink;
 
 static uint64_t ticks_now(void)
 {
@@ -97,6 +109,14 @@ static void stamp(int type, int arg)
         (void)ticks_now();
         n_dropped++;
     }
+}
+
+/* What a stamp costs, without storing it: timed many times in a row, this
+ * gives the SysTick method the cost of a stamp to well under one tick. */
+__attribute__((noinline)) static void stamp_probe(void)
+{
+    tinyc_bench_probe();
+    probe_sink = ticks_now();
 }
 
 void tinyc_profile_mark(int layer)
@@ -165,6 +185,11 @@ int main(void)
     stamp(ST_CALIB2_B, 0);
     stamp(ST_EMPTY_A, 0);
     stamp(ST_EMPTY_B, 0);
+    stamp(ST_OVH_A, 0);
+    for (i = 0; i < TINYC_OVH_REPS; ++i) {
+        stamp_probe();
+    }
+    stamp(ST_OVH_B, 0);
 
     recording = 0;
     rc = TINYC_INVOKE(bench_in, bench_out); /* warm-up */
@@ -202,6 +227,7 @@ int main(void)
     print_kv("version", 1);
     print_kv("calib_n1_insns", 2u * TINYC_CALIB_N1);
     print_kv("calib_n2_insns", 2u * TINYC_CALIB_N2);
+    print_kv("ovh_reps", TINYC_OVH_REPS);
     print_kv("stack_bytes", (uint64_t)((uintptr_t)sp_before - (uintptr_t)lowest));
     print_kv("stack_avail", (uint64_t)((uintptr_t)sp_before - (uintptr_t)__stack_limit));
     print_kv("stack_overflow", __stack_limit[0] != TINYC_STACK_PATTERN);

@@ -1,0 +1,252 @@
+"""`tinyc compile`, `tinyc run` and `tinyc bench`: from a model file to a verified C bundle."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tinyc.errors import TinycError
+from tinyc.ir import Graph
+
+REPORT = "report.json"
+
+
+# ---- compile --------------------------------------------------------------------
+
+def default_pipeline(calib: bool) -> str:
+    return "fuse,quantize-int8" if calib else "fuse"
+
+
+def load_npy(path: Path, what: str) -> np.ndarray:
+    if not path.exists():
+        raise TinycError(f"{what} file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise TinycError(f"cannot read {what} file {path}: {e}", hint="save it with numpy.save (a .npy array)") from None
+
+
+def compile_model(args) -> int:
+    from tinyc.backends.targets import resolve
+    from tinyc.commands import load_graph, make_pass_manager
+    from tinyc.passes import PassContext
+
+    t0 = time.perf_counter()
+    target, board = resolve(args.board) if args.board else resolve(args.target)
+    if args.board and args.target not in ("host", target.name):
+        raise TinycError(f"board {args.board} has a {target.name}, not a {args.target}",
+                         hint=f"drop --target or use --target {target.name}")
+    calib = load_npy(args.calib, "calibration") if args.calib else None
+    pm = make_pass_manager(args, args.pipeline if args.pipeline is not None else default_pipeline(calib is not None))
+    graph = load_graph(args.model, args)
+    graph = pm.run(graph, PassContext(calib=calib))
+    if calib is None and args.pipeline is None:
+        print("tinyc: note: compiling to float32; pass --calib X.npy (sample inputs) to get int8",
+              file=sys.stderr)
+    if args.stats:
+        print(pm.stats_table(), file=sys.stderr)
+    report = write_bundle(graph, args.output, args.name, target, board, pm)
+    report["compile_seconds"] = round(time.perf_counter() - t0, 3)
+    _write_json(args.output / REPORT, report)
+    print(summary(report))
+    return 0
+
+
+def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:
+    """Emit into a fresh folder beside OUT and move it into place only when everything worked."""
+    from tinyc.backends import toolchain
+    from tinyc.backends.c_emitter import emit_bundle
+
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        info = emit_bundle(graph, tmp, name=name, target_name=target.name)
+        toolchain.write_target_files(tmp, target, name)
+        sizes = None
+        if target.bare_metal:
+            elf = toolchain.build(tmp, target, name, "run")
+            sizes = toolchain.check_budget(elf, board) if board else toolchain.size(elf)
+        report = make_report(graph, info, target, board, pm, sizes)
+        _write_json(tmp / REPORT, report)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return report
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _check_replaceable(out: Path) -> None:
+    """Only an empty folder or an earlier tinyc bundle is overwritten."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT).exists())):
+        raise TinycError(f"output {out} exists and is not a tinyc bundle",
+                         hint="choose a new or empty directory for -o")
+
+
+def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
+    from tinyc.stats import graph_stats, layer_table
+
+    s = graph_stats(graph)
+    layers = [{"index": i, "name": row.name, "kind": row.kind, "shape": list(row.shape), "macs": row.macs,
+               "params": row.params, "weight_bytes": row.weight_bytes, "loc": layer.loc,
+               "kernels": list(layer.kernels)}
+              for i, (row, layer) in enumerate(zip(layer_table(graph), info.layers))]
+    return {
+        "tinyc_version": _version(),
+        "name": info.name, "target": target.name, "board": board.name if board else None,
+        "graph": graph.name,
+        "inputs": [{"name": v.name, "shape": list(v.type.shape)} for v in graph.inputs],
+        "outputs": [{"name": v.name, "shape": list(v.type.shape)} for v in graph.outputs],
+        "pipeline": ",".join(p.spec() for p in pm.passes),
+        "passes": [step.as_dict() for step in pm.history],
+        "ops": s.ops, "params": s.params, "weight_bytes": s.weight_bytes, "macs": s.macs,
+        "arena_size": info.arena_size, "arena_lower_bound": info.lower_bound,
+        "flash": sizes.flash if sizes else None, "ram": sizes.ram if sizes else None,
+        "sections": sizes.to_dict() if sizes else None,
+        "layers": layers,
+        "files": sorted(p.name for p in info.files),
+    }
+
+
+def _version() -> str:
+    from tinyc import __version__
+    return __version__
+
+
+def summary(report: dict) -> str:
+    lines = [
+        f"compiled {report['graph']} for {report['target']}"
+        + (f" ({report['board']})" if report["board"] else "") + f" with pipeline '{report['pipeline']}'",
+        f"  ops {report['ops']}, params {report['params']:,}, weight bytes {report['weight_bytes']:,}, "
+        f"MACs {report['macs']:,}",
+        f"  arena {report['arena_size']:,} bytes (lower bound {report['arena_lower_bound']:,})",
+    ]
+    if report["flash"] is not None:
+        lines.append(f"  firmware with run harness: flash {report['flash']:,} bytes, "
+                     f"static RAM {report['ram']:,} bytes (arena included)")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# ---- run / bench ------------------------------------------------------------------
+
+@dataclass
+class Bundle:
+    path: Path
+    report: dict
+
+    @property
+    def name(self) -> str:
+        return self.report["name"]
+
+    @property
+    def target(self) -> str:
+        return self.report["target"]
+
+
+def open_bundle(path: Path) -> Bundle:
+    rep = path / REPORT
+    if not rep.exists():
+        raise TinycError(f"{path} is not a tinyc bundle (no {REPORT})",
+                         hint="pass the directory written by `tinyc compile -o DIR`")
+    return Bundle(path, json.loads(rep.read_text()))
+
+
+def as_rows(x: np.ndarray, shape: list[int]) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Inputs as (rows, features) plus the per-row output leading shape: one sample of the model's
+    full input shape, or N samples stacked along a batch dimension of size 1."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x.reshape(1, -1), ()
+    if shape and shape[0] == 1 and x.shape[1:] == shape[1:]:
+        return x.reshape(x.shape[0], -1), (x.shape[0],)
+    if x.shape[1:] == shape:
+        return x.reshape(x.shape[0], -1), (x.shape[0],)
+    raise TinycError(f"input array has shape {list(x.shape)}; the model takes {list(shape)}",
+                     hint=f"give one sample of shape {list(shape)} or N samples of shape [N, {', '.join(map(str, shape[1:]))}]")
+
+
+def run_bundle_cmd(args) -> int:
+    from tinyc.backends import toolchain
+
+    bundle = open_bundle(args.bundle)
+    if len(bundle.report["inputs"]) != 1:
+        raise TinycError("`tinyc run` takes models with one input",
+                         hint="call toolchain.run from Python with the inputs concatenated per row")
+    x = load_npy(args.input, "input").astype(np.float32)
+    rows, lead = as_rows(x, bundle.report["inputs"][0]["shape"])
+    y = toolchain.run(bundle.path, bundle.target, bundle.name, rows)
+    out_shape = bundle.report["outputs"][0]["shape"]
+    if len(bundle.report["outputs"]) == 1:
+        y = y.reshape(lead + tuple(out_shape[1:] if lead else out_shape))
+    if args.output:
+        np.save(args.output, y)
+        print(f"wrote {y.shape} outputs to {args.output}")
+    else:
+        np.set_printoptions(precision=6, suppress=True)
+        print(y)
+    return 0
+
+
+def bench_bundle_cmd(args) -> int:
+    from tinyc.backends import toolchain
+
+    bundle = open_bundle(args.bundle)
+    if bundle.target == "host":
+        raise TinycError("tinyc bench measures on the emulator; this bundle is for the host",
+                         hint="compile with --target cortex-m4 (or another Cortex-M)")
+    result = toolchain.bench(bundle.path, bundle.report["board"] or bundle.target, bundle.name)
+    figures = bench_figures(bundle.report, result)
+    print(format_bench(bundle.report, figures))
+    if args.json:
+        _write_json(args.json, figures)
+    return 0
+
+
+def bench_figures(report: dict, result) -> dict:
+    arena = report["arena_size"]
+    static = result.ram - arena - result.io_buffer_bytes
+    layers = []
+    for layer, count in zip(report["layers"], result.layer_instructions or [None] * len(report["layers"])):
+        layers.append({**{k: layer[k] for k in ("index", "name", "kind", "macs", "weight_bytes")},
+                       "instructions": count})
+    return {
+        "target": report["target"], "method": result.method,
+        "instructions": result.instructions,
+        "instructions_per_mac": result.instructions / report["macs"] if report["macs"] else None,
+        "macs": report["macs"], "flash": result.flash,
+        "ram": arena + static + result.stack, "arena": arena, "static_ram": static, "stack": result.stack,
+        "layers": layers, "notes": result.notes,
+    }
+
+
+def format_bench(report: dict, f: dict) -> str:
+    per_mac = f"{f['instructions_per_mac']:.2f}" if f["instructions_per_mac"] else "-"
+    lines = [
+        f"{report['graph']} on {f['target']} (QEMU -icount shift=0, {f['method']} count, after one warm-up)",
+        f"  instructions / inference  {f['instructions']:>12,}   ({per_mac} per MAC, {f['macs']:,} MACs)",
+        f"  flash                     {f['flash']:>12,}   bytes (text + rodata + data, run image)",
+        f"  RAM                       {f['ram']:>12,}   bytes = arena {f['arena']:,} + static {f['static_ram']:,}"
+        f" + stack {f['stack']:,}",
+        "",
+        f"  {'#':>3}  {'layer':28s} {'op':12s} {'MACs':>10} {'weight B':>9} {'instr':>11} {'instr/MAC':>9}",
+    ]
+    for row in f["layers"]:
+        instr = row["instructions"]
+        count = f"{instr:,}" if instr is not None else "-"
+        ratio = f"{instr / row['macs']:.2f}" if instr is not None and row["macs"] else ""
+        lines.append(f"  {row['index']:>3}  {row['name'][:28]:28s} {row['kind']:12s} {row['macs']:>10,} "
+                     f"{row['weight_bytes']:>9,} {count:>11} {ratio:>9}")
+    lines += [f"  note: {n}" for n in f["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,217 @@
+"""tinyc's int8 arithmetic: the one definition of every rounding, rescale and table.
+
+docs/quantization.md is the prose spec. The interpreter's integer kernels compute with
+these functions, and the C backend calls the same functions to get the constants it
+emits, so compiled code and interpreter agree bit for bit. Everything here is a pure
+function of quantization parameters (never of attributes a pass could leave stale).
+
+Conventions: real = scale * (q - zp). Activations are i8 per tensor; weights i8
+symmetric per output channel (zp 0, codes in [-127, 127]); biases i32 with scale
+input_scale * weight_scale[c]. Scales are float32 values (the C side stores floats).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from tinyc.ir import QuantParams
+
+QMIN, QMAX = -128, 127
+WEIGHT_MAX = 127                   # symmetric weights: -128 unused, so -w is representable
+I32_MIN, I32_MAX = -2 ** 31, 2 ** 31 - 1
+MIN_SCALE = 2.0 ** -64             # scale of a tensor whose calibrated range is empty
+ADD_SHIFT = 20                     # add/sub: centered operands are scaled by 2^20 first
+DIV_SHIFT = 16                     # div: the numerator is scaled by 2^16 before dividing
+EXP_BITS = 20                      # softmax exp table entries are Q20 (exp(0) = 2^20)
+SOFTMAX_MAX_LEN = (2 ** 31 - 1) // 2 ** EXP_BITS   # longest softmax axis: the sum fits int32
+SOFTMAX_OUT = QuantParams((1.0 / 256,), (-128,))   # TFLite's fixed softmax output quantization
+
+
+# ---- float <-> int8 ----------------------------------------------------------------------
+
+def f32(x: float) -> float:
+    """`x` rounded to the nearest float32 (scales live in C as floats)."""
+    return float(np.float32(x))
+
+
+def round_half_away(x) -> np.ndarray:
+    """Round to nearest, ties away from zero (C's roundf); computed in float64 so x + 0.5 is exact."""
+    x = np.asarray(x, np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def saturate(x, lo: int = QMIN, hi: int = QMAX) -> np.ndarray:
+    return np.clip(x, lo, hi)
+
+
+def _per_axis(values, q: QuantParams, ndim: int) -> np.ndarray:
+    """Scales or zero points shaped to broadcast against a rank-`ndim` tensor."""
+    a = np.asarray(values)
+    if q.axis is None:
+        return a.reshape(())
+    return a.reshape([-1 if i == q.axis else 1 for i in range(ndim)])
+
+
+def quantize(x, q: QuantParams, lo: int = QMIN, hi: int = QMAX) -> np.ndarray:
+    """q = clamp(round_half_away(x / scale) + zp): the division in float32, as C does it."""
+    x = np.asarray(x, np.float32)
+    scale = _per_axis(q.scale, q, x.ndim).astype(np.float32)
+    zp = _per_axis(q.zero_point, q, x.ndim).astype(np.int64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = round_half_away(np.nan_to_num(x / scale, nan=0.0, posinf=2.0 ** 40, neginf=-(2.0 ** 40)))
+    return saturate(r.astype(np.int64) + zp, lo, hi)
+
+
+def dequantize(q_values, q: QuantParams) -> np.ndarray:
+    """real = float32(q - zp) * scale, in float32."""
+    a = np.asarray(q_values, np.int64)
+    zp = _per_axis(q.zero_point, q, a.ndim)
+    scale = _per_axis(q.scale, q, a.ndim).astype(np.float32)
+    return (a - zp).astype(np.float32) * scale
+
+
+def range_params(lo: float, hi: float) -> QuantParams:
+    """Asymmetric int8 parameters covering [lo, hi], widened to include 0 (so 0 is exact)."""
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = f32(max((hi - lo) / (QMAX - QMIN), MIN_SCALE))
+    zp = int(saturate(round_half_away(QMIN - lo / scale)))
+    return QuantParams((scale,), (zp,))
+
+
+def weight_params(w: np.ndarray) -> QuantParams:
+    """Symmetric per-output-channel (axis 0) parameters: scale[c] = max|w[c]| / 127."""
+    peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
+    scales = tuple(f32(max(p / WEIGHT_MAX, MIN_SCALE)) for p in peak)
+    return QuantParams(scales, (0,) * len(scales), axis=0)
+
+
+def quantize_weight(w: np.ndarray, q: QuantParams) -> np.ndarray:
+    return quantize(w, q, -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
+
+
+def bias_params(x: QuantParams, w: QuantParams) -> QuantParams:
+    """Bias scale[c] = input scale * weight scale[c] (exact in float64), zp 0."""
+    return QuantParams(tuple(x.scale[0] * s for s in w.scale), (0,) * len(w.scale), axis=0)
+
+
+def quantize_bias(b: np.ndarray, q: QuantParams) -> np.ndarray:
+    """Bias codes round(b / scale) in float64 (no float32 step: compile time only), saturated to int32."""
+    r = round_half_away(np.asarray(b, np.float64) / np.asarray(q.scale, np.float64))
+    return saturate(r, I32_MIN + 1, I32_MAX).astype(np.int32)
+
+
+# ---- fixed-point requantization ------------------------------------------------------------
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(M, shift) with real ~= M * 2^(shift - 31): M a Q31 int32 (|M| in [2^30, 2^31) unless
+    real is tiny), shift in [-31, 30]. Ratios >= 2^30 clamp to the largest multiplier: the
+    output saturates for any non-zero accumulator either way."""
+    if real == 0.0:
+        return 0, 0
+    sign = -1 if real < 0 else 1
+    mantissa, e = math.frexp(abs(real))            # abs(real) = mantissa * 2^e, mantissa in [0.5, 1)
+    m = math.floor(mantissa * 2 ** 31 + 0.5)        # exact in float64: mantissa has 53 bits
+    if m == 2 ** 31:
+        m, e = 2 ** 30, e + 1
+    if e > 30:
+        return sign * I32_MAX, 30
+    if e < -31:                                     # below Q31 range: lose leading bits, not the shift
+        m, e = math.floor(abs(real) * 2.0 ** 62 + 0.5), -31
+    return sign * m, e
+
+
+def quantize_multipliers(reals) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_multiplier elementwise: (M, shift) int64 arrays shaped like `reals`."""
+    reals = np.asarray(reals, np.float64)
+    pairs = [quantize_multiplier(float(r)) for r in reals.ravel()]
+    m = np.array([p[0] for p in pairs], np.int64).reshape(reals.shape)
+    s = np.array([p[1] for p in pairs], np.int64).reshape(reals.shape)
+    return m, s
+
+
+def requantize(acc, m, shift) -> np.ndarray:
+    """Single-rounding requantization, round half up:
+    (int64(acc) * M + 2^(n-1)) >> n with n = 31 - shift in [1, 62] (arithmetic shift).
+
+    Exactly floor(acc * M / 2^n + 1/2). |acc| <= 2^31 keeps the product in int64
+    (SMULL, then an add with carry and a 64-bit shift on Cortex-M). The result is int64;
+    callers add the zero point and saturate.
+    """
+    n = 31 - np.asarray(shift, np.int64)
+    return (np.asarray(acc, np.int64) * np.asarray(m, np.int64) + (np.int64(1) << (n - 1))) >> n
+
+
+def div_round(num, den) -> np.ndarray:
+    """num / den rounded to nearest, ties away from zero, den != 0; in C with truncating
+    division: sign * ((|num| + |den| / 2) / |den|)."""
+    num, den = np.asarray(num, np.int64), np.asarray(den, np.int64)
+    q = (np.abs(num) + np.abs(den) // 2) // np.abs(den)
+    return np.where((num < 0) != (den < 0), -q, q)
+
+
+# ---- per-op constants, derived from the operand and result types ------------------------------
+
+def output_multipliers(ratio, attrs: dict) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((M, shift) for accumulators >= 0, (M, shift) for accumulators < 0).
+
+    They differ only for a fused leaky_relu, whose negative side is scaled by alpha (the
+    accumulator's sign is the pre-activation's sign: every scale is positive).
+    """
+    ratio = np.asarray(ratio, np.float64)
+    alpha = attrs.get("act_alpha", 1.0) if attrs.get("act") == "leaky_relu" else 1.0
+    return quantize_multipliers(ratio), quantize_multipliers(ratio * alpha)
+
+
+def act_bounds(attrs: dict, out: QuantParams) -> tuple[int, int]:
+    """The output code range after a fused relu/clamp: clamp in the quantized domain."""
+    act = attrs.get("act")
+    if act == "relu":
+        return max(QMIN, out.zero_point[0]), QMAX
+    if act == "clamp":
+        lo, hi = (int(quantize(np.float32(attrs[k]), out)) for k in ("act_min", "act_max"))
+        return lo, hi
+    return QMIN, QMAX
+
+
+def conv_ratios(x: QuantParams, w: QuantParams, out: QuantParams) -> np.ndarray:
+    """conv2d/linear: per output channel x_scale * w_scale[c] / out_scale."""
+    return x.scale[0] * np.asarray(w.scale, np.float64) / out.scale[0]
+
+
+def mul_ratio(a: QuantParams, b: QuantParams, out: QuantParams) -> float:
+    """mul and matmul: acc = (qa - za)(qb - zb) summed; out = acc * sa * sb / so."""
+    return a.scale[0] * b.scale[0] / out.scale[0]
+
+
+def add_ratios(a: QuantParams, b: QuantParams, out: QuantParams) -> tuple[float, float, float]:
+    """add/sub: each centered operand, shifted left by ADD_SHIFT, is rescaled to the common
+    scale 2 * max(sa, sb) (ratios <= 1/2, so 2^20 keeps 19+ fraction bits); the sum is
+    rescaled to the output."""
+    twice_max = 2.0 * max(a.scale[0], b.scale[0])
+    return a.scale[0] / twice_max, b.scale[0] / twice_max, twice_max / (2 ** ADD_SHIFT * out.scale[0])
+
+
+def div_ratio(a: QuantParams, b: QuantParams, out: QuantParams) -> float:
+    """div: quotient = div_round((qa - za) << DIV_SHIFT, qb - zb); out = quotient * ratio."""
+    return a.scale[0] / (b.scale[0] * out.scale[0] * 2 ** DIV_SHIFT)
+
+
+def rescale_ratio(x: QuantParams, out: QuantParams, count: int = 1) -> float:
+    """cat inputs (count 1) and mean (sum of `count` centered codes): x_scale / (count * out_scale)."""
+    return x.scale[0] / (count * out.scale[0])
+
+
+# ---- tables (const operands of lut and softmax) --------------------------------------------------
+
+def lut_table(fn: Callable[[np.ndarray], np.ndarray], x: QuantParams, out: QuantParams) -> np.ndarray:
+    """256 int8 entries: table[q + 128] = quantize(fn(dequantize(q))), fn on float32."""
+    codes = np.arange(QMIN, QMAX + 1)
+    return quantize(fn(dequantize(codes, x)), out).astype(np.int8)
+
+
+def softmax_exp_table(x: QuantParams) -> np.ndarray:
+    """256 int32 entries: table[d] = round(2^20 * exp(-x_scale * d)), d = row max - q in [0, 255]."""
+    d = np.arange(QMAX - QMIN + 1, dtype=np.float64)
+    return np.floor(np.exp(-x.scale[0] * d) * 2.0 ** EXP_BITS + 0.5).astype(np.int32)

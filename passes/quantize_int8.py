@@ -1,0 +1,279 @@
+"""`quantize-int8`: post-training int8 quantization (docs/quantization.md).
+
+Three steps: float rewrites that give every op an integer form (batch_norm becomes a 1x1
+depthwise conv, division by a constant a multiplication), calibration (quant_calibrate),
+and lowering every op to its int8 form. The graph's inputs and outputs stay float, behind
+`quantize` and `dequantize`; ops named in keep-float stay float the same way.
+Quantization parameters go in the types; multipliers are derived from them (tinyc.quant).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+
+from tinyc import quant
+from tinyc.interpreter import KERNELS
+from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
+from tinyc.ops import SAME_QUANT_OPS, infer_type
+from tinyc.passes.base import Pass, PassContext, check, option, register
+from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
+
+LUT_OPS = ("relu", "clamp", "leaky_relu", "sigmoid", "tanh", "hardswish")
+
+
+# ---- float rewrites: give every op an integer form ---------------------------------------------
+
+def _const(graph: Graph, v: Value) -> np.ndarray | None:
+    return graph.const_value(v)
+
+
+def _emit(graph: Graph, before: Op, kind: str, operands: list[Value], name: str, **attrs) -> Value:
+    """Insert `kind(operands)` before `before`, named `name` (fresh unless it is `before`'s own)."""
+    if name != before.result.name:
+        name = graph.fresh_name(name)
+    result = Value(name, infer_type(kind, [v.type for v in operands], attrs))
+    graph.ops.insert(graph.ops.index(before), Op(kind, operands, result, attrs, before.loc))
+    return result
+
+
+def batch_norm_to_conv(graph: Graph, bn: Op) -> bool:
+    """batch_norm(x) ==> conv2d 1x1 depthwise (reshaped to [N, C, 1, L] unless x is 4-D):
+    its per-channel weights quantize exactly, so no new integer op is needed."""
+    x, params = bn.operands[0], [_const(graph, v) for v in bn.operands[1:]]
+    check(all(p is not None for p in params), f"%{bn.result.name} = batch_norm: mean, var, weight and "
+          "bias must be constants to quantize", "run fuse first, or keep it in float with keep-float")
+    mean, var, gamma, beta = (p.astype(np.float64) for p in params)
+    scale = gamma / np.sqrt(var + bn.attrs["eps"])
+    n, c = x.type.shape[:2]
+    w = graph.add_const(bn.result.name + ".weight", scale.astype(np.float32).reshape(c, 1, 1, 1), before=bn)
+    b = graph.add_const(bn.result.name + ".bias", (beta - mean * scale).astype(np.float32), before=bn)
+    name = bn.result.name
+    flat = (n, c, 1, int(np.prod(x.type.shape[2:], dtype=np.int64)))
+    x4 = x if x.type.rank == 4 else _emit(graph, bn, "reshape", [x], name + ".in", shape=list(flat))
+    conv = _emit(graph, bn, "conv2d", [x4, w, b], name if x.type.rank == 4 else name + ".conv",
+                 stride=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], groups=c)
+    y = conv if x.type.rank == 4 else _emit(graph, bn, "reshape", [conv], name, shape=list(x.type.shape))
+    graph.replace_uses(bn.result, y)
+    graph.ops.remove(bn)
+    return True
+
+
+def div_by_const_to_mul(graph: Graph, div: Op) -> bool:
+    """div(x, c) ==> mul(x, 1/c) for a constant c without zeros (exactly representable as a
+    per-tensor int8 constant when c is a scalar, unlike the quotient's integer division)."""
+    c = _const(graph, div.operands[1])
+    if c is None or not np.all(c != 0) or _const(graph, div.operands[0]) is not None:
+        return False
+    recip = graph.add_const(div.operands[1].name + ".recip", (1.0 / c.astype(np.float64)).astype(np.float32),
+                            before=div)
+    div.kind, div.operands[1] = "mul", recip
+    return True
+
+
+PREPARE: dict[str, Callable[[Graph, Op], bool]] = {
+    "batch_norm": batch_norm_to_conv,
+    "div": div_by_const_to_mul,
+}
+
+
+def prepare(graph: Graph, keep: set[str]) -> Graph:
+    for op in list(graph.ops):
+        if op.kind in PREPARE and op.result.name not in keep:
+            PREPARE[op.kind](graph, op)
+    graph.remove_dead()
+    return graph
+
+
+# ---- quantization parameters of every value -----------------------------------------------------
+
+def assign_quant(graph: Graph, ranges: dict[str, tuple[float, float]], keep: set[str]) -> dict[str, QuantParams]:
+    """name -> activation quant. Ops that keep their input's quantization (SAME_QUANT_OPS) put
+    input and result in one group whose range is the union of the members' ranges; a group
+    holding an int8 softmax result takes softmax's fixed output quantization."""
+    ranges = dict(ranges)
+    for op in graph.const_ops():
+        a = op.attrs["value"]
+        ranges[op.result.name] = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    parent = {name: name for name in ranges}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            n = parent[n]
+        return n
+
+    for op in graph.compute_ops():
+        if op.kind in SAME_QUANT_OPS and op.result.name not in keep:
+            parent[find(op.result.name)] = find(op.operands[0].name)
+    groups: dict[str, list[str]] = {}
+    for name in ranges:
+        groups.setdefault(find(name), []).append(name)
+    fixed = {op.result.name for op in graph.compute_ops() if op.kind == "softmax" and op.result.name not in keep}
+    qmap = {}
+    for members in groups.values():
+        lo, hi = min(ranges[m][0] for m in members), max(ranges[m][1] for m in members)
+        q = quant.SOFTMAX_OUT if fixed.intersection(members) else quant.range_params(lo, hi)
+        qmap.update(dict.fromkeys(members, q))
+    return qmap
+
+
+# ---- lowering to int8 ----------------------------------------------------------------------------
+
+class Lowering:
+    """Builds the int8 graph op by op. Values keep their names; converted copies are made on
+    demand (`int_of`, `float_of`) and named NAME.q (quantized) and NAME.dq (dequantized)."""
+
+    def __init__(self, src: Graph, qmap: dict[str, QuantParams], keep: set[str]):
+        self.src, self.qmap, self.keep = src, qmap, keep
+        self.consts = {op.result.name: op.attrs["value"] for op in src.const_ops()}
+        self.out = Graph(src.name, list(src.inputs), [])
+        self.taken = src.value_names()
+        self.ints: dict[str, Value] = {}
+        self.floats: dict[str, Value] = {v.name: v for v in src.inputs}
+        self.derived: dict[tuple, Value] = {}   # (const name, role, ...) -> derived const
+
+    def run(self) -> Graph:
+        for op in self.src.compute_ops():
+            if op.result.name in self.keep or op.result.type.dtype != "f32":
+                self._emit(op.kind, [self.float_of(v) for v in op.operands], op.result.name,
+                           op.result.type, dict(op.attrs), op.loc, self.floats)
+            else:
+                kind, operands, attrs = LOWER[op.kind](self, op)
+                t = TensorType(op.result.type.shape, "i8", self.qmap[op.result.name])
+                self._emit(kind, operands, op.result.name, t, attrs, op.loc, self.ints)
+        self.out.outputs = [self.float_of(v) for v in self.src.outputs]
+        # Constants first, as the importer writes them.
+        self.out.ops = [op for op in self.out.ops if op.is_const] + [op for op in self.out.ops if not op.is_const]
+        return self.out
+
+    # -- values
+    def fresh(self, base: str) -> str:
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        return name
+
+    def _emit(self, kind, operands, name, t, attrs, loc, table) -> Value:
+        v = Value(name, t)
+        self.out.ops.append(Op(kind, operands, v, attrs, loc))
+        table[name] = v
+        return v
+
+    def const(self, key: tuple, array: np.ndarray, dtype: str, q: QuantParams | None) -> Value:
+        """The const for `key` = (base name, role, ...): the first const derived from a source
+        const takes its name, others get fresh names."""
+        if key not in self.derived:
+            reuse = key[0] in self.consts and not any(k[0] == key[0] for k in self.derived)
+            v = Value(key[0] if reuse else self.fresh(key[0]), TensorType(tuple(array.shape), dtype, q))
+            self.out.ops.append(Op("const", [], v, {"value": np.array(array, order="C")}))
+            self.derived[key] = v
+        return self.derived[key]
+
+    def int_of(self, v: Value) -> Value:
+        if v.name in self.ints:
+            return self.ints[v.name]
+        q = self.qmap[v.name]
+        if v.name in self.consts:
+            return self.const((v.name, "act"), quant.quantize(self.consts[v.name], q).astype(np.int8), "i8", q)
+        t = TensorType(v.type.shape, "i8", q)
+        return self._emit("quantize", [self.float_of(v)], self.fresh(v.name + ".q"), t, {}, None, self.ints)
+
+    def float_of(self, v: Value) -> Value:
+        if v.name in self.floats:
+            return self.floats[v.name]
+        if v.name in self.consts:
+            return self.const((v.name, "float"), self.consts[v.name], v.type.dtype, v.type.quant)
+        src = self.int_of(v)
+        t = TensorType(v.type.shape, "f32")
+        return self._emit("dequantize", [src], self.fresh(v.name + ".dq"), t, {}, None, self.floats)
+
+    def weight(self, op: Op) -> tuple[Value, QuantParams]:
+        w = op.operands[1]
+        check(w.name in self.consts, f"%{op.result.name} = {op.kind}: the weight %{w.name} is not a constant",
+              f"keep this op in float: quantize-int8{{keep-float={op.result.name}}}")
+        array = self.consts[w.name]
+        q = quant.weight_params(array)
+        return self.const((w.name, "weight"), quant.quantize_weight(array, q), "i8", q), q
+
+
+# Each lowering returns (kind, operands, attrs) of the int8 op computing `op`.
+
+def _layer(lw: Lowering, op: Op):
+    x = lw.int_of(op.operands[0])
+    w, wq = lw.weight(op)
+    operands = [x, w]
+    if len(op.operands) == 3:
+        b = op.operands[2]
+        check(b.name in lw.consts, f"%{op.result.name} = {op.kind}: the bias %{b.name} is not a constant")
+        bq = quant.bias_params(x.type.quant, wq)
+        operands.append(lw.const((b.name, "bias", bq), quant.quantize_bias(lw.consts[b.name], bq), "i32", bq))
+    return op.kind, operands, dict(op.attrs)
+
+
+def _same(lw: Lowering, op: Op):
+    return op.kind, [lw.int_of(v) for v in op.operands], dict(op.attrs)
+
+
+def _lut(lw: Lowering, op: Op):
+    """Unary activations become a 256-entry table of the float op on every input code."""
+    x = lw.int_of(op.operands[0])
+    table = quant.lut_table(lambda a: KERNELS[op.kind](op, a), x.type.quant, lw.qmap[op.result.name])
+    return "lut", [x, lw.const((op.result.name + ".table",), table, "i8", None)], {}
+
+
+def _softmax(lw: Lowering, op: Op):
+    x = lw.int_of(op.operands[0])
+    n = x.type.shape[op.attrs["axis"]]
+    check(n <= quant.SOFTMAX_MAX_LEN, f"%{op.result.name} = softmax: {n} elements along the axis; the int8 "
+          f"form handles at most {quant.SOFTMAX_MAX_LEN}", f"quantize-int8{{keep-float={op.result.name}}}")
+    table = quant.softmax_exp_table(x.type.quant)
+    return "softmax", [x, lw.const((op.result.name + ".exp",), table, "i32", None)], dict(op.attrs)
+
+
+LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {
+    "conv2d": _layer,
+    "linear": _layer,
+    **{k: _same for k in ("matmul", "add", "sub", "mul", "div", "max_pool2d", "avg_pool2d", "mean",
+                          "reshape", "transpose", "cat", "pad")},
+    **{k: _lut for k in LUT_OPS},
+    "softmax": _softmax,
+}
+
+
+@register
+@dataclass(frozen=True)
+class QuantizeInt8(Pass):
+    """Post-training int8 quantization: per-channel symmetric weights, per-tensor asymmetric
+    activations calibrated on --calib data, int32 biases, fixed-point requantization. Inputs
+    and outputs stay float (quantize/dequantize at the edges). Run fuse first."""
+
+    name = "quantize-int8"
+    observer: Literal["minmax", "percentile", "mse"] = option(
+        "minmax", "activation range: minmax, percentile (clip to the percentile) or mse (least squared error)")
+    percentile: float = option(99.99, "percentile kept by observer=percentile (each side)")
+    keep_float: tuple[str, ...] = option((), "value names of ops to leave in float, e.g. keep-float=softmax,fc")
+
+    def __post_init__(self):
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+
+    def apply(self, graph: Graph, ctx: PassContext) -> Graph:
+        keep = set(self.keep_float)
+        results = {op.result.name for op in graph.compute_ops()}
+        unknown = sorted(keep - results)
+        check(not unknown, f"keep-float names no op result: {', '.join(unknown)}",
+              "use value names from the IR dump (tinyc opt --print-ir-after-all)")
+        graph = prepare(graph.copy(), keep)
+        samples = calibration_samples(graph, ctx.calib)
+        ranges = observe_ranges(graph, samples, self.observer, self.percentile)
+        out = Lowering(graph, assign_quant(graph, ranges, keep), keep).run()
+        kinds = [op.kind for op in out.compute_ops()]
+        floats = sum(op.result.type.dtype == "f32" and op.kind != "dequantize" for op in out.compute_ops())
+        ctx.stats[self.name] = {"observer": self.observer, "calibration_samples": len(samples),
+                                "float_ops": floats, "int8_ops": len(kinds) - floats - kinds.count("quantize")}
+        if keep:
+            ctx.notes.append(f"quantize-int8: kept in float: {', '.join(sorted(keep))}")
+        return out

@@ -20,6 +20,7 @@ import numpy as np
 
 from tinyc.backends import c_ops, planner
 from tinyc.backends.c_ops import Call, Lowered, Param, Weight
+from tinyc.backends.targets import get_target
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
 
@@ -127,9 +128,11 @@ class _Lowerer:
         self.name = name
         self.plan = plan
         self.consts = {op.result.name: op.attrs["value"] for op in graph.const_ops()}
-        self.const_names = _const_cnames(graph, name)
+        self.taken: set[str] = set()
+        self.const_names = {n: self._weight_cname(n) for n in self.consts}
         self.used_consts: set[str] = set()
         self.layer = 0
+        self.op: Op | None = None
 
     def ref(self, v: Value, offset: int = 0) -> str:
         loc = self.plan.locations[v.name]
@@ -138,7 +141,7 @@ class _Lowerer:
             base, elems = self.const_names[loc.const], 0
         elif loc.space == "arena":
             base, elems = f"{self.name}_arena.f32", loc.offset // 4
-        else:
+        else:  # the invoke() parameters are called `input` and `output`
             base, elems = loc.space, loc.offset // 4
         elems += offset
         return f"{base} + {elems}" if elems else base
@@ -151,28 +154,22 @@ class _Lowerer:
         return f"{self.name}_p{self.layer}" + (f"_{k}" if k else "")
 
     def weight_name(self, suffix: str) -> str:
-        return f"{self.name}_w{self.layer}_{suffix}"
+        return self._weight_cname(f"{self.op.result.name}_{suffix}")
 
-
-def _const_cnames(graph: Graph, name: str) -> dict[str, str]:
-    """NAME_w_<value name>, made a C identifier and unique, in graph order."""
-    out, taken = {}, set()
-    for op in graph.const_ops():
-        base = f"{name}_w_" + re.sub(r"[^A-Za-z0-9_]", "_", op.result.name)
+    def _weight_cname(self, base: str) -> str:
+        """NAME_w_<base> made a C identifier, unique in first-come order (graph order)."""
+        base = f"{self.name}_w_" + re.sub(r"[^A-Za-z0-9_]", "_", base)
         cname, i = base, 1
-        while cname in taken:
+        while cname in self.taken:
             cname, i = f"{base}_{i}", i + 1
-        taken.add(cname)
-        out[op.result.name] = cname
-    return out
+        self.taken.add(cname)
+        return cname
 
 
 # ---- emission ----------------------------------------------------------------------
 
 def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host") -> BundleInfo:
     """Write OUT/NAME.h, OUT/NAME.c and the runtime files they need; see the module doc."""
-    from tinyc.backends.targets import get_target
-
     target = get_target(target_name)
     _check_graph(graph, name)
     plan = planner.plan_graph(graph, c_ops.inplace_operands)
@@ -181,7 +178,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     ops = list(graph.compute_ops())
     lowered = []
     for i, op in enumerate(ops):
-        lowerer.layer = i
+        lowerer.layer, lowerer.op = i, op
         lowered.append(c_ops.lowering(op).emit(op, lowerer))
     copies = tuple(_output_copy(graph, c, lowerer) for c in plan.output_copies)
 

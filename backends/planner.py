@@ -213,9 +213,10 @@ class Plan:
         for space in ("arena", "output"):
             offsets = {n: loc.offset for n, loc in self.locations.items() if loc.space == space}
             check_no_overlap(self.tensors, offsets, self.buffers)
-        if any(loc.space == "arena" and loc.offset + t.size > self.arena_size
-               for t in self.tensors for loc in [self.locations[t.name]]):
-            raise BackendError("memory plan places a tensor past the end of the arena")
+        for t in self.tensors:
+            loc = self.locations[t.name]
+            if loc.space == "arena" and loc.offset + t.size > self.arena_size:
+                raise BackendError(f"memory plan places %{t.name} past the end of the arena")
 
 
 InplaceRule = Callable[[Op], Sequence[int]]

@@ -24,7 +24,7 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from tinyc.errors import FrontendError
-from tinyc.frontend_ops import LOWERINGS, OPS_HINT, Builder, ConstRef, clean_node_name, sanitize
+from tinyc.frontend_ops import LOWERINGS, OPS_HINT, PASSTHROUGH, Builder, ConstRef, clean_node_name, sanitize
 from tinyc.ir import Graph, Value
 
 __all__ = ["from_torch", "import_exported_program", "load_model", "supported_ops"]
@@ -205,8 +205,7 @@ def _call(b: Builder, node, env):
         return _getitem(b, node, env)
     name = str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
     fn = LOWERINGS.get(name)
-    passthrough = fn is not None and fn.__name__ in ("identity", "dropout", "to_copy", "no_result")
-    if not passthrough and _all_const(node, env) and isinstance(target, torch._ops.OpOverload):
+    if fn not in PASSTHROUGH and _all_const(node, env) and isinstance(target, torch._ops.OpOverload):
         return _fold(b, node, env, name)
     if fn is None:
         raise _Unsupported(FrontendError(f"unsupported PyTorch op {name}", where=b.where(), hint=OPS_HINT))
@@ -431,8 +430,8 @@ _PICKLED_OBJECT = object()
 
 def _input_shapes(spec) -> list[tuple[int, ...]]:
     """(1,3,32,32), "1,3,32,32", or a list of those for several inputs."""
-    if isinstance(spec, str):
-        spec = [tuple(part.split(",")) for part in spec.split(";")]
+    if isinstance(spec, str):  # "1,3,32,32" or "1x3x32x32"; ";" separates inputs
+        spec = [tuple(part.replace("x", ",").split(",")) for part in spec.split(";")]
     elif spec and all(isinstance(d, (int, np.integer)) for d in spec):
         spec = [spec]
     try:

@@ -56,8 +56,9 @@ class Builder:
         self.consts: list[Op] = []
         self.body: list[Op] = []
         self.taken: set[str] = set()
-        self.placed: dict[int, Value] = {}   # id(ConstRef) -> its const op's value
-        self.reshaped: dict[int, Value] = {}  # id(reshape result) -> reshape operand
+        # Keyed by id(): the key objects are kept alive in the entries so ids are never reused.
+        self.placed: dict[int, tuple[ConstRef, Value]] = {}   # ConstRef -> its const op's value
+        self.reshaped: dict[int, tuple[Value, Value]] = {}    # reshape result -> reshape operand
         self.node: torch.fx.Node | None = None
         self.loc: str | None = None
 
@@ -99,8 +100,8 @@ class Builder:
             array = np.require(array, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
             v = Value(self.unique(ref.name), TensorType(tuple(array.shape)))
             self.consts.append(Op("const", [], v, {"value": array}))
-            self.placed[id(ref)] = v
-        return self.placed[id(ref)]
+            self.placed[id(ref)] = (ref, v)
+        return self.placed[id(ref)][1]
 
     def emit(self, kind: str, operands: list[Value], shape, attrs: dict | None = None,
              tag: str | None = None) -> Value:
@@ -113,11 +114,11 @@ class Builder:
     def reshape(self, x: Value, shape, tag: str | None = None) -> Value:
         """A reshape; a reshape of a reshape reads the original (conv1d -> pool1d chains)."""
         shape = [int(d) for d in shape]
-        x = self.reshaped.get(id(x), x)
+        x = self.reshaped.get(id(x), (x, x))[1]
         if list(x.type.shape) == shape:
             return x
         y = self.emit("reshape", [x], shape, {"shape": shape}, tag)
-        self.reshaped[id(y)] = x
+        self.reshaped[id(y)] = (y, x)
         return y
 
     # ---- facts about the node
@@ -594,3 +595,6 @@ def _table() -> dict[str, Callable]:
 
 
 LOWERINGS: dict[str, Callable[[Builder, dict], Any]] = _table()
+# Lowerings that hand their input through: applied even to constants (instead of folding) so a
+# lifted constant keeps its own name.
+PASSTHROUGH = frozenset({identity, dropout, to_copy, no_result})

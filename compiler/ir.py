@@ -177,7 +177,7 @@ class Graph:
     def add_const(self, base: str, array: np.ndarray, *, before: Op | None = None,
                   quant: QuantParams | None = None, dtype: str | None = None) -> Value:
         """Insert a const op (before `before`, or at the start) and return its value."""
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # keeps 0-d arrays 0-d, unlike ascontiguousarray
         name = self.fresh_name(base)
         v = Value(name, TensorType(tuple(array.shape), dtype or dtype_of(array), quant))
         op = Op("const", [], v, {"value": array})

@@ -57,7 +57,7 @@ def conv_bn_relu(cin, cout, k, stride, size, groups=1) -> nn.Sequential:
     return nn.Sequential(conv_same(cin, cout, k, stride, size, groups), nn.BatchNorm2d(cout), nn.ReLU())
 
 
-def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], batch: int = 4) -> None:
+def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     """Give every BN layer data-derived running stats and random affine params.
 
     Stats measured on random inputs keep activations O(1) through deep stacks (so the
@@ -69,6 +69,8 @@ def _calibrate_bn(model: nn.Module, input_shape: tuple[int, ...], batch: int = 4
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = 1.0  # running stats := the calibration batch's stats
+    # at least ~256 samples per channel (few images, many feature vectors), cheap either way
+    batch = max(4, -(-256 // math.prod(input_shape[2:])))
     model.train()
     with torch.no_grad():
         model(torch.randn((batch,) + tuple(input_shape[1:])))

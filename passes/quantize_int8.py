@@ -66,9 +66,10 @@ def div_by_const_to_mul(graph: Graph, div: Op) -> bool:
     c = _const(graph, div.operands[1])
     if c is None or not np.all(c != 0) or _const(graph, div.operands[0]) is not None:
         return False
-    recip = graph.add_const(div.operands[1].name + ".recip", (1.0 / c.astype(np.float64)).astype(np.float32),
-                            before=div)
-    div.kind, div.operands[1] = "mul", recip
+    recip = (1.0 / c.astype(np.float64)).astype(np.float32)
+    v = Value(graph.fresh_name(div.operands[1].name + ".recip"), TensorType(recip.shape, "f32"))
+    graph.ops.insert(graph.ops.index(div), Op("const", [], v, {"value": recip}))  # add_const would make 0-d 1-d
+    div.kind, div.operands[1] = "mul", v
     return True
 
 
@@ -135,13 +136,14 @@ class Lowering:
 
     def run(self) -> Graph:
         for op in self.src.compute_ops():
-            if op.result.name in self.keep or op.result.type.dtype != "f32":
-                self._emit(op.kind, [self.float_of(v) for v in op.operands], op.result.name,
-                           op.result.type, dict(op.attrs), op.loc, self.floats)
+            name = op.result.name
+            if name in self.keep or op.result.type.dtype != "f32":
+                operands = [self.float_of(v) for v in op.operands]
+                self.floats[name] = self._emit(op.kind, operands, name, op.result.type, dict(op.attrs), op.loc)
             else:
                 kind, operands, attrs = LOWER[op.kind](self, op)
-                t = TensorType(op.result.type.shape, "i8", self.qmap[op.result.name])
-                self._emit(kind, operands, op.result.name, t, attrs, op.loc, self.ints)
+                t = TensorType(op.result.type.shape, "i8", self.qmap[name])
+                self.ints[name] = self._emit(kind, operands, name, t, attrs, op.loc)
         self.out.outputs = [self.float_of(v) for v in self.src.outputs]
         # Constants first, as the importer writes them.
         self.out.ops = [op for op in self.out.ops if op.is_const] + [op for op in self.out.ops if not op.is_const]
@@ -156,10 +158,9 @@ class Lowering:
         self.taken.add(name)
         return name
 
-    def _emit(self, kind, operands, name, t, attrs, loc, table) -> Value:
+    def _emit(self, kind, operands, name, t, attrs, loc=None) -> Value:
         v = Value(name, t)
         self.out.ops.append(Op(kind, operands, v, attrs, loc))
-        table[name] = v
         return v
 
     def const(self, key: tuple, array: np.ndarray, dtype: str, q: QuantParams | None) -> Value:
@@ -179,16 +180,17 @@ class Lowering:
         if v.name in self.consts:
             return self.const((v.name, "act"), quant.quantize(self.consts[v.name], q).astype(np.int8), "i8", q)
         t = TensorType(v.type.shape, "i8", q)
-        return self._emit("quantize", [self.float_of(v)], self.fresh(v.name + ".q"), t, {}, None, self.ints)
+        self.ints[v.name] = self._emit("quantize", [self.float_of(v)], self.fresh(v.name + ".q"), t, {})
+        return self.ints[v.name]
 
     def float_of(self, v: Value) -> Value:
         if v.name in self.floats:
             return self.floats[v.name]
         if v.name in self.consts:
             return self.const((v.name, "float"), self.consts[v.name], v.type.dtype, v.type.quant)
-        src = self.int_of(v)
         t = TensorType(v.type.shape, "f32")
-        return self._emit("dequantize", [src], self.fresh(v.name + ".dq"), t, {}, None, self.floats)
+        self.floats[v.name] = self._emit("dequantize", [self.int_of(v)], self.fresh(v.name + ".dq"), t, {})
+        return self.floats[v.name]
 
     def weight(self, op: Op) -> tuple[Value, QuantParams]:
         w = op.operands[1]

@@ -78,12 +78,13 @@ static inline int32_t tinyc_tap_hi(int32_t start, int32_t dil, int32_t size, int
 /* Any stride, padding, dilation and groups (depthwise included); bias may be 0.
  * Each weight is applied to a whole output row at a time: the valid-tap
  * arithmetic runs once per row, not per pixel, and with stride 1 the inner
- * loop is contiguous (and vectorizes). */
+ * loop is contiguous. Input channels go four per pass where there are four
+ * (one load/store of y per four MACs), then one by one. */
 static void tinyc_f32_conv2d(const float *x, const float *w, const float *bias, float *y,
                              const tinyc_f32_conv2d_params *p)
 {
-    const int32_t cg = p->c / p->groups, og = p->o / p->groups;
-    const int32_t in_plane = p->h * p->w, plane = p->oh * p->ow;
+    const int32_t cg = p->c / p->groups, og = p->o / p->groups, c4 = cg - cg % 4;
+    const int32_t taps = p->kh * p->kw, in_plane = p->h * p->w, plane = p->oh * p->ow;
     int32_t n, oc, ic, oy, ox, ky, kx, i;
     for (n = 0; n < p->n; ++n) {
         for (oc = 0; oc < p->o; ++oc) {
@@ -91,23 +92,34 @@ static void tinyc_f32_conv2d(const float *x, const float *w, const float *bias, 
             float *yo = y + (n * p->o + oc) * plane;
             const float b = bias ? bias[oc] : 0.0f;
             for (i = 0; i < plane; ++i) yo[i] = b;
-            for (ic = 0; ic < cg; ++ic) {
+            for (ic = 0; ic < cg; ic += ic < c4 ? 4 : 1) {
                 const float *xc = xg + ic * in_plane;
-                const float *wc = w + (oc * cg + ic) * p->kh * p->kw;
+                const float *wc = w + (oc * cg + ic) * taps;
                 for (oy = 0; oy < p->oh; ++oy) {
                     const int32_t iy0 = oy * p->sh - p->pad_top;
                     const int32_t ky0 = tinyc_tap_lo(iy0, p->dh);
                     const int32_t ky1 = tinyc_tap_hi(iy0, p->dh, p->h, p->kh);
                     float *yr = yo + oy * p->ow;
                     for (ky = ky0; ky < ky1; ++ky) {
-                        const float *xr = xc + (iy0 + ky * p->dh) * p->w;
+                        const float *x0 = xc + (iy0 + ky * p->dh) * p->w;
                         for (kx = 0; kx < p->kw; ++kx) {
                             /* the output columns whose tap kx lands inside the row */
                             const int32_t ix0 = kx * p->dw - p->pad_left;
                             const int32_t ox0 = tinyc_tap_lo(ix0, p->sw);
                             const int32_t ox1 = tinyc_tap_hi(ix0, p->sw, p->w, p->ow);
-                            const float wv = wc[ky * p->kw + kx];
-                            for (ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ix0 + ox * p->sw];
+                            const int32_t t = ky * p->kw + kx;
+                            if (ic < c4) {
+                                const float *x1 = x0 + in_plane, *x2 = x1 + in_plane, *x3 = x2 + in_plane;
+                                const float w0 = wc[t], w1 = wc[taps + t];
+                                const float w2 = wc[2 * taps + t], w3 = wc[3 * taps + t];
+                                for (ox = ox0; ox < ox1; ++ox) {
+                                    const int32_t ix = ix0 + ox * p->sw;
+                                    yr[ox] += w0 * x0[ix] + w1 * x1[ix] + w2 * x2[ix] + w3 * x3[ix];
+                                }
+                            } else {
+                                const float w0 = wc[t];
+                                for (ox = ox0; ox < ox1; ++ox) yr[ox] += w0 * x0[ix0 + ox * p->sw];
+                            }
                         }
                     }
                 }
@@ -120,20 +132,28 @@ static void tinyc_f32_conv2d(const float *x, const float *w, const float *bias, 
 
 #ifdef TINYC_F32_CONV2D_1X1
 /* 1x1 kernel, stride 1, no padding, one group: a matrix product per image,
- * accumulated a whole output plane at a time so the inner loop is contiguous. */
+ * accumulated a whole output plane at a time so the inner loop is contiguous.
+ * Four input channels per pass: one load/store of y per four MACs. */
 static void tinyc_f32_conv2d_1x1(const float *x, const float *w, const float *bias, float *y,
                                  const tinyc_f32_conv2d_params *p)
 {
-    const int32_t plane = p->h * p->w;
+    const int32_t plane = p->h * p->w, c4 = p->c - p->c % 4;
     int32_t n, oc, ic, i;
     for (n = 0; n < p->n; ++n) {
+        const float *xn = x + n * p->c * plane;
         for (oc = 0; oc < p->o; ++oc) {
+            const float *wo = w + oc * p->c;
             float *yo = y + (n * p->o + oc) * plane;
             const float b = bias ? bias[oc] : 0.0f;
             for (i = 0; i < plane; ++i) yo[i] = b;
-            for (ic = 0; ic < p->c; ++ic) {
-                const float wv = w[oc * p->c + ic];
-                const float *xc = x + (n * p->c + ic) * plane;
+            for (ic = 0; ic < c4; ic += 4) {
+                const float w0 = wo[ic], w1 = wo[ic + 1], w2 = wo[ic + 2], w3 = wo[ic + 3];
+                const float *x0 = xn + ic * plane, *x1 = x0 + plane, *x2 = x1 + plane, *x3 = x2 + plane;
+                for (i = 0; i < plane; ++i) yo[i] += w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i];
+            }
+            for (ic = c4; ic < p->c; ++ic) {
+                const float wv = wo[ic];
+                const float *xc = xn + ic * plane;
                 for (i = 0; i < plane; ++i) yo[i] += wv * xc[i];
             }
             tinyc_f32_act(yo, yo, plane, &p->act);
@@ -147,15 +167,23 @@ static void tinyc_f32_conv2d_1x1(const float *x, const float *w, const float *bi
 static void tinyc_f32_linear(const float *x, const float *w, const float *bias, float *y,
                              const tinyc_f32_linear_params *p)
 {
+    const int32_t k4 = p->k - p->k % 4;
     int32_t r, j, t;
     for (r = 0; r < p->rows; ++r) {
         const float *xr = x + r * p->k;
         float *yr = y + r * p->n;
         for (j = 0; j < p->n; ++j) {
+            /* four partial sums: less loop overhead, independent FMA chains */
             const float *wj = w + j * p->k;
-            float acc = bias ? bias[j] : 0.0f;
-            for (t = 0; t < p->k; ++t) acc += xr[t] * wj[t];
-            yr[j] = acc;
+            float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+            for (t = 0; t < k4; t += 4) {
+                a0 += xr[t] * wj[t];
+                a1 += xr[t + 1] * wj[t + 1];
+                a2 += xr[t + 2] * wj[t + 2];
+                a3 += xr[t + 3] * wj[t + 3];
+            }
+            for (t = k4; t < p->k; ++t) a0 += xr[t] * wj[t];
+            yr[j] = (bias ? bias[j] : 0.0f) + ((a0 + a1) + (a2 + a3));
         }
         tinyc_f32_act(yr, yr, p->n, &p->act);
     }

@@ -35,11 +35,16 @@ def zoo_inputs(name: str, rows: int = 2, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((rows, *example.shape[1:])).astype(np.float32)
 
 
-def torch_outputs(name: str, inputs: np.ndarray) -> np.ndarray:
+def torch_outputs(name: str, inputs: np.ndarray) -> list[np.ndarray]:
+    """PyTorch's outputs for each input row: one array per model output, rows stacked."""
     import torch
     module, _ = zoo_model(name)
+    per_row = []
     with torch.no_grad():
-        return np.stack([module(torch.from_numpy(row[None])).numpy()[0] for row in inputs])
+        for row in inputs:
+            out = module(torch.from_numpy(row[None]))
+            per_row.append([o.numpy()[0] for o in (out if isinstance(out, (tuple, list)) else (out,))])
+    return [np.stack(outs) for outs in zip(*per_row)]
 
 
 

@@ -127,6 +127,7 @@ OP_CASES = {
     "conv3x3_pad1": conv((1, 3, 8, 8), (4, 3, 3, 3), padding=[1, 1, 1, 1]),
     "conv_nobias_relu": conv((2, 2, 6, 7), (3, 2, 3, 2), bias=False, act="relu"),
     "conv_stride2_asym_pad": conv((1, 3, 9, 8), (4, 3, 3, 3), stride=[2, 2], padding=[0, 1, 1, 0]),
+    "conv_channel_blocks": conv((1, 6, 7, 6), (3, 6, 3, 3), stride=[2, 1], padding=[1, 0, 1, 2]),
     "conv_stride_hw_differ": conv((1, 2, 10, 9), (2, 2, 3, 1), stride=[3, 1], padding=[2, 0, 1, 0]),
     "conv_dilation": conv((1, 2, 9, 9), (3, 2, 3, 3), dilation=[2, 3], padding=[2, 3, 2, 3], **LEAKY),
     "conv_groups": conv((1, 4, 6, 6), (6, 2, 3, 3), groups=2, padding=[1, 1, 1, 1], **RELU6),

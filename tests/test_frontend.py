@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from helpers import assert_close, zoo_graph, zoo_model
+from helpers import zoo_graph, zoo_model
 from tinyc import zoo
 from tinyc.errors import FrontendError
 from tinyc.frontend import from_torch, import_exported_program, load_model, supported_ops

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("passes", help="list every pass with its options")
     p.set_defaults(func=commands.cmd_passes)
 
+    p = sub.add_parser("ops", help="list the PyTorch (aten) ops the frontend imports")
+    p.set_defaults(func=commands.cmd_ops)
+
     p = sub.add_parser("compile", help="compile a model to a C bundle for a target")
     p.add_argument("model", type=Path, help="a torch.export archive (or IR text)")
     p.add_argument("--target", default="host", help="host, cortex-m0, cortex-m3, cortex-m4, cortex-m7, cortex-m33")

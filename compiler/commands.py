@@ -104,9 +104,28 @@ def cmd_passes(args) -> int:
         doc = " ".join(cls.__doc__.split())
         print(f"    {doc}")
         for dashed, typ, default, help_ in option_fields(cls):
-            tname = getattr(typ, "__name__", str(typ)).replace("typing.", "")
-            print(f"    {dashed}={format_option(default)}  ({tname}) {help_}")
+            print(f"    {dashed}={format_option(default)}  ({type_name(typ)}) {help_}")
         print()
+    return 0
+
+
+def type_name(typ) -> str:
+    """An option type for people: `l1|l2`, `float|str`, `list of str`."""
+    import typing
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is typing.Literal:
+        return "|".join(map(str, args))
+    if origin is tuple:
+        return f"list of {type_name(args[0])}"
+    if args:
+        return "|".join(type_name(a) for a in args)
+    return getattr(typ, "__name__", str(typ))
+
+
+def cmd_ops(args) -> int:
+    from tinyc.frontend import supported_ops
+    for name in supported_ops():
+        print(name)
     return 0
 
 

@@ -257,8 +257,8 @@ SAME_QUANT_OPS = {"max_pool2d", "avg_pool2d", "reshape", "transpose", "pad"}
 
 
 def _act_q(t: TensorType, role: str) -> None:
-    _need(t.dtype == "i8" and t.quant is not None and not t.quant.per_channel,
-          f"{role} must be i8 with per-tensor quant, got {t.dtype}{'' if t.quant else ' without quant'}",
+    got = "without quant" if t.quant is None else "per-channel" if t.quant.per_channel else "per-tensor"
+    _need(t.dtype == "i8" and got == "per-tensor", f"{role} must be i8 with per-tensor quant, got {t.dtype} {got}",
           "run quantize-int8 to produce integer IR")
 
 
@@ -309,7 +309,7 @@ def _dequantize_operand(ts, a) -> None:
     _act_q(ts[0], "input")
 
 
-# Checked by infer_type when the op's first operand is an integer (its int8 form). Kinds
+# Checked by infer_type when the op is an int8 form (is_int_form). Kinds
 # missing here have no integer form; quantize-int8 lowers them (batch_norm, unary
 # activations) before they could need one.
 INT_OPERANDS: dict[str, Callable[[list[TensorType], dict], None]] = {

@@ -1,0 +1,53 @@
+"""Real data: a CNN and an MLP trained on scikit-learn's digits keep their accuracy through
+fuse,quantize-int8 (int8 inference by the bit-exact integer interpreter)."""
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from tinyc.digits import accuracy, train_digits_cnn, train_digits_mlp
+from tinyc.frontend import from_torch
+from tinyc.interpreter import run
+from tinyc.passes import PassContext
+from tinyc.passmanager import PassManager
+
+CALIB_ROWS = 256     # calibration: the first rows of the (shuffled) training set
+
+
+def predict(graph, x: np.ndarray) -> np.ndarray:
+    return np.concatenate([run(graph, [row[None]])[0] for row in x])
+
+
+@functools.lru_cache(maxsize=None)
+def trained(which: str):
+    """(imported float graph, its test accuracy in percent, data), trained once per session."""
+    module, data = {"cnn": train_digits_cnn, "mlp": train_digits_mlp}[which](seed=0)
+    x_test, y_test = data[2:]
+    graph = from_torch(module, (torch.from_numpy(x_test[:1]),), name=f"digits_{which}")
+    with torch.no_grad():
+        torch_acc = accuracy(module(torch.from_numpy(x_test)).numpy(), y_test)
+    float_acc = accuracy(predict(graph, x_test), y_test)
+    assert float_acc == torch_acc
+    return graph, float_acc, data
+
+
+def compiled(which: str, observer: str):
+    """(float accuracy, int8 accuracy, int8 graph) on the test split, in percent."""
+    graph, float_acc, (x_train, _, x_test, y_test) = trained(which)
+    q = PassManager(f"fuse,quantize-int8{{observer={observer}}}").run(graph.copy(),
+                                                                      PassContext(calib=x_train[:CALIB_ROWS]))
+    return float_acc, accuracy(predict(q, x_test), y_test), q
+
+
+def test_cnn_trains_to_97_percent():
+    float_acc, _, _ = compiled("cnn", "minmax")
+    assert float_acc >= 97.0
+
+
+@pytest.mark.parametrize("which", ["cnn", "mlp"])
+@pytest.mark.parametrize("observer", ["minmax", "percentile", "mse"])
+def test_int8_accuracy_within_one_point_of_float(which, observer):
+    float_acc, int8_acc, q = compiled(which, observer)
+    assert int8_acc >= float_acc - 1.0, (float_acc, int8_acc)
+    assert {op.result.type.dtype for op in q.compute_ops() if op.kind != "dequantize"} == {"i8"}

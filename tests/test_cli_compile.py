@@ -1,0 +1,100 @@
+"""`tinyc compile / run / bench` through the real command line: reports, budgets, errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from helpers import assert_close, torch_outputs, zoo_inputs
+
+
+def tinyc(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "tinyc", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def test_compile_writes_bundle_report_and_is_deterministic(zoo_archive, tmp_path):
+    model = zoo_archive("cnn_bn")
+    for out in ("a", "b"):
+        result = tinyc("compile", model, "--target", "host", "-o", tmp_path / out)
+        assert result.returncode == 0, result.stderr
+    assert "--calib" in result.stderr  # the int8 hint
+    for f in ("model.c", "model.h", "tinyc_kernels_f32.c", "Makefile"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes()
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    assert report["pipeline"] == "fuse" and report["target"] == "host"
+    assert report["arena_size"] >= report["arena_lower_bound"] > 0
+    assert [s["name"] for s in report["passes"]] == ["import", "fuse"]
+    assert f"#define model_ARENA_SIZE {report['arena_size']}\n" in (tmp_path / "a" / "model.h").read_text()
+
+
+def test_run_command_matches_pytorch_on_host(zoo_archive, tmp_path):
+    assert tinyc("compile", zoo_archive("mlp"), "-o", tmp_path / "out").returncode == 0
+    x = zoo_inputs("mlp", rows=3)
+    np.save(tmp_path / "x.npy", x)
+    result = tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy")
+    assert result.returncode == 0, result.stderr
+    assert_close(np.load(tmp_path / "y.npy"), torch_outputs("mlp", x)[0], 1e-4)
+
+
+@pytest.mark.qemu
+def test_bench_command_prints_figures_and_layers(zoo_archive, tmp_path):
+    assert tinyc("compile", zoo_archive("mlp"), "--target", "cortex-m4", "-o", tmp_path / "out").returncode == 0
+    result = tinyc("bench", tmp_path / "out", "--json", tmp_path / "bench.json")
+    assert result.returncode == 0, result.stderr
+    assert "instructions / inference" in result.stdout and "per MAC" in result.stdout
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert figures["instructions"] > figures["macs"] > 0
+    assert figures["ram"] == figures["arena"] + figures["static_ram"] + figures["stack"]
+    assert all(row["instructions"] is not None for row in figures["layers"])
+
+
+@pytest.mark.qemu
+def test_board_budget_overrun_fails_cleanly(zoo_archive, tmp_path):
+    out = tmp_path / "out"
+    result = tinyc("compile", zoo_archive("resnet8"), "--board", "nucleo-l432kc", "-o", out)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "nucleo-l432kc" in result.stderr and "RAM" in result.stderr
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compile", "{model}", "--target", "cortex-m9", "-o", "{tmp}/o"], "cortex-m4"),
+    (["compile", "{model}", "--board", "nosuchboard", "-o", "{tmp}/o"], "nucleo-f446re"),
+    (["compile", "{model}", "-p", "fuse,bogus", "-o", "{tmp}/o"], "unknown pass 'bogus'"),
+    (["compile", "{tmp}/missing.pt2", "-o", "{tmp}/o"], "no such file"),
+    (["compile", "{model}", "--calib", "{tmp}/missing.npy", "-o", "{tmp}/o"], "calibration file not found"),
+    (["run", "{tmp}", "--input", "{tmp}/x.npy"], "not a tinyc bundle"),
+])
+def test_user_errors(zoo_archive, tmp_path, args, message):
+    args = [a.format(model=zoo_archive("mlp"), tmp=tmp_path) for a in args]
+    result = tinyc(*args)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_compile_refuses_to_overwrite_a_foreign_directory(zoo_archive, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    result = tinyc("compile", zoo_archive("mlp"), "-o", tmp_path / "mine")
+    assert result.returncode == 1 and "not a tinyc bundle" in result.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_run_rejects_wrong_input_shape(zoo_archive, tmp_path):
+    assert tinyc("compile", zoo_archive("mlp"), "-o", tmp_path / "out").returncode == 0
+    np.save(tmp_path / "x.npy", np.zeros((2, 7), np.float32))
+    result = tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy")
+    assert result.returncode == 1 and "the model takes" in result.stderr
+
+
+def test_pickled_module_needs_trust_flag(tmp_path):
+    import torch
+    from helpers import zoo_model
+    module, _ = zoo_model("mlp")
+    torch.save(module, tmp_path / "whole.pt")
+    refused = tinyc("compile", tmp_path / "whole.pt", "-o", tmp_path / "o")
+    assert refused.returncode == 1 and "arbitrary code" in refused.stderr and "torch.export.save" in refused.stderr
+    accepted = tinyc("compile", tmp_path / "whole.pt", "--trust-pickle", "--input-shape", "1,64", "-o", tmp_path / "o")
+    assert accepted.returncode == 0, accepted.stderr

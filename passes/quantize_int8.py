@@ -16,7 +16,7 @@ import numpy as np
 from tinyc import quant
 from tinyc.interpreter import KERNELS
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
-from tinyc.ops import SAME_QUANT_OPS, infer_type
+from tinyc.ops import SAME_QUANT_OPS, infer_type, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
 
@@ -24,10 +24,6 @@ LUT_OPS = ("relu", "clamp", "leaky_relu", "sigmoid", "tanh", "hardswish")
 
 
 # ---- float rewrites: give every op an integer form ---------------------------------------------
-
-def _const(graph: Graph, v: Value) -> np.ndarray | None:
-    return graph.const_value(v)
-
 
 def _emit(graph: Graph, before: Op, kind: str, operands: list[Value], name: str, **attrs) -> Value:
     """Insert `kind(operands)` before `before`, named `name` (fresh unless it is `before`'s own)."""
@@ -38,42 +34,40 @@ def _emit(graph: Graph, before: Op, kind: str, operands: list[Value], name: str,
     return result
 
 
-def batch_norm_to_conv(graph: Graph, bn: Op) -> bool:
+def batch_norm_to_conv(graph: Graph, bn: Op) -> None:
     """batch_norm(x) ==> conv2d 1x1 depthwise (reshaped to [N, C, 1, L] unless x is 4-D):
-    its per-channel weights quantize exactly, so no new integer op is needed."""
-    x, params = bn.operands[0], [_const(graph, v) for v in bn.operands[1:]]
-    check(all(p is not None for p in params), f"%{bn.result.name} = batch_norm: mean, var, weight and "
-          "bias must be constants to quantize", "run fuse first, or keep it in float with keep-float")
+    its one-element channels quantize exactly, so batch_norm needs no integer form."""
+    x, name = bn.operands[0], bn.result.name
+    params = [graph.const_value(v) for v in bn.operands[1:]]
+    check(all(p is not None for p in params), f"%{name} = batch_norm: mean, var, weight and bias must be "
+          "constants to quantize", f"keep it in float: quantize-int8{{keep-float={name}}}")
     mean, var, gamma, beta = (p.astype(np.float64) for p in params)
     scale = gamma / np.sqrt(var + bn.attrs["eps"])
     n, c = x.type.shape[:2]
-    w = graph.add_const(bn.result.name + ".weight", scale.astype(np.float32).reshape(c, 1, 1, 1), before=bn)
-    b = graph.add_const(bn.result.name + ".bias", (beta - mean * scale).astype(np.float32), before=bn)
-    name = bn.result.name
-    flat = (n, c, 1, int(np.prod(x.type.shape[2:], dtype=np.int64)))
-    x4 = x if x.type.rank == 4 else _emit(graph, bn, "reshape", [x], name + ".in", shape=list(flat))
-    conv = _emit(graph, bn, "conv2d", [x4, w, b], name if x.type.rank == 4 else name + ".conv",
+    w = graph.add_const(name + ".weight", scale.astype(np.float32).reshape(c, 1, 1, 1), before=bn)
+    b = graph.add_const(name + ".bias", (beta - mean * scale).astype(np.float32), before=bn)
+    flat = x.type.rank != 4
+    x4 = _emit(graph, bn, "reshape", [x], name + ".in", shape=[n, c, 1, x.type.numel // (n * c)]) if flat else x
+    conv = _emit(graph, bn, "conv2d", [x4, w, b], name + ".conv" if flat else name,
                  stride=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], groups=c)
-    y = conv if x.type.rank == 4 else _emit(graph, bn, "reshape", [conv], name, shape=list(x.type.shape))
+    y = _emit(graph, bn, "reshape", [conv], name, shape=list(x.type.shape)) if flat else conv
     graph.replace_uses(bn.result, y)
     graph.ops.remove(bn)
-    return True
 
 
-def div_by_const_to_mul(graph: Graph, div: Op) -> bool:
-    """div(x, c) ==> mul(x, 1/c) for a constant c without zeros (exactly representable as a
-    per-tensor int8 constant when c is a scalar, unlike the quotient's integer division)."""
-    c = _const(graph, div.operands[1])
-    if c is None or not np.all(c != 0) or _const(graph, div.operands[0]) is not None:
-        return False
+def div_by_const_to_mul(graph: Graph, div: Op) -> None:
+    """div(x, c) ==> mul(x, 1/c) for a constant c without zeros: a scalar 1/c is an exact int8
+    constant, and a multiplication rounds once where the integer division rounds twice."""
+    c = graph.const_value(div.operands[1])
+    if c is None or not np.all(c != 0) or graph.const_value(div.operands[0]) is not None:
+        return
     recip = (1.0 / c.astype(np.float64)).astype(np.float32)
     v = Value(graph.fresh_name(div.operands[1].name + ".recip"), TensorType(recip.shape, "f32"))
     graph.ops.insert(graph.ops.index(div), Op("const", [], v, {"value": recip}))  # add_const would make 0-d 1-d
     div.kind, div.operands[1] = "mul", v
-    return True
 
 
-PREPARE: dict[str, Callable[[Graph, Op], bool]] = {
+PREPARE: dict[str, Callable[[Graph, Op], None]] = {
     "batch_norm": batch_norm_to_conv,
     "div": div_by_const_to_mul,
 }
@@ -263,6 +257,9 @@ class QuantizeInt8(Pass):
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
+        check(not any(is_int_form(op.kind, [v.type for v in op.operands]) or op.kind == "quantize"
+                      for op in graph.compute_ops()), "the graph is already quantized",
+              "run quantize-int8 once, on the float graph")
         keep = set(self.keep_float)
         results = {op.result.name for op in graph.compute_ops()}
         unknown = sorted(keep - results)

@@ -633,6 +633,11 @@ def test_calibration_shapes():
         PassManager("quantize-int8").run(g.copy(), PassContext(calib=[rng.random((5, 1, 8, 8))] * 2))
 
 
+def test_quantizing_twice_is_an_error():
+    with pytest.raises(PassError, match="already quantized"):
+        PassManager("quantize-int8").run(quantized("mlp").copy(), PassContext(calib=zoo_inputs("mlp", 4)))
+
+
 def test_unknown_keep_float_name_is_an_error():
     with pytest.raises(PassError, match="keep-float names no op result: nope"):
         PassManager("quantize-int8{keep-float=nope}").run(fused_graph("mlp").copy(),

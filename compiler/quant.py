@@ -7,7 +7,8 @@ function of quantization parameters (never of attributes a pass could leave stal
 
 Conventions: real = scale * (q - zp). Activations are i8 per tensor; weights i8
 symmetric per output channel (zp 0, codes in [-127, 127]); biases i32 with scale
-input_scale * weight_scale[c]. Scales are float32 values (the C side stores floats).
+input_scale * weight_scale[c]. Activation and weight scales are float32 values (the C
+side stores floats); bias scales are their exact float64 products.
 """
 from __future__ import annotations
 
@@ -168,7 +169,7 @@ def act_bounds(attrs: dict, out: QuantParams) -> tuple[int, int]:
     """The output code range after a fused relu/clamp: clamp in the quantized domain."""
     act = attrs.get("act")
     if act == "relu":
-        return max(QMIN, out.zero_point[0]), QMAX
+        return out.zero_point[0], QMAX
     if act == "clamp":
         lo, hi = (int(quantize(np.float32(attrs[k]), out)) for k in ("act_min", "act_max"))
         return lo, hi

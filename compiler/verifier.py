@@ -12,7 +12,7 @@ import numpy as np
 
 from tinyc.errors import VerifyError
 from tinyc.ir import DTYPE_BITS, DTYPES, Graph, Op, TensorType, Value
-from tinyc.ops import OpError, check_signature, fmt_shape, infer_type
+from tinyc.ops import OpError, check_result_quant, check_signature, fmt_shape, infer_type
 
 _NAME = re.compile(r"[A-Za-z0-9_.]+")
 
@@ -57,6 +57,7 @@ def _check_op(op: Op, defined: dict[str, Value], label: str) -> None:
             check_signature(op.kind, len(op.operands), op.attrs)
         else:
             inferred = infer_type(op.kind, [v.type for v in op.operands], op.attrs)
+            check_result_quant(op.kind, [v.type for v in op.operands], op.result.type)
     except OpError as e:
         raise VerifyError(f"verify: {label}: {e}", where=op.loc, hint=e.hint) from None
     if op.is_const:

@@ -135,6 +135,8 @@ class Lowering:
                 operands = [self.float_of(v) for v in op.operands]
                 self.floats[name] = self._emit(op.kind, operands, name, op.result.type, dict(op.attrs), op.loc)
             else:
+                check(op.kind in LOWER, f"%{name} = {op.kind}: no int8 form",
+                      f"keep it in float: quantize-int8{{keep-float={name}}}")
                 kind, operands, attrs = LOWER[op.kind](self, op)
                 t = TensorType(op.result.type.shape, "i8", self.qmap[name])
                 self.ints[name] = self._emit(kind, operands, name, t, attrs, op.loc)

@@ -193,3 +193,16 @@ def test_two_bundles_with_different_names_link_into_one_program(their_model, tmp
            *srcs, str(tmp_path / "both.c"), "-lm", "-o", str(tmp_path / "both")]
     subprocess.run(cmd, check=True)
     assert subprocess.run([str(tmp_path / "both")]).returncode == 0
+
+
+def test_their_model_imports_fuses_dumps_round_trips_and_interprets(their_model, tmp_path):
+    from tinyc.interpreter import run
+    from tinyc.text import parse_file
+    tinyc("opt", "their_model.pt2", "-p", "fuse", "-o", tmp_path / "a.tir", cwd=their_model)
+    tinyc("opt", tmp_path / "a.tir", "-o", tmp_path / "b.tir", cwd=their_model)
+    assert (tmp_path / "a.tir").read_bytes() == (tmp_path / "b.tir").read_bytes()
+    graph = parse_file(tmp_path / "a.tir")
+    assert "batch_norm" not in [op.kind for op in graph.ops]
+    x, want = np.load(their_model / "x.npy"), np.load(their_model / "want.npy")
+    got = np.concatenate([run(graph, [x[i:i + 1]])[0] for i in range(len(x))])
+    assert_close(got, want, 1e-5)

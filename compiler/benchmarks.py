@@ -1,0 +1,208 @@
+"""`make bench`: the MLPerf Tiny reference architectures compiled for a Cortex-M4, int8 and float32,
+measured under QEMU and compared with TFLite Micro + CMSIS-NN. Writes docs/benchmarks.md.
+
+    python -m tinyc.benchmarks --out docs/benchmarks.md
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TARGET = "cortex-m4"
+COMMAND = "make bench   (python -m tinyc.benchmarks --out docs/benchmarks.md)"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """TFLite Micro + CMSIS-NN on the same QEMU mps2-an386, from shared/baselines/tflm-cmsis-nn-cortex-m4.md."""
+
+    title: str
+    macs: int
+    instructions: int
+    reference_kernels: int
+    arena: int
+    stack: int
+    library_flash: int
+    flatbuffer: int
+
+
+BASELINES = {
+    "ds_cnn": Baseline("DS-CNN keyword spotting (1x49x10)", 2_656_768, 7_699_893, 43_042_472, 22_820, 1_176, 76_369, 53_940),
+    "resnet8": Baseline("ResNet-8 image classification (3x32x32)", 12_501_632, 29_863_353, 107_404_888, 54_996, 1_176, 71_131, 98_500),
+    "mobilenet_v1_025": Baseline("MobileNetV1-0.25 visual wake words (3x96x96)", 7_489_664, 24_101_963, 100_250_554, 100_708, 1_176, 76_369, 333_292),
+    "fc_autoencoder": Baseline("FC autoencoder anomaly detection (640)", 264_192, 582_945, 1_952_293, 2_580, 680, 26_587, 276_980),
+}
+
+
+@dataclass
+class Result:
+    model: str
+    precision: str
+    macs: int
+    instructions: int
+    flash_firmware: int
+    flash_model: int
+    arena: int
+    static_ram: int
+    stack: int
+    compile_seconds: float
+    layers: list[dict] = field(default_factory=list)
+
+    @property
+    def per_mac(self) -> float:
+        return self.instructions / self.macs
+
+
+def calibration_data(shape: tuple[int, ...], rows: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, *shape[1:])).astype(np.float32)
+
+
+def model_flash(out: Path, name: str) -> int:
+    """text + data of the model's own object (weights, kernels, invoke), without harness or libc."""
+    from tinyc.backends import toolchain
+    from tinyc.backends.targets import get_target
+
+    target = get_target(TARGET)
+    cflags, _, _ = toolchain.compile_flags(target)
+    obj = out / f"{name}.o"
+    subprocess.run([target.cc, *cflags, "-I", str(out), "-c", str(out / f"{name}.c"), "-o", str(obj)], check=True)
+    size = subprocess.run([target.size_tool, str(obj)], capture_output=True, text=True, check=True).stdout
+    text, data, _bss = (int(v) for v in size.splitlines()[1].split()[:3])
+    return text + data
+
+
+def measure(model: str, precision: str, workdir: Path) -> Result:
+    from tinyc import zoo
+    from tinyc.backends import toolchain
+    from tinyc.backends.c_emitter import emit_bundle
+    from tinyc.frontend import from_torch
+    from tinyc.passes import PassContext
+    from tinyc.passmanager import PassManager
+    from tinyc.stats import graph_stats
+
+    t0 = time.perf_counter()
+    module, example = zoo.get(model)
+    graph = from_torch(module, (example,), name=model)
+    pipeline = "fuse,quantize-int8" if precision == "int8" else "fuse"
+    graph = PassManager(pipeline).run(graph, PassContext(calib=calibration_data(tuple(example.shape))))
+    out = workdir / f"{model}-{precision}"
+    info = emit_bundle(graph, out, name="model", target_name=TARGET)
+    toolchain.write_target_files(out, TARGET, "model")
+    toolchain.build(out, TARGET, "model", "run")
+    seconds = time.perf_counter() - t0
+    bench = toolchain.bench(out, TARGET, "model")
+    static = bench.ram - info.arena_size - bench.io_buffer_bytes
+    layers = [{"name": op.result.name, "kind": op.kind, "macs": row.macs, "instructions": count}
+              for op, row, count in zip(graph.compute_ops(), _layer_rows(graph), bench.layer_instructions)]
+    return Result(model, precision, graph_stats(graph).macs, bench.instructions, bench.flash,
+                  model_flash(out, "model"), info.arena_size, static, bench.stack, seconds, layers)
+
+
+def _layer_rows(graph):
+    from tinyc.stats import layer_table
+    return layer_table(graph)
+
+
+# ---- report -----------------------------------------------------------------------
+
+def fmt_m(n: int) -> str:
+    return f"{n / 1e6:.2f} M"
+
+
+def verdict(ours: int, theirs: int) -> str:
+    return f"{ours / theirs:.2f}x" + (" ✔" if ours <= theirs else " ✘")
+
+
+def summary_table(results: list[Result]) -> list[str]:
+    rows = ["| model | precision | MACs | instructions | instr/MAC | vs TFLM+CMSIS-NN | arena B (TFLM) | static B | stack B "
+            "| model flash B (TFLM lib + flatbuffer) | firmware flash B | compile s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        b = BASELINES[r.model]
+        rows.append(
+            f"| {r.model} | {r.precision} | {r.macs:,} | {r.instructions:,} | {r.per_mac:.2f} | "
+            f"{verdict(r.instructions, b.instructions)} | {r.arena:,} ({b.arena:,}) | {r.static_ram:,} | {r.stack:,} | "
+            f"{r.flash_model:,} ({b.library_flash + b.flatbuffer:,}) | {r.flash_firmware:,} | {r.compile_seconds:.1f} |")
+    return rows
+
+
+def goals(results: list[Result]) -> list[str]:
+    int8 = [r for r in results if r.precision == "int8"]
+    if not int8:
+        return ["No int8 results: the goals below compare int8 builds."]
+    lines = []
+    for r in int8:
+        b = BASELINES[r.model]
+        checks = [("instructions", r.instructions, b.instructions), ("arena", r.arena, b.arena),
+                  ("model flash", r.flash_model, b.library_flash + b.flatbuffer)]
+        failed = [f"{what} {ours:,} > {theirs:,}" for what, ours, theirs in checks if ours > theirs]
+        lines.append(f"- {r.model}: " + ("all three goals met" if not failed else "NOT met: " + "; ".join(failed)))
+    lower = sum(r.instructions < BASELINES[r.model].instructions for r in int8)
+    lines.append(f"- instructions lower than TFLM+CMSIS-NN on {lower} of {len(int8)} models (goal: at most on each, lower on at least two)")
+    return lines
+
+
+def layer_tables(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        if r.precision != "int8":
+            continue
+        lines += ["", f"### {r.model} (int8)", "", "| # | layer | op | MACs | instructions | instr/MAC |", "|---:|---|---|---:|---:|---:|"]
+        for i, layer in enumerate(r.layers):
+            count = layer["instructions"]
+            ratio = f"{count / layer['macs']:.2f}" if layer["macs"] and count is not None else ""
+            lines.append(f"| {i} | {layer['name']} | {layer['kind']} | {layer['macs']:,} | "
+                         f"{count if count is None else format(count, ',')} | {ratio} |")
+    return lines
+
+
+def render(results: list[Result]) -> str:
+    head = [
+        "# Benchmarks: MLPerf Tiny architectures on a Cortex-M4",
+        "",
+        f"Regenerate with `{COMMAND}`. Generated by tinyc; do not edit by hand.",
+        "",
+        "Each model is compiled for `cortex-m4` (`-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=hard -O2`) and run under "
+        "`qemu-system-arm -M mps2-an386 -icount shift=0`. *Instructions* are exact guest instructions for one inference "
+        "after a warm-up call (counted by tinyc's TCG plugin). The architectures are tinyc's zoo versions of the MLPerf Tiny "
+        "reference models with seeded random weights; int8 uses `fuse,quantize-int8` calibrated on 32 random inputs. "
+        "*Model flash* is text+data of the model's object file (weights, kernels and invoke, no harness or libc); "
+        "*firmware flash* is the whole run image. RAM = arena + static + stack high-water mark. The TFLM figures are "
+        "from `shared/baselines/tflm-cmsis-nn-cortex-m4.md` (TFLite Micro with CMSIS-NN kernels, same emulator and counting).",
+        "",
+    ]
+    body = summary_table(results) + ["", "## Goals (int8 against TFLite Micro + CMSIS-NN)", ""] + goals(results)
+    body += ["", "## Per layer"] + layer_tables(results)
+    return "\n".join(head + body) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tinyc.benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--models", default=",".join(BASELINES), help="comma-separated zoo names")
+    parser.add_argument("--precisions", default="int8,float32")
+    args = parser.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
+        for model in args.models.split(","):
+            for precision in args.precisions.split(","):
+                print(f"benchmarking {model} {precision} ...", file=sys.stderr, flush=True)
+                r = measure(model, precision, Path(tmp))
+                print(f"  {r.instructions:,} instructions ({r.per_mac:.2f}/MAC), arena {r.arena:,}, "
+                      f"model flash {r.flash_model:,}", file=sys.stderr)
+                results.append(r)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(results))
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-# dtype name -> numpy storage dtype. Sub-byte types (i4, i2, i1) are stored
+# dtype name -> numpy storage dtype. Sub-byte types (i4, i2, i1, u4, u2, u1) are stored
 # unpacked, one element per int8, and packed only by the backends.
 DTYPES: dict[str, np.dtype] = {
     "f32": np.dtype(np.float32),
@@ -24,8 +24,12 @@ DTYPES: dict[str, np.dtype] = {
     "i4": np.dtype(np.int8),
     "i2": np.dtype(np.int8),
     "i1": np.dtype(np.int8),
+    "u4": np.dtype(np.uint8),   # unsigned sub-byte types: codebook indices, bit-packed signs
+    "u2": np.dtype(np.uint8),
+    "u1": np.dtype(np.uint8),
 }
-DTYPE_BITS = {"f32": 32, "i32": 32, "i16": 16, "i8": 8, "u8": 8, "i4": 4, "i2": 2, "i1": 1}
+DTYPE_BITS = {"f32": 32, "i32": 32, "i16": 16, "i8": 8, "u8": 8, "i4": 4, "i2": 2, "i1": 1,
+              "u4": 4, "u2": 2, "u1": 1}
 
 
 def dtype_of(array: np.ndarray) -> str:

@@ -1,0 +1,155 @@
+"""`prune-channels`: structured filter pruning. Removes whole output channels of conv2d/linear
+layers and shrinks every consumer to match, so MACs and weight bytes really drop."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from tinyc.ir import Graph
+from tinyc.passes.base import Pass, PassContext, check, option, register
+from tinyc.passes.structure import (ChannelAnalysis, ChannelGroup, Trial, accuracy_budget, budgeted_search,
+                                    filter_norms, refuse_quantized, remove_channels)
+from tinyc.stats import graph_stats
+
+AUTO_RATIOS = (0.25, 0.5, 0.75, 0.875)   # the sensitivity analysis tries each group at these
+
+
+def kept_count(group: ChannelGroup, ratio: float) -> int:
+    """Channels left after removing `ratio` of them: at least one per block, equal per block."""
+    per_block = group.size // group.blocks
+    return group.blocks * max(1, math.floor(per_block * (1.0 - ratio) + 0.5))
+
+
+def choose_kept(group: ChannelGroup, scores: np.ndarray, count: int) -> np.ndarray:
+    """The `count` highest-scoring channels (the same number from each block), sorted."""
+    size = group.size // group.blocks
+    per_block = count // group.blocks
+    kept = []
+    for b in range(group.blocks):
+        block = scores[b * size:(b + 1) * size]
+        kept.append(b * size + np.sort(np.argsort(-block, kind="stable")[:per_block]))
+    return np.concatenate(kept)
+
+
+@register
+@dataclass(frozen=True)
+class PruneChannels(Pass):
+    """Channel pruning: remove the lowest-norm output filters of each conv2d/linear (ratio per
+    layer, or ratio=auto within --max-accuracy-drop) and shrink what reads them: the next layers'
+    input channels (grouped convs per group), depthwise convs (whose filters follow their input),
+    batch_norm, constants of add/sub/mul/div, cat offsets and flatten->linear columns. Layers whose
+    outputs are joined by add/sub/mul/div (residual connections) or contracted together by a matmul
+    form one tied group, pruned jointly (same kept channels, scored by summed norms) or left alone
+    (tied=skip). Layers feeding a graph output, and channels an op mixes (softmax or mean over
+    them, matmul with other data), are never pruned."""
+
+    name = "prune-channels"
+    ratio: float | str = option(0.5, "fraction of each layer's output channels removed, in [0, 1), "
+                                     "or auto (needs evaluation data and --max-accuracy-drop)")
+    criterion: Literal["l1", "l2"] = option("l1", "filter importance: l1 or l2 norm of its weights")
+    layers: tuple[str, ...] = option((), "prune only these layers (result names); default all")
+    tied: Literal["joint", "skip"] = option("joint", "tied groups (residual adds): prune jointly or skip")
+
+    def __post_init__(self):
+        if isinstance(self.ratio, str):
+            if self.ratio != "auto":
+                raise ValueError(f"ratio must be a number in [0, 1) or 'auto', got {self.ratio!r}")
+        elif not 0.0 <= self.ratio < 1.0:
+            raise ValueError(f"ratio must be in [0, 1) (the fraction of channels removed), got {self.ratio}")
+
+    def apply(self, graph: Graph, ctx: PassContext) -> Graph:
+        refuse_quantized(graph, self.name)
+        analysis = ChannelAnalysis(graph)
+        groups = self._candidates(analysis, ctx)
+        scores = {g.key: filter_norms(analysis, g, self.criterion) for g in groups}
+
+        def build(ratios: dict[str, float]) -> Graph:
+            keep = {g.key: choose_kept(g, scores[g.key], kept_count(g, ratios[g.key]))
+                    for g in groups if g.key in ratios}
+            return remove_channels(graph, keep)
+
+        if self.ratio == "auto":
+            ratios, out, info = self._auto(graph, groups, build, ctx)
+        else:
+            ratios, info = {g.key: float(self.ratio) for g in groups}, {}
+            out = build(ratios)
+        self._report(graph, out, analysis, groups, ratios, ctx, info)
+        return out
+
+    # ---- which groups ----
+    def _candidates(self, analysis: ChannelAnalysis, ctx: PassContext) -> list[ChannelGroup]:
+        by_layer = {p.result.name: g for g in analysis.groups for p in g.producers}
+        unknown = [n for n in self.layers if n not in by_layer]
+        check(not unknown, f"prune-channels: no conv2d/linear layer named {', '.join(unknown)}",
+              "layers= takes result names of conv2d/linear ops: " + ", ".join(by_layer))
+        out = []
+        for g in analysis.groups:
+            named = not self.layers or any(p.result.name in self.layers for p in g.producers)
+            if not named:
+                continue
+            if g.frozen:
+                if self.layers:
+                    ctx.notes.append(f"prune-channels: cannot prune {g.key}: {g.frozen[0]}")
+            elif g.tied and self.tied == "skip":
+                ctx.notes.append(f"prune-channels: left tied group {g.key} ({g.size} channels, joined by "
+                                 f"{', '.join(g.ties)}) alone (tied=skip)")
+            else:
+                out.append(g)
+        return out
+
+    # ---- ratio=auto ----
+    def _auto(self, graph: Graph, groups: list[ChannelGroup], build, ctx: PassContext):
+        baseline, budget = accuracy_budget(graph, ctx, "prune-channels{ratio=auto}")
+        macs = graph_stats(graph).macs
+        trials: dict[str, list[Trial]] = {}
+        for g in groups:
+            seen = set()
+            for r in AUTO_RATIOS:
+                n = kept_count(g, r)
+                if n >= g.size or n in seen:
+                    continue
+                seen.add(n)
+                pruned = build({g.key: r})
+                trials.setdefault(g.key, []).append(
+                    Trial(r, macs - graph_stats(pruned).macs, baseline - ctx.evaluate(pruned)))
+        ratios, out, drop, undone = budgeted_search(trials, budget, baseline, build, ctx.evaluate)
+        ctx.notes.append(f"prune-channels: ratio=auto pruned {len(ratios)} of {len(groups)} groups "
+                         f"({', '.join(f'{k}={v:g}' for k, v in ratios.items()) or 'none'}); {ctx.metric or 'score'} "
+                         f"drop {drop:.3g} (budget {budget:g}, {len(trials)} groups x {len(AUTO_RATIOS)} "
+                         f"ratios tried alone, {undone} step(s) undone after the combined check)")
+        info = {"baseline": baseline, "drop": drop, "budget": budget,
+                "sensitivity": {k: [[t.setting, t.saved, t.drop] for t in ts] for k, ts in trials.items()}}
+        return ratios, out, info
+
+    # ---- report ----
+    def _report(self, graph: Graph, out: Graph, analysis: ChannelAnalysis, groups, ratios, ctx, info) -> None:
+        layers = {}
+        for g in analysis.groups:
+            ratio = ratios.get(g.key, 0.0)
+            kept = kept_count(g, ratio) if g.key in ratios else g.size
+            layers[g.key] = {"channels": g.size, "kept": kept, "ratio": ratio,
+                             "tied_by": list(g.ties), "frozen": g.frozen[0] if g.frozen else None}
+            if g.tied and g.key in ratios and kept < g.size:
+                ctx.notes.append(f"prune-channels: tied group {g.key} (joined by {', '.join(g.ties)}) pruned "
+                                 f"jointly {g.size} -> {kept} channels, scored by summed {self.criterion} norms")
+            elif g.tied and self.ratio == "auto" and g.key in {c.key for c in groups}:
+                ctx.notes.append(f"prune-channels: tied group {g.key} (joined by {', '.join(g.ties)}) left "
+                                 "alone: no ratio within the accuracy budget")
+        before, after = graph_stats(graph), graph_stats(out)
+        ctx.stats[self.name] = {
+            **info,
+            "criterion": self.criterion,
+            "ratio": self.ratio,
+            "ratios": {k: ratios.get(k, 0.0) for k in layers},
+            "layers": layers,
+            "macs": [before.macs, after.macs],
+            "params": [before.params, after.params],
+        }
+        if self.ratio != "auto":
+            frozen = [g.key for g in analysis.groups if g.frozen]
+            ctx.notes.append(f"prune-channels: removed {self.ratio:g} of the channels of {len(groups)} group(s); "
+                             f"MACs {before.macs:,} -> {after.macs:,}, params {before.params:,} -> {after.params:,}"
+                             + (f"; not pruned: {', '.join(frozen)}" if frozen else ""))

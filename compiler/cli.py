@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pipeline", default="", help="passes to run, e.g. 'fuse,prune-channels{ratio=0.5}'")
     p.add_argument("-o", "--output", type=Path, help="write the IR here instead of stdout")
     add_model_options(p)
+    add_data_options(p)
     add_pass_manager_options(p)
     p.set_defaults(func=commands.cmd_opt)
 
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pipeline", help="passes to run (default: fuse; fuse,quantize-int8 with --calib)")
     p.add_argument("--calib", type=Path, help="calibration inputs (.npy, N x input shape) for int8")
     add_model_options(p)
+    add_data_options(p)
     add_pass_manager_options(p)
     p.set_defaults(func=commands.cmd_compile)
 
@@ -74,6 +76,16 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow a whole pickled nn.Module (torch.save(model)); unpickling runs code from the file")
     g.add_argument("--input-shape", help="input shape for a pickled module, e.g. 1,3,32,32")
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("accuracy")
+    g.add_argument("--eval", nargs="+", type=Path, metavar=("X.npy", "Y.npy"),
+                   help="evaluation inputs (N x input shape) and optional labels: every step is scored "
+                        "(accuracy with labels, else agreement with the imported model or SQNR)")
+    g.add_argument("--train", type=Path, metavar="X.npy", help="training inputs for distill (no labels needed)")
+    g.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
+                   help="accuracy budget of accuracy-aware passes, in points of the --eval metric")
 
 
 def add_pass_manager_options(p: argparse.ArgumentParser) -> None:

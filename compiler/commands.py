@@ -77,21 +77,48 @@ def make_pass_manager(args, pipeline: str):
     return pm
 
 
+def make_context(args, graph: Graph, pm, calib=None):
+    """The PassContext of --calib/--eval/--train/--max-accuracy-drop; scores every step when --eval is given."""
+    from tinyc.compile import load_npy
+    from tinyc.evaluate import make_context as context
+
+    if args.eval and len(args.eval) > 2:
+        raise TinycError(f"--eval takes one or two files (inputs, then labels), got {len(args.eval)}")
+    x, y = (list(args.eval) + [None])[:2] if args.eval else (None, None)
+    ctx = context(graph, calib=calib, eval_inputs=load_npy(x, "evaluation input") if x else None,
+                  eval_labels=load_npy(y, "evaluation label") if y else None,
+                  train=load_npy(args.train, "training input") if args.train else None,
+                  max_accuracy_drop=args.max_accuracy_drop)
+    pm.evaluate = ctx.evaluate
+    return ctx
+
+
 # ---- commands -----------------------------------------------------------------
 
 def cmd_opt(args) -> int:
     from tinyc.text import print_graph
 
     pm = make_pass_manager(args, args.pipeline)  # parse the pipeline before the (slow) import
-    graph = pm.run(load_graph(args.input, args))
+    graph = load_graph(args.input, args)
+    ctx = make_context(args, graph, pm)
+    graph = pm.run(graph, ctx)
     text = print_graph(graph, elide_weights=args.elide_weights)
     if args.stats:
         print(pm.stats_table(), file=sys.stderr)
+        print_score_notes(ctx)
     if args.output:
         write_atomically(args.output, text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def print_score_notes(ctx) -> None:
+    """Under --stats: what the accuracy column measures, and the passes' notes."""
+    if ctx.metric:
+        print(f"accuracy: {ctx.metric} on the --eval data (imported model: {ctx.baseline:.2f})", file=sys.stderr)
+    for note in ctx.notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def cmd_passes(args) -> int:

@@ -34,8 +34,7 @@ def load_npy(path: Path, what: str) -> np.ndarray:
 
 def compile_model(args) -> int:
     from tinyc.backends.targets import resolve
-    from tinyc.commands import load_graph, make_pass_manager
-    from tinyc.passes import PassContext
+    from tinyc.commands import load_graph, make_context, make_pass_manager, print_score_notes
 
     t0 = time.perf_counter()
     target, board = resolve(args.board) if args.board else resolve(args.target)
@@ -45,13 +44,17 @@ def compile_model(args) -> int:
     calib = load_npy(args.calib, "calibration") if args.calib else None
     pm = make_pass_manager(args, args.pipeline if args.pipeline is not None else default_pipeline(calib is not None))
     graph = load_graph(args.model, args)
-    graph = pm.run(graph, PassContext(calib=calib))
+    ctx = make_context(args, graph, pm, calib=calib)
+    graph = pm.run(graph, ctx)
     if calib is None and args.pipeline is None:
         print("tinyc: note: compiling to float32; pass --calib X.npy (sample inputs) to get int8",
               file=sys.stderr)
     if args.stats:
         print(pm.stats_table(), file=sys.stderr)
+        print_score_notes(ctx)
     report = write_bundle(graph, args.output, args.name, target, board, pm)
+    report["metric"] = ctx.metric or None
+    report["notes"] = ctx.notes
     report["compile_seconds"] = round(time.perf_counter() - t0, 3)
     _write_json(args.output / REPORT, report)
     print(summary(report))

@@ -99,10 +99,10 @@ def batch_safe(graph: Graph) -> bool:
 
 def _keeps_batch(kind: str, a: dict, types: list[TensorType], flags: list[bool], result: TensorType) -> bool:
     x = types[0]
-    if kind in ("conv2d", "linear", "batch_norm", "lut", "max_pool2d", "avg_pool2d", "relu", "sigmoid", "tanh",
-                "hardswish", "clamp", "leaky_relu", "quantize", "dequantize"):
-        return flags[0] and not any(flags[1:]) and (kind != "linear" or x.rank >= 2)
-    if kind in ("add", "sub", "mul", "div"):
+    if kind in ("conv2d", "linear", "bin_conv2d", "bin_linear", "batch_norm", "lut", "max_pool2d", "avg_pool2d",
+                "relu", "sigmoid", "tanh", "hardswish", "clamp", "leaky_relu", "quantize", "dequantize"):
+        return flags[0] and not any(flags[1:]) and (kind not in ("linear", "bin_linear") or x.rank >= 2)
+    if kind in ("add", "sub", "mul", "div", "sign"):
         r = result.rank
         return all(t.rank == r if f else (t.rank < r or t.shape[0] == 1) for t, f in zip(types, flags))
     if kind == "matmul":

@@ -13,7 +13,8 @@ interpreter exactly: windows are padded explicitly and cropped to the IR's outpu
 The module runs on the graph's own input shapes (batch dimension included), and on stacks of
 such samples: `[N, *input_shape]`, or `[N, *input_shape[1:]]` when the graph's batch is 1. Stacks
 go through `torch.func.vmap`, so any graph batches, whatever its reshapes do with the batch.
-Float graphs only: int8 graphs (quantize-int8's output) are refused.
+Float graphs only: int8 graphs (quantize-int8's output) are refused. Shared weights convert
+(`decode`: the indices are a buffer, the codebook trains); binarized layers do not.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from tinyc.errors import TinycError
 from tinyc.ir import Graph, Op
 from tinyc.ops import FUSABLE_ACT_OPS, is_int_form, window_out
 
-# Operand slots whose const becomes a trainable nn.Parameter, by op kind.
-TRAINABLE: dict[str, tuple[int, ...]] = {"conv2d": (1, 2), "linear": (1, 2), "batch_norm": (3, 4)}
+# Operand slots whose (float) const becomes a trainable nn.Parameter, by op kind. decode's codebook
+# trains too: that is the fine-tuning of shared weights.
+TRAINABLE: dict[str, tuple[int, ...]] = {"conv2d": (1, 2), "linear": (1, 2), "batch_norm": (3, 4), "decode": (1,)}
 
 
 # ---- windows (conv and pools) ----------------------------------------------------------
@@ -115,6 +117,14 @@ def _pad(op: Op, x):
     return F.pad(x, flat, value=op.attrs["value"]) if any(flat) else x
 
 
+def _decode(op: Op, idx, codebook):
+    """codebook[idx] (codebook [K]) or codebook[c, idx[c, ...]] (codebook [O, K]); see the interpreter."""
+    i = idx.long()
+    if codebook.dim() == 1:
+        return codebook[i]
+    return torch.gather(codebook, 1, i.reshape(i.shape[0], -1)).reshape(i.shape)
+
+
 def _clamp(x, lo: float, hi: float):
     # min(max(x, lo), hi) like the interpreter and torch.clamp, so lo > hi gives hi.
     return torch.clamp(x, min=lo, max=hi)
@@ -155,6 +165,7 @@ TORCH_OPS: dict[str, Callable] = {
     "cat": lambda op, *xs: torch.cat(xs, dim=op.attrs["axis"]),
     "softmax": lambda op, x: torch.softmax(x, dim=op.attrs["axis"]),
     "pad": _pad,
+    "decode": _decode,
 }
 
 
@@ -179,14 +190,25 @@ def _attr_name(value_name: str, taken: set[str]) -> str:
 
 
 def check_float(graph: Graph, what: str = "to_torch") -> None:
-    """Raise TinycError if the graph has int8 forms or integer weights (only float graphs convert)."""
+    """Raise TinycError unless every op converts: float ops of TORCH_OPS, float consts, and
+    integer consts only as the indices of `decode` (shared weights: the codebook trains)."""
+    users = graph.users()
     for op in graph.ops:
-        int_form = op.kind in ("quantize", "dequantize", "lut") or \
-            (not op.is_const and is_int_form(op.kind, [v.type for v in op.operands]))
-        if int_form or op.result.type.dtype != "f32":
-            raise TinycError(f"{what}: %{op.result.name} = {op.kind} is not a float op "
-                             f"({op.result.type.dtype}); only float graphs convert to PyTorch",
-                             where=op.loc, hint="convert before quantize-int8")
+        t = op.result.type
+        if op.is_const:
+            uses = users.get(id(op.result), [])
+            if t.dtype != "f32" and not all(u.kind == "decode" and u.operands[0] is op.result for u in uses):
+                quantized = " (quantized)" if t.quant else ""
+                raise TinycError(f"{what}: const %{op.result.name} is {t.dtype}{quantized}; only float graphs "
+                                 "convert to PyTorch", where=op.loc, hint=f"run {what} before quantize-int8")
+            continue
+        int_form = op.kind in ("quantize", "dequantize", "lut") or is_int_form(op.kind, [v.type for v in op.operands])
+        if int_form or t.quant is not None:
+            raise TinycError(f"{what}: %{op.result.name} = {op.kind} is an int8 op; only float graphs convert to "
+                             "PyTorch", where=op.loc, hint=f"run {what} before quantize-int8")
+        if op.kind not in TORCH_OPS or t.dtype != "f32":
+            raise TinycError(f"{what}: no PyTorch form for %{op.result.name} = {op.kind} ({t.dtype})",
+                             where=op.loc, hint=f"run {what} before the pass that introduced it")
 
 
 class GraphModule(nn.Module):
@@ -196,9 +218,6 @@ class GraphModule(nn.Module):
     def __init__(self, graph: Graph, trainable: bool = True):
         super().__init__()
         check_float(graph)
-        for op in graph.compute_ops():
-            if op.kind not in TORCH_OPS:
-                raise TinycError(f"to_torch: no PyTorch form for op kind '{op.kind}'", where=op.loc)
         self.graph_name = graph.name
         self.input_names = [v.name for v in graph.inputs]
         self.input_shapes = [tuple(v.type.shape) for v in graph.inputs]
@@ -211,7 +230,7 @@ class GraphModule(nn.Module):
         for op in graph.const_ops():
             attr = _attr_name(op.result.name, taken)
             tensor = torch.from_numpy(np.array(op.attrs["value"], copy=True))
-            if trainable and id(op.result) in train_ids:
+            if trainable and id(op.result) in train_ids and tensor.is_floating_point():
                 self.register_parameter(attr, nn.Parameter(tensor))
             else:
                 self.register_buffer(attr, tensor)
@@ -238,8 +257,12 @@ class GraphModule(nn.Module):
         env = {n: getattr(self, a) for n, a in self.consts.items()}
         env.update(zip(self.input_names, inputs))
         for op in self._ops:
-            env[op.result.name] = run_op(op, *(env[v.name] for v in op.operands))
+            env[op.result.name] = self.run_op(op, *(env[v.name] for v in op.operands))
         return [env[n] for n in (names or self.output_names)]
+
+    def run_op(self, op: Op, *args: torch.Tensor) -> torch.Tensor:
+        """One op (the hook a subclass overrides, e.g. to fake-quantize for quantization-aware training)."""
+        return run_op(op, *args)
 
     def forward(self, *inputs: torch.Tensor, names: list[str] | None = None):
         """The graph's outputs (a tensor, or a tuple for several) for one sample of the graph's

@@ -6,6 +6,8 @@ Per output, the loss is the KL divergence of temperature-softened logits for a c
 softmax output is distilled on its input, the logits) or, for other outputs, the mean squared
 error relative to the teacher's mean square (so 10 log10(1 / loss) is the SQNR in dB). Weights
 that are exactly zero (pruned connections) are masked and stay zero; the structure is untouched.
+Trained: conv2d / linear weights and biases, batch_norm's affine weights and the codebooks of
+shared weights (decode), whose indices stay.
 Training is seeded and single-threaded, so the result does not depend on the machine.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyc.errors import TinycError
+from tinyc.errors import PassError, TinycError
 from tinyc.ir import Graph, Value
 from tinyc.passes.base import Pass, PassContext, check, option, register
 
@@ -63,12 +65,6 @@ def distill_targets(teacher: Graph, student: Graph) -> list[Target]:
     return targets
 
 
-def is_float_graph(graph: Graph) -> bool:
-    from tinyc.ops import is_int_form
-    return all(op.result.type.dtype == "f32" and op.kind not in ("quantize", "dequantize", "lut")
-               and (op.is_const or not is_int_form(op.kind, [v.type for v in op.operands])) for op in graph.ops)
-
-
 @register
 @dataclass(frozen=True)
 class Distill(Pass):
@@ -78,7 +74,7 @@ class Distill(Pass):
 
     name = "distill"
     epochs: int = option(10, "passes over the training inputs")
-    lr: float = option(1e-3, "Adam learning rate (cosine-annealed to zero)")
+    lr: float = option(3e-3, "Adam learning rate, cosine-annealed to zero (try 1e-4 for deep regression models)")
     batch: int = option(64, "training inputs per step")
     temperature: float = option(4.0, "softening temperature of the classification (KL) loss")
     seed: int = option(0, "random seed (sample order)")
@@ -95,10 +91,13 @@ class Distill(Pass):
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         from tinyc.evaluate import as_samples, run_batch
+        from tinyc.to_torch import check_float, update_graph
 
         check(ctx.train is not None, "distill needs training inputs", TRAIN_HINT)
-        check(is_float_graph(graph), "distill trains float weights; this graph is quantized (int8)",
-              "run distill before quantize-int8, e.g. -p 'fuse,distill,quantize-int8'")
+        try:
+            check_float(graph, "distill")
+        except TinycError as e:
+            raise PassError(e.what, where=e.where, hint=e.hint + ", e.g. -p 'fuse,distill,quantize-int8'") from None
         teacher = ctx.reference
         check(teacher is not None, "distill needs the model before compression as its teacher (ctx.reference)",
               "the CLI sets it; from Python, use tinyc.evaluate.make_context(graph, train=...)")
@@ -111,19 +110,31 @@ class Distill(Pass):
 
         before = ctx.evaluate(graph) if ctx.evaluate else None
         module, loss_before, loss_after, masked = self._train(graph, samples, soft, targets)
-        from tinyc.to_torch import update_graph
-        out = update_graph(graph, module)
-        after = ctx.evaluate(out) if ctx.evaluate else None
+        check(math.isfinite(loss_after), f"distill diverged (loss {loss_after} after training)",
+              f"lower the learning rate, e.g. distill{{lr={self.lr / 10:g}}}")
+        out, trained, why = update_graph(graph, module), None, None
+        if not loss_after < loss_before:
+            why = "the loss did not improve"
+        elif ctx.evaluate:
+            trained = ctx.evaluate(out)
+            if trained < before:
+                why = f"{ctx.metric or 'the score'} fell to {trained:.2f}"
+        if why:     # never worse than before: keep the weights
+            out = graph.copy()
+        after = before if why else trained
 
         n = len(samples[0])
         ctx.stats[self.name] = {
             "epochs": self.epochs, "samples": n, "losses": sorted({t.loss for t in targets}),
             "loss_before": loss_before, "loss_after": loss_after, "masked_zero_weights": masked,
             "metric": ctx.metric or None, "score_before": before, "score_after": after,
+            "score_trained": trained, "kept_weights": why is not None,
         }
         note = f"distill: {self.epochs} epochs on {n} training inputs, loss {loss_before:.4g} -> {loss_after:.4g}"
         if before is not None:
             note += f", {ctx.metric or 'score'} {before:.2f} -> {after:.2f}"
+        if why:
+            note += f"; {why}: weights unchanged"
         if masked:
             note += f"; {masked} zero weights kept at zero"
         ctx.notes.append(note)
@@ -136,10 +147,7 @@ class Distill(Pass):
 
         from tinyc.to_torch import to_torch
 
-        try:
-            module = to_torch(graph)
-        except TinycError as e:
-            check(False, f"distill: {e.what}", e.hint)
+        module = to_torch(graph)
         xs = [torch.from_numpy(s) for s in samples]
         ts = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in soft]
         # relative MSE: divide by the teacher's mean square over the whole training set
@@ -169,7 +177,7 @@ class Distill(Pass):
         def full_loss() -> float:
             with torch.no_grad():
                 parts = [float(loss_fn(idx)) * len(idx) for idx in torch.arange(n).split(256)]
-            return sum(parts) / n
+            return max(0.0, sum(parts) / n)   # KL is >= 0 but may round below
 
         params = [p for p in module.parameters()]
         masks = [(p.detach() != 0).to(p.dtype) for p in params]
@@ -192,7 +200,8 @@ class Distill(Pass):
                             loss = loss_fn(idx)
                             loss.backward()
                             for p, m in masks:
-                                p.grad.mul_(m)
+                                if p.grad is not None:
+                                    p.grad.mul_(m)
                             opt.step()
                             sched.step()
                             with torch.no_grad():

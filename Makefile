@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
 STAMP := .setup-done
 
-.PHONY: setup test demo bench docs clean
+.PHONY: setup test demo bench compression-docs clean
 
 setup:
 	@command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
@@ -31,3 +31,6 @@ bench: setup
 
 clean:
 	rm -rf demo-out build .pytest_cache
+
+compression-docs: setup
+	$(PYTHON) -m tinyc.compression_report --out docs/compression.md

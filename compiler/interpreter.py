@@ -7,6 +7,10 @@ views and one matrix product, never Python loops over pixels.
 The int8 forms (docs/quantization.md) compute on int64 codes with the arithmetic of
 tinyc.quant and check that accumulators fit int32: they define, bit for bit, what the
 C kernels must produce.
+
+The compressed representations (docs/compression_formats.md) are exact too: `decode` is a
+gather, `sign` a comparison, and bin_conv2d / bin_linear with u1 inputs an integer sum of
++-1 products, scaled in float32 in a fixed order (float form) or requantized (int8 form).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 from tinyc import quant
 from tinyc.errors import TinycError
 from tinyc.ir import DTYPES, Graph, Op
-from tinyc.ops import FUSABLE_ACT_OPS, fmt_shape, is_int_form, window_out
+from tinyc.ops import BINARY_LAYER_OPS, FUSABLE_ACT_OPS, bin_int_form, fmt_shape, is_int_form, window_out
 
 
 def run(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -320,6 +324,102 @@ _INT_COMPUTE: dict[str, Callable] = {
 }
 
 
+# ---- compressed representations (docs/compression_formats.md) ---------------------------------
+
+def _decode(op: Op, idx, codebook):
+    """codebook[idx] (codebook [K]) or codebook[c, idx[c, ...]] (codebook [O, K])."""
+    i = idx.astype(np.int64)
+    k = codebook.shape[-1]
+    if i.size and i.max() >= k:
+        raise TinycError(f"interpreter: %{op.result.name} = decode: index {int(i.max())} is out of range "
+                         f"for a codebook of {k} entries", where=op.loc)
+    if codebook.ndim == 1:
+        return codebook[i]
+    rows = np.take_along_axis(codebook, i.reshape(i.shape[0], -1), axis=1)
+    return rows.reshape(i.shape)
+
+
+def _sign(op: Op, x, threshold=None):
+    """1 where x >= threshold (0 without one; the int8 form compares codes, default the zero
+    point), else 0. NaN gives 0."""
+    if op.operands[0].type.quant is not None:
+        t = _quant(op, 0).zero_point[0] if threshold is None else threshold.astype(np.int64)
+        return (x.astype(np.int64) >= t).astype(np.uint8)
+    with np.errstate(invalid="ignore"):
+        return (x >= (np.float32(0) if threshold is None else threshold)).astype(np.uint8)
+
+
+def _bin_acc(op: Op, x, w):
+    """The layer's sum of products with w_hat = +1 (bit 1) / -1 (bit 0) over the in-bounds taps
+    (padded taps contribute 0); x_hat is +-1 for a u1 input, q - zp for i8, the value for f32.
+    Integer (int64) for u1 and i8 inputs."""
+    xt = op.operands[0].type
+    if xt.dtype == "u1":
+        xh = 2 * x.astype(np.int64) - 1
+    elif xt.quant is not None:
+        xh = _centered(op, 0, x)
+    else:
+        xh = x.astype(np.float64)
+    wh = 2 * w.astype(np.int64) - 1
+    if xh.dtype == np.float64:
+        wh = wh.astype(np.float64)
+    if op.kind == "bin_conv2d":
+        return _conv2d(op, xh, wh), (1, -1, 1, 1)
+    return _linear(op, xh, wh), (-1,)
+
+
+def _act_f32(y: np.ndarray, attrs: dict) -> np.ndarray:
+    """Fused activation on float32 values, in float32: relu y > 0 ? y : 0; clamp
+    min(max(y, lo), hi); leaky_relu y >= 0 ? y : y * alpha."""
+    act = attrs.get("act")
+    if act == "relu":
+        return np.where(y > 0, y, np.float32(0))
+    if act == "clamp":
+        return np.minimum(np.maximum(y, np.float32(attrs["act_min"])), np.float32(attrs["act_max"]))
+    if act == "leaky_relu":
+        return np.where(y >= 0, y, y * np.float32(attrs["act_alpha"]))
+    return y
+
+
+def _bin_layer(op: Op, x, w, alpha, b=None):
+    acc, shape = _bin_acc(op, x, w)
+    types = [v.type for v in op.operands]
+    if bin_int_form(types):
+        if types[0].quant is not None:
+            in_scale = _quant(op, 0).scale[0]
+        else:   # u1: the sum of +-1 products, scaled by 2^BIN_SHIFT
+            in_scale, acc = quant.BIN_U1_SCALE, acc << quant.BIN_SHIFT
+        want = quant.bin_bias_scales(in_scale, alpha)
+        if not np.allclose(want, _quant(op, 3).scale, rtol=1e-6, atol=0):
+            raise TinycError(f"interpreter: %{op.result.name} = {op.kind}: bias scales are not "
+                             "input scale x alpha", where=op.loc, hint="requantize the bias after changing alpha")
+        acc = acc + b.astype(np.int64).reshape(shape)
+        return _requant_out(op, acc, quant.bin_ratios(in_scale, alpha, op.result.type.quant).reshape(shape))
+    if types[0].dtype == "u1":
+        # Exact integer sum, then float32: y = float(acc) * alpha[c]; y = y + bias[c]; act.
+        if acc.size and np.abs(acc).max() >= 2 ** 24:
+            raise TinycError(f"interpreter: %{op.result.name} = {op.kind}: |sum| >= 2^24 is not exact in float32",
+                             where=op.loc)
+        y = acc.astype(np.float32) * alpha.astype(np.float32).reshape(shape)
+        if b is not None:
+            y = y + b.astype(np.float32).reshape(shape)
+        return _act_f32(y, op.attrs).astype(np.float32)
+    # Float input: like a float conv2d / linear (float64, one rounding to float32 at the end).
+    y = acc * alpha.astype(np.float64).reshape(shape)
+    if b is not None:
+        y = y + b.astype(np.float64).reshape(shape)
+    if "act" in op.attrs:
+        y = ACTS[op.attrs["act"]](y, op.attrs)
+    return y.astype(np.float32)
+
+
+_SPECIAL: dict[str, Callable] = {
+    "decode": _decode,
+    "sign": _sign,
+    **{k: _bin_layer for k in BINARY_LAYER_OPS},
+}
+
+
 def _dispatch(kind: str) -> Callable:
     """The kernel of `kind`: the int8 form when the op is one (ops.is_int_form), else float."""
     float_kernel = _kernel(kind, _COMPUTE[kind]) if kind in _COMPUTE else None
@@ -337,4 +437,5 @@ def _dispatch(kind: str) -> Callable:
 KERNELS: dict[str, Callable] = {
     "const": lambda op: op.attrs["value"],
     **{kind: _dispatch(kind) for kind in {**_COMPUTE, **_INT_COMPUTE}},
+    **_SPECIAL,
 }

@@ -8,6 +8,10 @@ forms of these ops keep their dtype) unless the OpDef says otherwise.
 Integer forms (docs/quantization.md): an op whose first operand is quantized is the int8
 form of its kind; `INT_OPERANDS` checks its operands' quantization and `check_result_quant` its
 result's. The arithmetic itself lives in tinyc.quant.
+
+Compressed representations (docs/compression_formats.md): `decode` (shared weights: codebook
+gather), `sign` (binary activations, u1) and `bin_conv2d` / `bin_linear` (sign weights, u1,
+scaled by a per-output-channel alpha).
 """
 from __future__ import annotations
 
@@ -18,11 +22,13 @@ from typing import Any, Callable, get_args, get_origin
 import numpy as np
 
 from tinyc import quant
-from tinyc.ir import Op, TensorType, dtype_of
+from tinyc.ir import DTYPE_BITS, Op, TensorType, dtype_of
 
 Shape = tuple[int, ...]
 
-FUSABLE_ACT_OPS = {"conv2d", "linear", "matmul", "add", "sub", "mul"}
+FUSABLE_ACT_OPS = {"conv2d", "linear", "matmul", "add", "sub", "mul", "bin_conv2d", "bin_linear"}
+BINARY_LAYER_OPS = ("bin_conv2d", "bin_linear")   # sign (u1) weights scaled by alpha
+INDEX_DTYPES = ("u1", "u2", "u4", "u8")             # decode indices
 
 # Fused activation: the attributes `act` may bring along, by activation.
 ACT_ATTRS = {"act": str, "act_min": float, "act_max": float, "act_alpha": float}
@@ -47,6 +53,7 @@ class OpDef:
     optional: dict[str, Any] = field(default_factory=dict)
     macs: Callable[[list[TensorType], TensorType], int] = lambda operands, result: 0
     dtype: str | None = None                            # result dtype; None: the first operand's
+    dtype_rule: Callable[[list[TensorType]], str] | None = None   # result dtype from the operands
 
     def arity(self) -> str:
         lo, hi = self.min_operands, self.max_operands
@@ -249,6 +256,97 @@ def _pad(ts, a) -> Shape:
     return out
 
 
+# ---- compressed representations (docs/compression_formats.md) --------------------------------
+
+def _no_quant(t: TensorType, role: str) -> None:
+    _need(t.quant is None, f"{role} must not carry quant, got {t.dtype} with quant")
+
+
+def _decode(ts, a) -> Shape:
+    """decode(indices, codebook): result[i] = codebook[indices[i]] (codebook [K]) or
+    codebook[i0, indices[i]] (codebook [O, K], one row per output channel i0)."""
+    idx, cb = ts
+    _need(idx.dtype in INDEX_DTYPES, f"indices must be {'/'.join(INDEX_DTYPES)}, got {idx.dtype}")
+    _no_quant(idx, "indices")
+    _need(cb.dtype == "f32" or cb.dtype in WEIGHT_DTYPES,
+          f"codebook must be f32 or {'/'.join(WEIGHT_DTYPES)}, got {cb.dtype}")
+    _no_quant(cb, "codebook")
+    _need(idx.rank >= 1, "indices must have rank >= 1")
+    _need(cb.rank == 1 or (cb.rank == 2 and cb.shape[0] == idx.shape[0]),
+          f"codebook shape {fmt_shape(cb.shape)} is neither [K] nor [{idx.shape[0]}, K]",
+          "a per-channel codebook has one row per index of the first axis")
+    k, cap = cb.shape[-1], 2 ** DTYPE_BITS[idx.dtype]
+    _need(1 <= k <= cap, f"codebook has {k} entries; {idx.dtype} indices address 1 to {cap}")
+    return idx.shape
+
+
+def _is_act_i8(t: TensorType) -> bool:
+    return t.dtype == "i8" and t.quant is not None and not t.quant.per_channel
+
+
+def _sign(ts, a) -> Shape:
+    """sign(x, threshold?) -> u1: 1 (+1) where x >= threshold (0 without one), else 0 (-1)."""
+    x = ts[0]
+    _need((x.dtype == "f32" and x.quant is None) or _is_act_i8(x),
+          f"input must be f32, or i8 with per-tensor quant, got {x.dtype}")
+    if len(ts) == 2:
+        t = ts[1]
+        want = "f32" if x.dtype == "f32" else "i32"
+        _need(t.dtype == want and t.quant is None,
+              f"threshold must be {want} without quant for a{'n i8' if want == 'i32' else ' float'} input, "
+              f"got {t.dtype}", "the int8 form compares codes with i32 code thresholds")
+        try:
+            fits = t.rank <= x.rank and np.broadcast_shapes(x.shape, t.shape) == x.shape
+        except ValueError:
+            fits = False
+        _need(fits, f"threshold shape {fmt_shape(t.shape)} does not broadcast to the input {fmt_shape(x.shape)}")
+    return x.shape
+
+
+def bin_int_form(ts: list[TensorType]) -> bool:
+    """A bin_conv2d / bin_linear is in its int8 form when its input is i8 or its bias is i32."""
+    return bool(ts) and (ts[0].quant is not None or (len(ts) == 4 and ts[3].dtype == "i32"))
+
+
+def _bin_operands(ts, out_channels: int) -> None:
+    x, w, alpha = ts[:3]
+    _need((x.dtype in ("f32", "u1") and x.quant is None) or _is_act_i8(x),
+          f"input must be f32, u1 (binary activations) or i8 with per-tensor quant, got {x.dtype}")
+    _need(w.dtype == "u1" and w.quant is None, f"weight must be u1 sign bits without quant, got {w.dtype}",
+          "bit 1 is +1, bit 0 is -1")
+    _need(alpha.dtype == "f32" and alpha.quant is None and alpha.shape == (out_channels,),
+          f"alpha must be f32 [{out_channels}] without quant, got {alpha.dtype} {fmt_shape(alpha.shape)}")
+    int_form = bin_int_form(ts)
+    if len(ts) == 4:
+        b = ts[3]
+        _need(b.shape == (out_channels,), f"bias shape {fmt_shape(b.shape)} is not [{out_channels}]")
+        if int_form:
+            q = b.quant
+            _need(b.dtype == "i32" and q is not None and q.axis == 0 and not any(q.zero_point),
+                  "the int8 form's bias must be i32 quantized per channel (axis 0, zp 0)")
+        else:
+            _need(b.dtype == "f32" and b.quant is None, f"bias must be f32 (float form) or i32 (int8 form), got {b.dtype}")
+    _need(not (int_form and x.dtype == "f32"), "an f32 input cannot feed the int8 form (i32 bias)")
+    _need(not (x.dtype == "i8" and len(ts) != 4), "the int8 form takes an i32 bias",
+          "quantize-int8 adds a zero bias where the float layer had none")
+
+
+def _bin_conv2d(ts, a) -> Shape:
+    shape = _conv2d(ts[:2], a)
+    _bin_operands(ts, ts[1].shape[0])
+    return shape
+
+
+def _bin_linear(ts, a) -> Shape:
+    shape = _linear(ts[:2], a)
+    _bin_operands(ts, ts[1].shape[0])
+    return shape
+
+
+def _bin_dtype(ts) -> str:
+    return "i8" if bin_int_form(ts) else "f32"
+
+
 # ---- integer forms: operand quantization (docs/quantization.md) -------------------------
 
 WEIGHT_DTYPES = ("i8", "i4", "i2", "i1")
@@ -315,6 +413,8 @@ def _dequantize_operand(ts, a) -> None:
 INT_OPERANDS: dict[str, Callable[[list[TensorType], dict], None]] = {
     "conv2d": _int_layer, "linear": _int_layer, "softmax": _int_softmax, "lut": _int_lut,
     "dequantize": _dequantize_operand,
+    # checked by their shape rules (the int8 forms of the compressed ops)
+    **{k: lambda ts, a: None for k in ("sign", *BINARY_LAYER_OPS)},
     **{k: _int_all for k in ("matmul", "add", "sub", "mul", "div", "max_pool2d", "avg_pool2d", "mean",
                              "reshape", "transpose", "cat", "pad")},
 }
@@ -322,13 +422,27 @@ INT_OPERANDS: dict[str, Callable[[list[TensorType], dict], None]] = {
 
 def is_int_form(kind: str, operand_types: list[TensorType]) -> bool:
     """True for the int8 form of `kind`: its first operand is quantized (lut and dequantize
-    exist only as int8 forms). Integer tensors without quant are plain integers."""
+    exist only as int8 forms; bin_conv2d / bin_linear also with a u1 input and an i32 bias).
+    Integer tensors without quant are plain integers."""
+    if kind in BINARY_LAYER_OPS:
+        return bin_int_form(operand_types)
     return kind in ("lut", "dequantize") or (kind not in ("const", "quantize") and bool(operand_types)
                                              and operand_types[0].quant is not None)
 
 
 def check_result_quant(kind: str, operand_types: list[TensorType], result: TensorType) -> None:
     """Raise OpError unless the result of an int8-form op carries the quantization its kind requires."""
+    if kind == "sign":
+        _need(result.quant is None, "sign's u1 result carries no quant")
+        return
+    if kind == "decode":
+        if operand_types[1].dtype == "f32":
+            _need(result.quant is None, "a decoded f32 weight carries no quant")
+        else:
+            _weight_q(result)
+            _need(len(result.quant.scale) == result.shape[0],
+                  f"{len(result.quant.scale)} weight scales for {result.shape[0]} output channels")
+        return
     if kind != "quantize" and (result.dtype == "f32" or not is_int_form(kind, operand_types)):
         return
     _act_q(result, "result")
@@ -355,10 +469,10 @@ def _matmul_macs(ts, result) -> int:
 
 # ---- the table -------------------------------------------------------------------
 
-def _op(kind, infer, operands, required=None, macs=None, dtype=None) -> OpDef:
+def _op(kind, infer, operands, required=None, macs=None, dtype=None, dtype_rule=None) -> OpDef:
     lo, hi = operands if isinstance(operands, tuple) else (operands, operands)
     return OpDef(kind, infer, lo, hi, required or {}, ACT_ATTRS if kind in FUSABLE_ACT_OPS else {},
-                 macs or OpDef.macs, dtype)
+                 macs or OpDef.macs, dtype, dtype_rule)
 
 
 _WINDOW = {"stride": list[int], "padding": list[int]}
@@ -386,6 +500,12 @@ OPS: dict[str, OpDef] = {d.kind: d for d in [
     _op("quantize", _same, 1, dtype="i8"),
     _op("dequantize", _same, 1, dtype="f32"),
     _op("lut", _lut, 2),
+    # compressed representations (docs/compression_formats.md)
+    _op("decode", _decode, 2, dtype_rule=lambda ts: ts[1].dtype),
+    _op("sign", _sign, (1, 2), dtype="u1"),
+    _op("bin_conv2d", _bin_conv2d, (3, 4), {**_WINDOW, "dilation": list[int], "groups": int}, _conv_macs,
+        dtype_rule=_bin_dtype),
+    _op("bin_linear", _bin_linear, (3, 4), macs=_linear_macs, dtype_rule=_bin_dtype),
 ]}
 
 
@@ -456,7 +576,8 @@ def infer_type(kind: str, operand_types: list[TensorType], attrs: dict) -> Tenso
         _need(kind in INT_OPERANDS, f"{kind} has no integer form",
               "quantize-int8 lowers it (batch_norm to a depthwise conv, activations to lut)")
         INT_OPERANDS[kind](operand_types, attrs)
-    return TensorType(tuple(int(s) for s in shape), d.dtype or operand_types[0].dtype)
+    dtype = d.dtype_rule(operand_types) if d.dtype_rule else d.dtype or operand_types[0].dtype
+    return TensorType(tuple(int(s) for s in shape), dtype)
 
 
 def macs(op: Op) -> int:

@@ -21,6 +21,9 @@ from tinyc.ir import QuantParams
 
 QMIN, QMAX = -128, 127
 WEIGHT_MAX = 127                   # symmetric weights: -128 unused, so -w is representable
+# Low-bit weights (quantize-int8{weight-bits=N}): symmetric codes in [-max, max], stored as the dtype.
+WEIGHT_BITS = {8: ("i8", 127), 4: ("i4", 7), 2: ("i2", 1)}
+CLIP_GRID = 100                    # low-bit weight scales: clipping fractions k / CLIP_GRID tried
 I32_MIN, I32_MAX = -2 ** 31, 2 ** 31 - 1
 MIN_SCALE = 2.0 ** -64             # scale of a tensor whose calibrated range is empty
 ADD_SHIFT = 20                     # add/sub: centered operands are scaled by 2^20 first
@@ -81,15 +84,39 @@ def range_params(lo: float, hi: float) -> QuantParams:
     return QuantParams((scale,), (zp,))
 
 
-def weight_params(w: np.ndarray) -> QuantParams:
-    """Symmetric per-output-channel (axis 0) parameters: scale[c] = max|w[c]| / 127."""
-    peak = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
-    scales = tuple(f32(max(p / WEIGHT_MAX, MIN_SCALE)) for p in peak)
+def weight_params(w: np.ndarray, bits: int = 8) -> QuantParams:
+    """Symmetric per-output-channel (axis 0) parameters.
+
+    8 bits: scale[c] = max|w[c]| / 127. 4 and 2 bits (codes in [-7, 7], [-1, 1]): the scale
+    minimising the channel's squared rounding-plus-clipping error over the clipping points
+    max|w[c]| * k / CLIP_GRID, k = 1..CLIP_GRID (the largest k on ties), i.e.
+    scale = f32(max|w[c]| * k / (CLIP_GRID * qmax)).
+    An all-zero channel (pruned) gets scale 1 / qmax, as if its peak were 1: its codes are 0
+    whatever the scale, and its bias (scale in_scale * w_scale) stays representable. A tiny
+    scale would saturate the bias codes and lose the channel's constant output.
+    """
+    _, qmax = WEIGHT_BITS[bits]
+    rows = np.asarray(w, np.float64).reshape(w.shape[0], -1)
+    peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(w.shape[0])
+    if bits == 8:
+        scales = tuple(f32(max(p / WEIGHT_MAX, MIN_SCALE)) if p > 0 else f32(1.0 / WEIGHT_MAX) for p in peak)
+        return QuantParams(scales, (0,) * len(scales), axis=0)
+    best = np.full(len(peak), np.inf)
+    chosen = peak / qmax
+    for k in range(1, CLIP_GRID + 1):
+        s = np.maximum((peak * k / (CLIP_GRID * qmax)).astype(np.float32).astype(np.float64), MIN_SCALE)
+        codes = np.clip(round_half_away(rows / s[:, None]), -qmax, qmax)
+        err = ((rows - codes * s[:, None]) ** 2).sum(axis=1)
+        better = err <= best
+        best, chosen = np.where(better, err, best), np.where(better, s, chosen)
+    scales = tuple(f32(max(float(c), MIN_SCALE)) if p > 0 else f32(1.0 / qmax) for c, p in zip(chosen, peak))
     return QuantParams(scales, (0,) * len(scales), axis=0)
 
 
-def quantize_weight(w: np.ndarray, q: QuantParams) -> np.ndarray:
-    return quantize(w, q, -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8)
+def quantize_weight(w: np.ndarray, q: QuantParams, bits: int = 8) -> np.ndarray:
+    """Weight codes in [-qmax, qmax] of `bits` (storage int8, also for i4 and i2)."""
+    qmax = WEIGHT_BITS[bits][1]
+    return quantize(w, q, -qmax, qmax).astype(np.int8)
 
 
 def bias_params(x: QuantParams, w: QuantParams) -> QuantParams:
@@ -202,6 +229,36 @@ def div_ratio(a: QuantParams, b: QuantParams, out: QuantParams) -> float:
 def rescale_ratio(x: QuantParams, out: QuantParams, count: int = 1) -> float:
     """cat inputs (count 1) and mean (sum of `count` centered codes): x_scale / (count * out_scale)."""
     return x.scale[0] / (count * out.scale[0])
+
+
+# ---- compressed layers (docs/compression_formats.md) ------------------------------------------
+
+BIN_SHIFT = 8                      # int8-form binary layer, u1 input: the +-1 sum is scaled by 2^8
+BIN_U1_SCALE = 2.0 ** -BIN_SHIFT   # ... so its "input scale" is 2^-8 (bias resolution alpha / 256)
+
+
+def bin_bias_scales(in_scale: float, alpha) -> np.ndarray:
+    """Scales of an int8-form bin_conv2d / bin_linear bias: in_scale * alpha[c] (float64),
+    with in_scale the input's scale for an i8 input and BIN_U1_SCALE for a u1 (+-1) input,
+    whose sum of +-1 products is shifted left by BIN_SHIFT before the bias is added."""
+    return float(in_scale) * np.asarray(alpha, np.float32).astype(np.float64)
+
+
+def bin_bias_params(in_scale: float, alpha) -> QuantParams:
+    scales = bin_bias_scales(in_scale, alpha)
+    return QuantParams(tuple(float(s) for s in scales), (0,) * len(scales), axis=0)
+
+
+def bin_ratios(in_scale: float, alpha, out: QuantParams) -> np.ndarray:
+    """Requantization ratios of an int8-form binary layer: in_scale * alpha[c] / out_scale."""
+    return bin_bias_scales(in_scale, alpha) / out.scale[0]
+
+
+def sign_threshold(threshold, x: QuantParams) -> np.ndarray:
+    """The i32 code threshold of an int8 sign: the least code q with real(q) >= threshold, i.e.
+    ceil(threshold / scale + zp) in float64, clipped to [-129, 128] (never / always 1)."""
+    t = np.ceil(np.asarray(threshold, np.float64) / x.scale[0] + x.zero_point[0])
+    return np.clip(np.nan_to_num(t, nan=QMAX + 1), QMIN - 1, QMAX + 1).astype(np.int32)
 
 
 # ---- tables (const operands of lut and softmax) --------------------------------------------------

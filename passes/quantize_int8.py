@@ -5,6 +5,11 @@ depthwise conv, division by a constant a multiplication), calibration (quant_cal
 and lowering every op to its int8 form. The graph's inputs and outputs stay float, behind
 `quantize` and `dequantize`; ops named in keep-float stay float the same way.
 Quantization parameters go in the types; multipliers are derived from them (tinyc.quant).
+
+`weight-bits=4|2` stores conv/linear weights as i4 / i2 codes (docs/compression_formats.md).
+The compressed representations lower too: a shared weight (decode of a float codebook) becomes
+a decode of an integer codebook, `sign` compares codes, and bin_conv2d / bin_linear take their
+int8 form (i32 bias in units of input scale x alpha, output requantized to i8).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import numpy as np
 from tinyc import quant
 from tinyc.interpreter import KERNELS
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
-from tinyc.ops import SAME_QUANT_OPS, infer_type, is_int_form
+from tinyc.ops import BINARY_LAYER_OPS, SAME_QUANT_OPS, infer_type, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
 
@@ -119,9 +124,12 @@ class Lowering:
     """Builds the int8 graph op by op. Values keep their names; converted copies are made on
     demand (`int_of`, `float_of`) and named NAME.q (quantized) and NAME.dq (dequantized)."""
 
-    def __init__(self, src: Graph, qmap: dict[str, QuantParams], keep: set[str]):
-        self.src, self.qmap, self.keep = src, qmap, keep
+    def __init__(self, src: Graph, qmap: dict[str, QuantParams], keep: set[str], weight_bits: int = 8):
+        self.src, self.qmap, self.keep, self.weight_bits = src, qmap, keep, weight_bits
         self.consts = {op.result.name: op.attrs["value"] for op in src.const_ops()}
+        self.decodes = {op.result.name: op for op in src.compute_ops() if op.kind == "decode"}
+        self.bits: dict[str, Value] = {}        # u1 results of lowered sign ops
+        self.decode_names: set[str] = set()     # decode results emitted under their own name
         self.out = Graph(src.name, list(src.inputs), [])
         self.taken = src.value_names()
         self.ints: dict[str, Value] = {}
@@ -131,7 +139,11 @@ class Lowering:
     def run(self) -> Graph:
         for op in self.src.compute_ops():
             name = op.result.name
-            if name in self.keep or op.result.type.dtype != "f32":
+            if op.kind == "decode":
+                continue        # emitted where used: as an integer weight, or in float (float_of)
+            if op.kind in SPECIAL and name not in self.keep:
+                SPECIAL[op.kind](self, op)
+            elif name in self.keep or op.result.type.dtype != "f32":
                 operands = [self.float_of(v) for v in op.operands]
                 self.floats[name] = self._emit(op.kind, operands, name, op.result.type, dict(op.attrs), op.loc)
             else:
@@ -182,19 +194,73 @@ class Lowering:
     def float_of(self, v: Value) -> Value:
         if v.name in self.floats:
             return self.floats[v.name]
+        if v.name in self.bits:
+            return self.bits[v.name]
+        if v.name in self.decodes:
+            op = self.decodes[v.name]
+            operands = [self.float_of(x) for x in op.operands]
+            self.floats[v.name] = self._emit("decode", operands, self.fresh_decode(v.name), v.type, {}, op.loc)
+            return self.floats[v.name]
         if v.name in self.consts:
             return self.const((v.name, "float"), self.consts[v.name], v.type.dtype, v.type.quant)
         t = TensorType(v.type.shape, "f32")
         self.floats[v.name] = self._emit("dequantize", [self.int_of(v)], self.fresh(v.name + ".dq"), t, {})
         return self.floats[v.name]
 
+    def fresh_decode(self, name: str) -> str:
+        """A decode result's own name for its first emitted form (float or integer), else a fresh one."""
+        if name not in self.decode_names:
+            self.decode_names.add(name)
+            return name
+        return self.fresh(name)
+
     def weight(self, op: Op) -> tuple[Value, QuantParams]:
         w = op.operands[1]
+        bits = self.weight_bits
+        dtype = quant.WEIGHT_BITS[bits][0]
+        if w.name in self.decodes:
+            return self.shared_weight(w, dtype)
         check(w.name in self.consts, f"%{op.result.name} = {op.kind}: the weight %{w.name} is not a constant",
               f"keep this op in float: quantize-int8{{keep-float={op.result.name}}}")
         array = self.consts[w.name]
-        q = quant.weight_params(array)
-        return self.const((w.name, "weight"), quant.quantize_weight(array, q), "i8", q), q
+        q = quant.weight_params(array, bits)
+        return self.const((w.name, "weight", bits), quant.quantize_weight(array, q, bits), dtype, q), q
+
+    def shared_weight(self, w: Value, dtype: str) -> tuple[Value, QuantParams]:
+        """decode(idx, f32 codebook) ==> decode(idx, integer codebook) with the weight's quant: a
+        per-channel codebook [O, K] quantizes row by row (scale per channel); a per-layer codebook
+        [K] with one scale for the layer (every channel's scale is the same), so it stays [K]."""
+        key = (w.name, "shared", dtype)
+        if key in self.derived:
+            return self.derived[key], self.derived[key].type.quant
+        op = self.decodes[w.name]
+        idx, book = op.operands
+        check(idx.name in self.consts and book.name in self.consts,
+              f"%{w.name} = decode: indices and codebook must be constants to quantize")
+        check(book.type.dtype == "f32", f"%{w.name} = decode: the codebook is already integer")
+        cb = self.consts[book.name].astype(np.float32)
+        bits = self.weight_bits
+        o = w.type.shape[0]
+        rows = cb if cb.ndim == 2 else cb.reshape(1, -1)
+        rq = quant.weight_params(rows, bits)
+        codes = quant.quantize_weight(rows, rq, bits)
+        if cb.ndim == 1:
+            q = QuantParams(rq.scale * o, (0,) * o, axis=0)
+            codes = codes.reshape(-1)
+        else:
+            q = rq
+        idx_v = self.const((idx.name, "float"), self.consts[idx.name], idx.type.dtype, None)
+        book_v = self.const((book.name, "codes", dtype), codes, dtype, None)
+        t = TensorType(w.type.shape, dtype, q)
+        v = self._emit("decode", [idx_v, book_v], self.fresh_decode(w.name), t, {}, op.loc)
+        self.derived[key] = v
+        return v, q
+
+    def bits_of(self, v: Value) -> Value:
+        """A u1 value (a sign result): the same bits in either domain."""
+        if v.name in self.bits:
+            return self.bits[v.name]
+        return self.float_of(v)
 
 
 # Each lowering returns (kind, operands, attrs) of the int8 op computing `op`.
@@ -231,6 +297,47 @@ def _softmax(lw: Lowering, op: Op):
     return "softmax", [x, lw.const((op.result.name + ".exp",), table, "i32", None)], dict(op.attrs)
 
 
+def _sign(lw: Lowering, op: Op) -> None:
+    """sign(x f32, t?) ==> sign(x i8, t i32): bit = q >= ceil(t / scale + zp) (q >= zp without t)."""
+    x = lw.int_of(op.operands[0])
+    operands = [x]
+    if len(op.operands) == 2:
+        t = op.operands[1]
+        check(t.name in lw.consts, f"%{op.result.name} = sign: the threshold %{t.name} is not a constant")
+        codes = quant.sign_threshold(lw.consts[t.name], x.type.quant)
+        operands.append(lw.const((t.name, "codes", x.type.quant), codes, "i32", None))
+    lw.bits[op.result.name] = lw._emit("sign", operands, op.result.name, op.result.type, {}, op.loc)
+
+
+def _bin_layer(lw: Lowering, op: Op) -> None:
+    """bin_conv2d / bin_linear ==> the int8 form: a u1 input stays u1 (in scale 2^-8: its sum is
+    shifted by BIN_SHIFT), an f32 input becomes i8; the bias becomes i32 in units of
+    in_scale * alpha[c] (zeros when absent); the result is i8 with the calibrated quant."""
+    x, w, alpha = op.operands[:3]
+    for v in op.operands[1:]:
+        check(v.name in lw.consts, f"%{op.result.name} = {op.kind}: %{v.name} is not a constant")
+    if x.type.dtype == "u1":
+        xv, in_scale = lw.bits_of(x), quant.BIN_U1_SCALE
+    else:
+        xv = lw.int_of(x)
+        in_scale = xv.type.quant.scale[0]
+    a = lw.consts[alpha.name]
+    bq = quant.bin_bias_params(in_scale, a)
+    b = lw.consts[op.operands[3].name] if len(op.operands) == 4 else np.zeros(len(a), np.float32)
+    bname = op.operands[3].name if len(op.operands) == 4 else op.result.name + ".bias"
+    operands = [xv, lw.float_of(w), lw.float_of(alpha),
+                lw.const((bname, "bias", bq), quant.quantize_bias(b, bq), "i32", bq)]
+    t = TensorType(op.result.type.shape, "i8", lw.qmap[op.result.name])
+    lw.ints[op.result.name] = lw._emit(op.kind, operands, op.result.name, t, dict(op.attrs), op.loc)
+
+
+# Ops lowered by a function that emits the op itself (their results are not plain i8 activations).
+SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {
+    "sign": _sign,
+    **{k: _bin_layer for k in BINARY_LAYER_OPS},
+}
+
+
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {
     "conv2d": _layer,
     "linear": _layer,
@@ -253,10 +360,14 @@ class QuantizeInt8(Pass):
         "minmax", "activation range: minmax, percentile (clip to the percentile) or mse (least squared error)")
     percentile: float = option(99.99, "percentile kept by observer=percentile (each side)")
     keep_float: tuple[str, ...] = option((), "value names of ops to leave in float, e.g. keep-float=softmax,fc")
+    weight_bits: int = option(8, "conv/linear weight bits: 8 (i8), 4 (i4, codes in [-7, 7]) or 2 (i2, ternary "
+                                 "[-1, 1]); low-bit scales minimise the squared error")
 
     def __post_init__(self):
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile must be in (50, 100], got {self.percentile}")
+        if self.weight_bits not in quant.WEIGHT_BITS:
+            raise ValueError(f"weight-bits must be 8, 4 or 2, got {self.weight_bits}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         check(not any(is_int_form(op.kind, [v.type for v in op.operands]) or op.kind == "quantize"
@@ -270,10 +381,11 @@ class QuantizeInt8(Pass):
         graph = prepare(graph.copy(), keep)
         samples = calibration_samples(graph, ctx.calib)
         ranges = observe_ranges(graph, samples, self.observer, self.percentile)
-        out = Lowering(graph, assign_quant(graph, ranges, keep), keep).run()
+        out = Lowering(graph, assign_quant(graph, ranges, keep), keep, self.weight_bits).run()
         kinds = [op.kind for op in out.compute_ops()]
         floats = sum(op.result.type.dtype == "f32" and op.kind != "dequantize" for op in out.compute_ops())
-        ctx.stats[self.name] = {"observer": self.observer, "calibration_samples": len(samples),
+        ctx.stats[self.name] = {"observer": self.observer, "weight_bits": self.weight_bits,
+                                "calibration_samples": len(samples),
                                 "float_ops": floats, "int8_ops": len(kinds) - floats - kinds.count("quantize")}
         if keep:
             ctx.notes.append(f"quantize-int8: kept in float: {', '.join(sorted(keep))}")

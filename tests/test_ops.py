@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +17,13 @@ from tinyc.stats import graph_stats, layer_table
 from tinyc.verifier import verify
 
 rng = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _seed_per_test(request):
+    """Same data for a test however xdist orders the tests."""
+    global rng
+    rng = np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
 def rand(*shape, scale=1.0) -> np.ndarray:
@@ -40,10 +48,14 @@ def run_op(kind, inputs, consts=(), **attrs) -> np.ndarray:
     return y
 
 
-def close(ours: np.ndarray, ref: torch.Tensor) -> None:
+def close(ours: np.ndarray, ref: torch.Tensor, magnitude: torch.Tensor | None = None) -> None:
+    """rtol 1e-5, plus an atol of 1e-6 x the largest |value| the op computed before any
+    activation clipped it (`magnitude`, default the reference itself): float32 rounding error
+    scales with the accumulated values, and clamp does not shrink the error of kept values."""
     ref = ref.detach().numpy()
     assert ours.shape == ref.shape
-    finite = ref[np.isfinite(ref)]
+    scale_of = (magnitude.detach().numpy() if magnitude is not None else ref)
+    finite = scale_of[np.isfinite(scale_of)]
     atol = 1e-6 * max(1.0, float(np.abs(finite).max()) if finite.size else 1.0)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=atol)
 
@@ -81,9 +93,10 @@ def test_conv2d(c, o, k, stride, padding, dilation, groups, bias, act):
     t, l, b, r = padding
     ref = F.conv2d(F.pad(T(x), (l, r, t, b)), T(w), T(consts[1]) if bias else None,
                    pair(stride), 0, pair(dilation), groups)
+    pre_act = ref
     ref = {None: ref, "relu": F.relu(ref), "clamp": torch.clamp(ref, -0.5, 1.0),
            "leaky_relu": F.leaky_relu(ref, 0.1)}[act]
-    close(ours, ref)
+    close(ours, ref, magnitude=pre_act)
 
 
 # ---- linear, matmul, batch_norm --------------------------------------------------------

@@ -5,6 +5,12 @@ tinyc_kernels_f32.c after defining the kernels it uses, so the kernels are
 static functions of NAME.c: bundles with different names link into one program
 and each carries only its own kernels. Every other symbol is prefixed NAME_.
 
+Quantized graphs (quantize-int8's output: float at the edges, int8 inside, float
+islands from keep-float) keep the same API. Their int8 ops are lowered by
+tinyc.backends.c_ops_int8 to tinyc_kernels_s8.c, with tensors in the layouts
+tinyc.backends.int8_layout picks, per-op arena scratch, and per-shape kernel
+wrappers (NAME_sK) that call the always-inline kernels with literal shapes.
+
 Output is deterministic: it depends only on the graph (op order, names, values),
 never on dict/hash order, time or paths.
 """
@@ -12,13 +18,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
 import numpy as np
 
-from tinyc.backends import c_ops, planner
+from tinyc.backends import c_ops, c_ops_int8, int8_layout, planner
 from tinyc.backends.c_ops import Call, Lowered, Param, Weight
 from tinyc.backends.targets import get_target
 from tinyc.errors import BackendError
@@ -26,7 +32,10 @@ from tinyc.ir import Graph, Op, Value
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
 RUNTIME_FILES = ("tinyc_kernels_f32.h", "tinyc_kernels_f32.c", "tinyc_profile.h")
+RUNTIME_FILES_S8 = ("tinyc_kernels_s8.h", "tinyc_kernels_s8.c")
 VALUES_PER_LINE = 8
+INTS_PER_LINE = 16
+_CTYPES = {"f32": "float", "i8": "int8_t", "i32": "int32_t", "i16": "int16_t", "u8": "uint8_t"}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -55,6 +64,9 @@ class BundleInfo:
     layers: tuple[LayerInfo, ...]
     files: tuple[Path, ...]
     plan: planner.Plan
+    # int8 tensors: value name -> byte offset of each logical element (int8_layout); the
+    # bytes TINYC_LAYER_OUTPUT reports for layer i are in this order
+    int8_layouts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # ---- template context ----------------------------------------------------------
@@ -74,6 +86,7 @@ class WeightCtx:
     size: int
     comment: str
     rows: tuple[str, ...]
+    ctype: str = "float"
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,7 @@ class LayerCtx:
     index: int
     comment: str
     calls: tuple[Call, ...]
+    output: tuple[str, int] | None = None   # int8 bundles: (pointer, bytes) for TINYC_LAYER_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -117,6 +131,9 @@ class SourceCtx:
     layers: tuple[LayerCtx, ...]
     copies: tuple[CopyCtx, ...]
     n_layers: int
+    int8: bool = False
+    s8_kernels: tuple[str, ...] = ()
+    wrappers: tuple[str, ...] = ()
 
 
 # ---- lowering context ------------------------------------------------------------
@@ -133,18 +150,38 @@ class _Lowerer:
         self.used_consts: set[str] = set()
         self.layer = 0
         self.op: Op | None = None
+        self.wrappers: dict[tuple, tuple[str, str]] = {}   # signature -> (name, C definition)
+        self.layouts = None                                 # int8_layout.Layouts of an int8 graph
 
     def ref(self, v: Value, offset: int = 0) -> str:
         loc = self.plan.locations[v.name]
         if loc.space == "const":
             self.used_consts.add(loc.const)
             base, elems = self.const_names[loc.const], 0
+        elif loc.space == "arena" and v.type.dtype != "f32":
+            base, elems = f"{self.name}_arena.i8", loc.offset
         elif loc.space == "arena":
             base, elems = f"{self.name}_arena.f32", loc.offset // 4
         else:  # the invoke() parameters are called `input` and `output`
             base, elems = loc.space, loc.offset // 4
         elems += offset
         return f"{base} + {elems}" if elems else base
+
+    def scratch(self, offset: int = 0) -> str:
+        """Byte pointer into the scratch buffer of the op being lowered."""
+        loc = self.plan.locations[planner.scratch_name(self.op)]
+        return f"{self.name}_arena.i8 + {loc.offset + offset}" if loc.offset + offset else f"{self.name}_arena.i8"
+
+    def specialize(self, kernel: str, pointers, literals) -> Call:
+        """A call of NAME_sK(pointers...), a wrapper calling `kernel` with the pointers and
+        these literal arguments; one wrapper per distinct (kernel, pointer types, literals)."""
+        key = (kernel, tuple(t for t, _ in pointers), tuple(int(v) for v in literals))
+        if key not in self.wrappers:
+            fname = f"{self.name}_s{len(self.wrappers)}"
+            params = ", ".join(f"{t}{'' if t.endswith('*') else ' '}p{i}" for i, (t, _) in enumerate(pointers))
+            args = ", ".join([f"p{i}" for i in range(len(pointers))] + [str(int(v)) for v in literals])
+            self.wrappers[key] = (fname, f"TINYC_S8_WRAPPER void {fname}({params})\n{{\n    {kernel}({args});\n}}")
+        return Call(self.wrappers[key][0], tuple(e for _, e in pointers))
 
     def const(self, v: Value) -> np.ndarray | None:
         loc = self.plan.locations[v.name]
@@ -171,43 +208,81 @@ class _Lowerer:
 def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host") -> BundleInfo:
     """Write OUT/NAME.h, OUT/NAME.c and the runtime files they need; see the module doc."""
     target = get_target(target_name)
-    _check_graph(graph, name)
-    plan = planner.plan_graph(graph, c_ops.inplace_operands)
+    int8 = _check_graph(graph, name)
+    ops = list(graph.compute_ops())
+    if int8:
+        low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph))
+        plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
+
+        def inplace(op: Op):
+            return plans[op.result.name].inplace if op.result.name in plans else c_ops.inplace_operands(op)
+
+        def is_view(op: Op) -> bool:
+            return low8.is_view(op) if op.result.name in plans or op.kind == "transpose" and \
+                int8_layout.is_int8(op.result) else op.kind == "reshape"
+
+        plan = planner.plan_graph(graph, inplace, is_view=is_view,
+                                  scratch=lambda op: plans[op.result.name].scratch if op.result.name in plans else 0)
+    else:
+        plan = planner.plan_graph(graph, c_ops.inplace_operands)
     plan.check()
     lowerer = _Lowerer(graph, name, plan)
-    ops = list(graph.compute_ops())
+    lowerer.layouts = low8.lay if int8 else None
     lowered = []
     for i, op in enumerate(ops):
         lowerer.layer, lowerer.op = i, op
-        lowered.append(c_ops.lowering(op).emit(op, lowerer))
+        if int8 and _is_int8_op(op):
+            low = low8.emit(op, lowerer)
+            lowered.append(Lowered(tuple("S8:" + k for k in low.kernels), low.params, low.weights, low.calls))
+        else:
+            lowered.append(c_ops.lowering(op).emit(op, lowerer))
     copies = tuple(_output_copy(graph, c, lowerer) for c in plan.output_copies)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     header = _header_ctx(graph, name, target.name, plan)
-    source = _source_ctx(graph, name, target.name, plan, ops, lowered, copies, lowerer)
+    source = _source_ctx(graph, name, target.name, plan, ops, lowered, copies, lowerer, int8)
     files = [_write(out / f"{name}.h", _render("model.h.j2", header)),
              _write(out / f"{name}.c", _render("model.c.j2", source))]
-    for f in RUNTIME_FILES:
+    for f in RUNTIME_FILES + (RUNTIME_FILES_S8 if int8 else ()):
         shutil.copyfile(RUNTIME_DIR / f, out / f)
         files.append(out / f)
     layers = tuple(LayerInfo(i, op.kind, op.result.name, op.loc, tuple(c.function for c in low.calls))
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return BundleInfo(name, target.name, header.input_size, header.output_size, plan.arena_size,
-                      plan.lower_bound, plan.locations, layers, tuple(files), plan)
+                      plan.lower_bound, plan.locations, layers, tuple(files), plan,
+                      dict(low8.lay.offsets) if int8 else {})
 
 
-def _check_graph(graph: Graph, name: str) -> None:
+def _is_int8_op(op: Op) -> bool:
+    return int8_layout.is_int8_op(op) or (op.kind in ("reshape", "transpose") and int8_layout.is_int8(op.result))
+
+
+def _check_graph(graph: Graph, name: str) -> bool:
+    """Check the graph can be emitted; True if it has int8 ops (a quantize-int8 graph)."""
     if not _IDENT.fullmatch(name):
         raise BackendError(f"bundle name {name!r} is not a C identifier",
                            hint="use letters, digits and underscores, not starting with a digit")
-    values = list(graph.inputs) + [op.result for op in graph.ops]
-    for v in values:
+    int8 = any(_is_int8_op(op) for op in graph.compute_ops())
+    for v in list(graph.inputs) + list(graph.outputs):
         if v.type.dtype != "f32" or v.type.quant is not None:
-            raise BackendError(f"the float C backend needs f32 tensors; %{v.name} is {v.type.dtype}",
-                               hint="use the int8 backend for quantized graphs")
+            raise BackendError(f"the C backend needs f32 tensors at the graph's inputs and outputs; "
+                               f"%{v.name} is {v.type.dtype}",
+                               hint="quantize-int8 keeps them float (quantize/dequantize at the edges)")
+    for op in graph.ops:
+        v = op.result
+        if v.type.dtype == "f32" and v.type.quant is None:
+            continue
+        if int8 and (int8_layout.is_int8(v) or (op.is_const and v.type.dtype in ("i8", "i32"))):
+            if not op.is_const and op.kind not in c_ops_int8.SUPPORTED:
+                raise BackendError(f"the int8 C backend has no kernel for op '{op.kind}'", where=op.loc,
+                                   hint=f"supported: {', '.join(c_ops_int8.SUPPORTED)}")
+            continue
+        raise BackendError(f"the float C backend needs f32 tensors; %{v.name} is {v.type.dtype}",
+                           hint="int8 graphs come from quantize-int8 (quantized i8 tensors)")
     if not graph.outputs:
         raise BackendError("the graph has no outputs")
+    return int8
 
 
 def _output_copy(graph: Graph, copy: planner.OutputCopy, lowerer: _Lowerer) -> CopyCtx:
@@ -238,33 +313,60 @@ def _header_ctx(graph: Graph, name: str, target: str, plan: planner.Plan) -> Hea
 
 
 def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: list[Op],
-                lowered: list[Lowered], copies: tuple[CopyCtx, ...], lowerer: _Lowerer) -> SourceCtx:
-    kernels = sorted({k for low in lowered for k in low.kernels})
-    weights = [_weight_ctx(Weight(lowerer.const_names[n], lowerer.consts[n]), f"%{n}: const")
+                lowered: list[Lowered], copies: tuple[CopyCtx, ...], lowerer: _Lowerer,
+                int8: bool = False) -> SourceCtx:
+    kernels = sorted({k for low in lowered for k in low.kernels if not k.startswith("S8:")})
+    s8_kernels = sorted({k[3:] for low in lowered for k in low.kernels if k.startswith("S8:")})
+    weights = [_weight_ctx(Weight(lowerer.const_names[n], lowerer.consts[n],
+                                  _CTYPES.get(c_ops_dtype(lowerer.consts[n]), "float")), f"%{n}: const")
                for n in lowerer.const_names if n in lowerer.used_consts]
     weights += [_weight_ctx(w, f"derived for layer {i} (%{op.result.name})")
                 for i, (op, low) in enumerate(zip(ops, lowered)) for w in low.weights]
     params = tuple(p for low in lowered for p in low.params)
-    layers = tuple(LayerCtx(i, _layer_comment(i, op, plan), low.calls)
+    layouts = lowerer.layouts
+    layers = tuple(LayerCtx(i, _layer_comment(i, op, plan, layouts), low.calls,
+                            _layer_output(op, lowerer) if int8 else None)
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return SourceCtx(name, _comment(graph.name), target, tuple(kernels), tuple(weights), params,
-                     plan.arena_size, layers, copies, len(ops))
+                     plan.arena_size, layers, copies, len(ops), int8, tuple(s8_kernels),
+                     tuple(text for _, text in lowerer.wrappers.values()))
+
+
+def c_ops_dtype(a: np.ndarray) -> str:
+    return {np.dtype(np.float32): "f32", np.dtype(np.int8): "i8", np.dtype(np.int32): "i32",
+            np.dtype(np.int16): "i16", np.dtype(np.uint8): "u8"}.get(np.asarray(a).dtype, "f32")
+
+
+def _layer_output(op: Op, lowerer: _Lowerer) -> tuple[str, int] | None:
+    loc = lowerer.plan.locations[op.result.name]
+    if loc.space == "const":
+        return None
+    return lowerer.ref(op.result), op.result.type.nbytes
+
+
+def _c_int(v: int) -> str:
+    return "(-2147483647 - 1)" if v == -2 ** 31 else str(v)
 
 
 def _weight_ctx(w: Weight, comment: str) -> WeightCtx:
-    lits = c_ops.c_floats(w.values)
+    if w.ctype == "float":
+        lits, per_line = c_ops.c_floats(w.values), VALUES_PER_LINE
+    else:
+        lits, per_line = [_c_int(v) for v in np.asarray(w.values).ravel().tolist()], INTS_PER_LINE
     if not lits:
         raise BackendError(f"cannot emit the empty constant {w.cname}")
-    rows = tuple(", ".join(lits[i:i + VALUES_PER_LINE]) + ("," if i + VALUES_PER_LINE < len(lits) else "")
-                 for i in range(0, len(lits), VALUES_PER_LINE))
-    return WeightCtx(w.cname, len(lits), _comment(comment), rows)
+    rows = tuple(", ".join(lits[i:i + per_line]) + ("," if i + per_line < len(lits) else "")
+                 for i in range(0, len(lits), per_line))
+    return WeightCtx(w.cname, len(lits), _comment(comment), rows, w.ctype)
 
 
-def _layer_comment(i: int, op: Op, plan: planner.Plan) -> str:
+def _layer_comment(i: int, op: Op, plan: planner.Plan, layouts=None) -> str:
     loc = plan.locations[op.result.name]
     where = f"{loc.space} byte {loc.offset}" if loc.space != "const" else loc.const
     text = f"layer {i}: %{op.result.name} = {op.kind} -> {where}"
-    if op.kind == "reshape":
+    if layouts is not None and op.result.name in layouts.offsets:
+        text += f", {layouts.describe(op.result)}"
+    if op.kind == "reshape" or (layouts is not None and op.result.name in layouts.views):
         text += " (a view: no code)"
     if op.loc:
         # no directories: the output must not depend on where the model was built

@@ -36,10 +36,11 @@ class Call:
 
 @dataclass(frozen=True)
 class Weight:
-    """A `static const float` array: the C name and its values."""
+    """A `static const CTYPE` array (float unless said otherwise): the C name and its values."""
 
     cname: str
     values: np.ndarray
+    ctype: str = "float"
 
 
 @dataclass(frozen=True)

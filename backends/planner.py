@@ -220,12 +220,27 @@ class Plan:
 
 
 InplaceRule = Callable[[Op], Sequence[int]]
+ViewRule = Callable[[Op], bool]
+ScratchRule = Callable[[Op], int]
+SCRATCH_SUFFIX = "#scratch"   # a value name never contains '#'
 
 
-def plan_graph(graph: Graph, inplace_operands: InplaceRule, align: int = ALIGN) -> Plan:
+def scratch_name(op: Op) -> str:
+    """The planned name of op's scratch buffer (bytes only it uses, while it runs)."""
+    return op.result.name + SCRATCH_SUFFIX
+
+
+def _is_reshape(op: Op) -> bool:
+    return op.kind == "reshape"
+
+
+def plan_graph(graph: Graph, inplace_operands: InplaceRule, align: int = ALIGN, *,
+               is_view: ViewRule = _is_reshape, scratch: ScratchRule | None = None) -> Plan:
     """Plan a graph. `inplace_operands(op)` lists operand indices the op's kernel
-    may overwrite with its result; views are the `reshape` ops."""
-    tensors = graph_tensors(graph, inplace_operands)
+    may overwrite with its result; `is_view(op)` says the result shares operand 0's
+    storage (default: the `reshape` ops); `scratch(op)` asks for that many bytes of
+    arena, live only during op, located under scratch_name(op)."""
+    tensors = graph_tensors(graph, inplace_operands, is_view, scratch)
     buffers = merge_buffers(tensors)
     owner = {m: b for b in buffers for m in b.members}
     slots = _output_slots(graph)
@@ -243,7 +258,8 @@ def plan_graph(graph: Graph, inplace_operands: InplaceRule, align: int = ALIGN) 
     return Plan(locations, size, lower_bound(arena, align), tuple(copies), tuple(tensors), tuple(buffers))
 
 
-def graph_tensors(graph: Graph, inplace_operands: InplaceRule) -> list[Tensor]:
+def graph_tensors(graph: Graph, inplace_operands: InplaceRule, is_view: ViewRule = _is_reshape,
+                  scratch: ScratchRule | None = None) -> list[Tensor]:
     ops = list(graph.compute_ops())
     end = len(ops)
     last: dict[str, int] = {}
@@ -257,9 +273,12 @@ def graph_tensors(graph: Graph, inplace_operands: InplaceRule) -> list[Tensor]:
                 for op in graph.const_ops()]
     for i, op in enumerate(ops):
         name = op.result.name
-        view_of = op.operands[0].name if op.kind == "reshape" else None
+        view_of = op.operands[0].name if is_view(op) else None
         inplace = tuple(op.operands[j].name for j in inplace_operands(op))
         tensors.append(Tensor(name, op.result.type.nbytes, i, last.get(name, i), view_of, inplace))
+        extra = scratch(op) if scratch is not None else 0
+        if extra:
+            tensors.append(Tensor(scratch_name(op), extra, i, i))
     return tensors
 
 

@@ -1,0 +1,571 @@
+"""Per-op lowering of int8 IR (quantize-int8's output) to calls of runtime_c/tinyc_kernels_s8.c.
+
+Two steps per op. `plan` runs before memory planning: it picks the kernel and says how many
+bytes of arena scratch the op needs (im2col rows, a padded depthwise plane, a relayout
+copy) and which operands it may overwrite. `emit` runs after: it produces the calls, the
+parameter structs and the derived constants (tinyc.backends.int8_weights).
+
+The hot kernels (conv GEMM, depthwise, fully connected, residual add) are called through
+per-shape wrappers the emitter generates (`Context.specialize`): every shape, stride, zero
+point and requantization mode is a literal there, so GCC folds them into the loops.
+Layouts (tinyc.backends.int8_layout) reach the kernels as element strides.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from tinyc import quant
+from tinyc.backends import int8_weights as iw
+from tinyc.backends.c_ops import Call, Param, Weight, c_float, c_ints
+from tinyc.backends.int8_layout import (Layouts, channels_last_perm, dim_strides, is_depthwise, iteration,
+                                        perm_offsets, row_major)
+from tinyc.errors import BackendError
+from tinyc.ir import Op, Value
+
+ALIGN = 8
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class Lowered8:
+    kernels: tuple[str, ...] = ()      # TINYC_S8_<KERNEL> macros
+    params: tuple[Param, ...] = ()
+    weights: tuple[Weight, ...] = ()
+    calls: tuple[Call, ...] = ()
+
+
+class Context(Protocol):
+    def ref(self, v: Value, offset: int = 0) -> str: ...
+    def const(self, v: Value) -> np.ndarray | None: ...
+    def param_name(self, k: int = 0) -> str: ...
+    def weight_name(self, suffix: str) -> str: ...
+    def scratch(self, offset: int = 0) -> str: ...
+    def specialize(self, kernel: str, pointers: Sequence[tuple[str, str]], literals: Sequence[int]) -> Call: ...
+
+
+@dataclass
+class OpPlan:
+    """What `plan` decided for one op; `emit` reads it back."""
+
+    scratch: int = 0                           # bytes of arena scratch
+    inplace: tuple[int, ...] = ()
+    relayout: dict[int, np.ndarray] = field(default_factory=dict)   # operand -> offsets of its scratch copy
+    relayout_at: dict[int, int] = field(default_factory=dict)       # operand -> scratch byte offset
+    kernel_scratch_at: int = 0
+    info: dict = field(default_factory=dict)
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+def _q(v: Value):
+    return v.type.quant
+
+
+def _zp(v: Value) -> int:
+    return v.type.quant.zero_point[0]
+
+
+def c_iter(base_dims: list[int], strides: list[list[int]]) -> str:
+    """tinyc_s8_iter initializer for dims and up to three stride lists."""
+    s = list(strides) + [[0] * len(base_dims)] * (3 - len(strides))
+    return "{" + f"{len(base_dims)}, {c_ints(base_dims)}, {c_ints(s[0])}, {c_ints(s[1])}, {c_ints(s[2])}" + "}"
+
+
+def _records(stage: iw.OutStage) -> np.ndarray:
+    return stage.records.ravel().astype(np.int32)
+
+
+class Int8Lowering:
+    """Plans and emits every int8 op of one graph (layouts fixed beforehand)."""
+
+    def __init__(self, layouts: Layouts):
+        self.lay = layouts
+        self.plans: dict[str, OpPlan] = {}
+
+    # -- planning
+    def plan(self, op: Op) -> OpPlan:
+        p = OpPlan()
+        planner = _PLANS.get(op.kind)
+        if planner is not None:
+            planner(self, op, p)
+        self.plans[op.result.name] = p
+        return p
+
+    def is_view(self, op: Op) -> bool:
+        return op.result.name in self.lay.views
+
+    def strides(self, op: Op, i: int, p: OpPlan) -> list[int]:
+        """Per-dim strides of operand i, asking for a relayout copy in scratch if it has none."""
+        v = op.operands[i]
+        s = dim_strides(self.lay.of(v))
+        if s is not None:
+            return s
+        rank = v.type.rank
+        off = perm_offsets(v.type.shape, channels_last_perm(rank)) if rank >= 3 else row_major(v.type.shape)
+        p.relayout[i] = off
+        p.relayout_at[i] = p.scratch
+        p.scratch += _align(v.type.numel)
+        return dim_strides(off)
+
+    def offsets(self, op: Op, i: int, p: OpPlan) -> np.ndarray:
+        return p.relayout.get(i, self.lay.of(op.operands[i]))
+
+    def kernel_scratch(self, p: OpPlan, nbytes: int) -> None:
+        p.kernel_scratch_at = p.scratch
+        p.scratch += _align(nbytes)
+
+    # -- emission
+    def emit(self, op: Op, ctx: Context) -> Lowered8:
+        if self.is_view(op):
+            return Lowered8()
+        p = self.plans[op.result.name]
+        pre = self._relayouts(op, ctx, p)
+        low = _EMIT[op.kind](self, op, ctx, p)
+        return Lowered8(pre.kernels + low.kernels, pre.params + low.params, pre.weights + low.weights,
+                        pre.calls + low.calls)
+
+    def operand(self, op: Op, i: int, ctx: Context, p: OpPlan) -> str:
+        """Pointer to operand i (its relayout copy if it has one)."""
+        if i in p.relayout:
+            return ctx.scratch(p.relayout_at[i])
+        return ctx.ref(op.operands[i])
+
+    def _relayouts(self, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+        params, calls = [], []
+        for k, (i, off) in enumerate(sorted(p.relayout.items())):
+            base, dims, (s_dst, s_src) = iteration(off, self.lay.of(op.operands[i]))
+            param = _iter_param(ctx, 100 + k, dims, [s_dst, s_src])
+            params.append(param)
+            calls.append(Call("tinyc_s8_copy", (ctx.ref(op.operands[i]), ctx.scratch(p.relayout_at[i]),
+                                                "&" + param.cname)))
+        return Lowered8(("COPY",) if calls else (), tuple(params), (), tuple(calls))
+
+
+def _iter_param(ctx: Context, k: int, dims, strides) -> Param:
+    s = list(strides) + [[0] * len(dims)] * (3 - len(strides))
+    return Param("tinyc_s8_iter", ctx.param_name(k), (("rank", str(len(dims))), ("dims", c_ints(dims)),
+                                                      ("s0", c_ints(s[0])), ("s1", c_ints(s[1])),
+                                                      ("s2", c_ints(s[2]))))
+
+
+# ---- quantize / dequantize / lut / copy -------------------------------------------------
+
+def _plan_none(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    pass
+
+
+def _plan_same_layout_inplace(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    x = op.operands[0]
+    if x.type.shape == op.result.type.shape and np.array_equal(self.lay.of(x), self.lay.of(op.result)):
+        p.inplace = (0,)
+
+
+def emit_quantize(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, y = op.operands[0], op.result
+    (b_y, b_x), dims, (sy, sx) = iteration(self.lay.of(y), row_major(x.type.shape))
+    it = _iter_param(ctx, 0, dims, [sy, sx])
+    q = _q(y)
+    half = np.float32(q.scale[0]) / np.float32(2)      # exact: scales are normal float32 values
+    call = Call("tinyc_s8_quantize", (ctx.ref(x, b_x), ctx.ref(y, b_y), "&" + it.cname, c_float(half),
+                                      str(q.zero_point[0])))
+    return Lowered8(("QUANTIZE",), (it,), (), (call,))
+
+
+def emit_dequantize(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, y = op.operands[0], op.result
+    (b_y, b_x), dims, (sy, sx) = iteration(row_major(y.type.shape), self.lay.of(x))
+    it = _iter_param(ctx, 0, dims, [sy, sx])
+    q = _q(x)
+    call = Call("tinyc_s8_dequantize", (ctx.ref(x, b_x), ctx.ref(y, b_y), "&" + it.cname, c_float(q.scale[0]),
+                                        str(q.zero_point[0])))
+    return Lowered8(("DEQUANTIZE",), (it,), (), (call,))
+
+
+def emit_lut(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, table, y = op.operands[0], op.operands[1], op.result
+    base, dims, (sy, sx) = iteration(self.lay.of(y), self.offsets(op, 0, p))
+    it = _iter_param(ctx, 0, dims, [sy, sx])
+    call = Call("tinyc_s8_lut", (self.operand(op, 0, ctx, p) + (f" + {base[1]}" if base[1] else ""),
+                                 ctx.ref(y, base[0]), ctx.ref(table), "&" + it.cname))
+    return Lowered8(("LUT",), (it,), (), (call,))
+
+
+# ---- conv2d ----------------------------------------------------------------------------------
+
+def _conv_geometry(op: Op) -> dict:
+    (n, c, h, w), (o, cg, kh, kw) = op.operands[0].type.shape, op.operands[1].type.shape
+    _, _, oh, ow = op.result.type.shape
+    a = op.attrs
+    top, left, bottom, right = a["padding"]
+    return dict(n=n, c=c, h=h, w=w, o=o, cg=cg, kh=kh, kw=kw, oh=oh, ow=ow, sh=a["stride"][0], sw=a["stride"][1],
+                dh=a["dilation"][0], dw=a["dilation"][1], pt=top, pl=left, pb=bottom, pr=right, groups=a["groups"])
+
+
+def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    g = _conv_geometry(op)
+    xs = self.strides(op, 0, p)
+    p.info["xs"] = xs
+    if is_depthwise(op):
+        ph = max((g["oh"] - 1) * g["sh"] + (g["kh"] - 1) * g["dh"] + 1, g["pt"] + g["h"])
+        pw = max((g["ow"] - 1) * g["sw"] + (g["kw"] - 1) * g["dw"] + 1, g["pl"] + g["w"])
+        p.info.update(kind="dw", ph=ph, pw=pw)
+        self.kernel_scratch(p, ph * pw + 4)
+    else:
+        k = g["kh"] * g["kw"] * g["cg"]
+        kp = -(-k // 4) * 4
+        direct = (g["kh"] == g["kw"] == 1 and not any(op.attrs["padding"]) and xs[1] == 1 and g["cg"] % 4 == 0)
+        p.info.update(kind="gemm", kp=kp, direct=direct)
+        self.kernel_scratch(p, 8 * kp + kp)
+
+
+def _out_strides(self: Int8Lowering, v: Value) -> list[int]:
+    s = dim_strides(self.lay.of(v))
+    if s is None:
+        raise BackendError(f"%{v.name}: result layout is not strided (internal error)")
+    return s
+
+
+def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    g = _conv_geometry(op)
+    x, wv, y = op.operands[0], op.operands[1], op.result
+    w = ctx.const(wv)
+    b = ctx.const(op.operands[2]) if len(op.operands) > 2 else None
+    if w is None or (len(op.operands) > 2 and b is None):
+        raise BackendError(f"%{y.name} = conv2d: weights and bias must be constants", where=op.loc)
+    xs, ys = p.info["xs"], _out_strides(self, y)
+    zx = _zp(x)
+    ratio = quant.conv_ratios(_q(x), _q(wv), _q(y))
+    w2d = w.reshape(g["o"], -1).astype(np.int64)
+    stage = iw.out_stage(op, ratio, iw.folded_bias(w2d, b, zx), g["o"])
+    qw = Weight(ctx.weight_name("q"), _records(stage), "int32_t")
+    tail = [zx]
+    if p.info["kind"] == "dw":
+        variant = 0
+        if g["kh"] == g["kw"] == 3 and g["dh"] == g["dw"] == 1:
+            variant = (3 if g["sh"] == 1 else 1) if g["sw"] == 1 else 2
+        if variant:
+            ww = Weight(ctx.weight_name("w"), iw.dw3x3_weights(w), "int32_t")
+        else:
+            ww = Weight(ctx.weight_name("w"), w.reshape(g["o"], -1).astype(np.int8), "int8_t")
+        lits = [g["n"], g["c"], g["o"] // g["c"], g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"],
+                g["sw"], g["dh"], g["dw"], g["pt"], g["pl"], p.info["ph"], p.info["pw"], *xs, *ys, zx, variant,
+                stage.mode, stage.zp, stage.lo, stage.hi]
+        call = ctx.specialize("tinyc_s8_dw", [("const int8_t *", self.operand(op, 0, ctx, p)),
+                                              ("const void *", ww.cname), ("const int32_t *", qw.cname),
+                                              ("int8_t *", ctx.ref(y)),
+                                              ("int8_t *", ctx.scratch(p.kernel_scratch_at))], lits)
+        return Lowered8(("DW",), (), (ww, qw), (call,))
+    og = g["o"] // g["groups"]
+    ys_p = ys[3]
+    if g["oh"] > 1 and ys[2] != g["ow"] * ys[3]:
+        raise BackendError(f"%{y.name}: conv output pixels are not evenly spaced (internal error)")
+    ww = Weight(ctx.weight_name("w"), iw.words(iw.pad_k(iw.conv_gemm_weights(w))), "int32_t")
+    lits = [g["n"], g["groups"], g["cg"], og, g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"], g["sw"],
+            g["dh"], g["dw"], g["pt"], g["pl"], *xs, ys[0], ys[1], ys_p, *tail, p.info["kp"], int(p.info["direct"]),
+            stage.mode, stage.zp, stage.lo, stage.hi]
+    call = ctx.specialize("tinyc_s8_conv_gemm", [("const int8_t *", self.operand(op, 0, ctx, p)),
+                                                 ("const tinyc_s8_word *", ww.cname),
+                                                 ("const int32_t *", qw.cname), ("int8_t *", ctx.ref(y)),
+                                                 ("int8_t *", ctx.scratch(p.kernel_scratch_at))], lits)
+    return Lowered8(("CONV_GEMM",), (), (ww, qw), (call,))
+
+
+# ---- linear ------------------------------------------------------------------------------------
+
+def _row_permutation(off2: np.ndarray) -> tuple[np.ndarray, int] | None:
+    """If every row of off2 [rows, K] is one contiguous block read in the same permuted order
+    and the blocks are evenly spaced: (the order, row stride)."""
+    base = off2.min(axis=1)
+    rel = off2 - base[:, None]
+    if not np.array_equal(rel, np.broadcast_to(rel[:1], rel.shape)):
+        return None
+    if not np.array_equal(np.sort(rel[0]), np.arange(off2.shape[1])):
+        return None
+    rs = int(base[1] - base[0]) if len(base) > 1 else 0
+    if not np.array_equal(base, base[0] + rs * np.arange(len(base))):
+        return None
+    return rel[0], rs
+
+
+def _plan_linear(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    x = op.operands[0]
+    k = op.operands[1].type.shape[1]
+    off2 = self.lay.of(x).reshape(-1, k)
+    perm = _row_permutation(off2)
+    if perm is None:
+        s = dim_strides(off2)
+        if s is None:
+            self.strides(op, 0, p)          # relayout to row-major
+            off2 = p.relayout[0].reshape(-1, k)
+            perm = _row_permutation(off2)
+        else:
+            p.info.update(perm=None, xs_r=s[0], xs_k=s[1])
+    if perm is not None:
+        p.info.update(perm=perm[0], xs_r=perm[1], xs_k=1)
+    kp = -(-k // 4) * 4
+    p.info["direct"] = p.info["perm"] is not None and k % 4 == 0
+    p.info["kp"] = kp
+    if not p.info["direct"]:            # the gathered, zero-padded input row
+        self.kernel_scratch(p, kp)
+
+
+def emit_linear(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, wv, y = op.operands[0], op.operands[1], op.result
+    w = ctx.const(wv)
+    b = ctx.const(op.operands[2]) if len(op.operands) > 2 else None
+    if w is None or (len(op.operands) > 2 and b is None):
+        raise BackendError(f"%{y.name} = linear: weights and bias must be constants", where=op.loc)
+    n, k = w.shape
+    rows = x.type.numel // k
+    w_phys = w
+    if p.info["perm"] is not None:
+        w_phys = np.zeros_like(w)
+        w_phys[:, p.info["perm"]] = w
+    stage = iw.out_stage(op, quant.conv_ratios(_q(x), _q(wv), _q(y)), iw.folded_bias(w.astype(np.int64), b, _zp(x)), n)
+    ww = Weight(ctx.weight_name("w"), iw.words(iw.fc_interleave(iw.pad_k(w_phys))), "int32_t")
+    qw = Weight(ctx.weight_name("q"), _records(stage), "int32_t")
+    ys = dim_strides(self.lay.of(y).reshape(-1, n))
+    if ys is None:
+        raise BackendError(f"%{y.name}: linear result layout is not strided (internal error)")
+    lits = [rows, k, p.info["kp"], n, p.info["xs_r"], p.info["xs_k"], ys[0], ys[1], int(p.info["direct"]),
+            stage.mode, stage.zp, stage.lo, stage.hi]
+    call = ctx.specialize("tinyc_s8_fc", [("const int8_t *", self.operand(op, 0, ctx, p)),
+                                          ("const tinyc_s8_word *", ww.cname), ("const int32_t *", qw.cname),
+                                          ("int8_t *", ctx.ref(y)),
+                                          ("int8_t *", ctx.scratch(p.kernel_scratch_at) if p.scratch else "0")],
+                          lits)
+    return Lowered8(("FC",), (), (ww, qw), (call,))
+
+
+# ---- elementwise binary -------------------------------------------------------------------------
+
+def _broadcast_off(self: Int8Lowering, v: Value, out_shape) -> np.ndarray:
+    off = self.lay.of(v)
+    off = off.reshape((1,) * (len(out_shape) - off.ndim) + off.shape)
+    return np.broadcast_to(off, out_shape)
+
+
+def _plan_binary(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    out = self.lay.of(op.result)
+    p.inplace = tuple(i for i, v in enumerate(op.operands)
+                      if v.type.shape == op.result.type.shape and np.array_equal(self.lay.of(v), out))
+
+
+def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    a, b = op.operands
+    y = op.result
+    shape = y.type.shape
+    base, dims, (sy, sa, sb) = iteration(self.lay.of(y), _broadcast_off(self, a, shape), _broadcast_off(self, b, shape))
+    qa, qb, qy = _q(a), _q(b), _q(y)
+    weights: list[Weight] = []
+    ta = tb = "0"
+    if op.kind in ("add", "sub"):
+        t_a, t_b, ratio = iw.add_tables(qa, qb, qy, 1 if op.kind == "add" else -1)
+        wa, wb = Weight(ctx.weight_name("ta"), t_a, "int32_t"), Weight(ctx.weight_name("tb"), t_b, "int32_t")
+        weights += [wa, wb]
+        ta, tb = wa.cname, wb.cname
+        code = "TINYC_S8_OP_ADD"
+    elif op.kind == "mul":
+        ratio, code = quant.mul_ratio(qa, qb, qy), "TINYC_S8_OP_MUL"
+    else:
+        ratio, code = quant.div_ratio(qa, qb, qy), "TINYC_S8_OP_DIV"
+    stage = iw.out_stage(op, ratio, None, 1)
+    qw = Weight(ctx.weight_name("q"), _records(stage), "int32_t")
+    weights.append(qw)
+    pa, pb, py = ctx.ref(a, base[1]), ctx.ref(b, base[2]), ctx.ref(y, base[0])
+    if op.kind in ("add", "sub") and len(dims) == 1 and sy == sa == sb == [1]:
+        call = ctx.specialize("tinyc_s8_add", [("const int8_t *", pa), ("const int8_t *", pb), ("int8_t *", py),
+                                               ("const int32_t *", ta), ("const int32_t *", tb),
+                                               ("const int32_t *", qw.cname)],
+                              [dims[0], stage.mode, stage.zp, stage.lo, stage.hi])
+        return Lowered8(("ADD",), (), tuple(weights), (call,))
+    it = _iter_param(ctx, 0, dims, [sy, sa, sb])
+    param = Param("tinyc_s8_binary_params", ctx.param_name(1),
+                  (("op", code), ("za", str(_zp(a))), ("zb", str(_zp(b))), ("zy", str(stage.zp)),
+                   ("lo", str(stage.lo)), ("hi", str(stage.hi)), ("ta", ta), ("tb", tb)))
+    call = Call("tinyc_s8_binary", (pa, pb, py, "&" + it.cname, "&" + param.cname, qw.cname, str(stage.mode)))
+    return Lowered8(("BINARY",), (it, param), tuple(weights), (call,))
+
+
+# ---- pools, mean, softmax, matmul ------------------------------------------------------------
+
+def _plan_strided(*operands: int) -> Callable:
+    def plan(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+        p.info["xs"] = [self.strides(op, i, p) for i in operands]
+    return plan
+
+
+def emit_pool(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, y = op.operands[0], op.result
+    n, c, h, w = x.type.shape
+    _, _, oh, ow = y.type.shape
+    a = op.attrs
+    kh, kw = a["kernel"]
+    sh, sw = a["stride"]
+    dh, dw = a.get("dilation", (1, 1))
+    top, left, bottom, right = a["padding"]
+    xs, ys = p.info["xs"][0], _out_strides(self, y)
+    fields = (("n", n), ("c", c), ("h", h), ("w", w), ("oh", oh), ("ow", ow), ("kh", kh), ("kw", kw), ("sh", sh),
+              ("sw", sw), ("dh", dh), ("dw", dw), ("pad_top", top), ("pad_left", left), ("pad_bottom", bottom),
+              ("pad_right", right), ("count_include_pad", int(bool(a.get("count_include_pad", False)))),
+              ("zx", _zp(x)))
+    param = Param("tinyc_s8_pool_params", ctx.param_name(),
+                  tuple((k, str(v)) for k, v in fields) + (("xs", c_ints(xs)), ("ys", c_ints(ys))))
+    call = Call(f"tinyc_s8_{op.kind}", (self.operand(op, 0, ctx, p), ctx.ref(y), "&" + param.cname))
+    return Lowered8((op.kind.upper(),), (param,), (), (call,))
+
+
+def emit_mean(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, y = op.operands[0], op.result
+    shape, axes = x.type.shape, op.attrs["axes"]
+    xs = p.info["xs"][0]
+    kept = [d for d in range(len(shape)) if d not in axes]
+    yoff = self.lay.of(y).reshape([shape[d] for d in kept] if kept else [1])
+    ys = dim_strides(yoff)
+    out_dims = [shape[d] for d in kept] or [1]
+    out_x = [xs[d] for d in kept] or [0]
+    count = math.prod(shape[d] for d in axes)
+    m, s = quant.quantize_multiplier(quant.rescale_ratio(_q(x), _q(y), count))
+    param = Param("tinyc_s8_mean_params", ctx.param_name(),
+                  (("out", c_iter(out_dims, [ys, out_x])), ("red", c_iter([shape[d] for d in axes],
+                                                                         [[0] * len(axes), [xs[d] for d in axes]])),
+                   ("zx", str(_zp(x))), ("zy", str(_zp(y))), ("m", str(m)), ("n", str(31 - s))))
+    call = Call("tinyc_s8_mean", (self.operand(op, 0, ctx, p), ctx.ref(y), "&" + param.cname))
+    return Lowered8(("MEAN",), (param,), (), (call,))
+
+
+def emit_softmax(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, table, y = op.operands[0], op.operands[1], op.result
+    axis, shape = op.attrs["axis"], x.type.shape
+    xs, ys = p.info["xs"][0], _out_strides(self, y)
+    other = [d for d in range(len(shape)) if d != axis]
+    param = Param("tinyc_s8_softmax_params", ctx.param_name(),
+                  (("outer", c_iter([shape[d] for d in other] or [1],
+                                    [[ys[d] for d in other] or [0], [xs[d] for d in other] or [0]])),
+                   ("len", str(shape[axis])), ("xs", str(xs[axis])), ("ys", str(ys[axis]))))
+    call = Call("tinyc_s8_softmax", (self.operand(op, 0, ctx, p), ctx.ref(y), ctx.ref(table), "&" + param.cname))
+    return Lowered8(("SOFTMAX",), (param,), (), (call,))
+
+
+def _plan_matmul(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    for i in (0, 1):
+        self.strides(op, i, p)
+
+
+def emit_matmul(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    a, b = op.operands
+    y = op.result
+    shape = y.type.shape
+    m, k = a.type.shape[-2:]
+    n = b.type.shape[-1]
+    batch = shape[:-2]
+
+    def bstrides(i: int, v: Value) -> list[int]:
+        off = self.offsets(op, i, p)
+        full = batch + v.type.shape[-2:]
+        off = off.reshape((1,) * (len(full) - off.ndim) + off.shape)
+        return dim_strides(np.broadcast_to(off, full))
+
+    sa, sb, sy = bstrides(0, a), bstrides(1, b), _out_strides(self, y)
+    nb = len(batch)
+    stage = iw.out_stage(op, quant.mul_ratio(_q(a), _q(b), _q(y)), None, 1)
+    rec = stage.records[0]
+    if stage.mode == iw.FAST:   # the matmul kernel takes the 64-bit form
+        (mp, sp), (mn, sn) = quant.output_multipliers(np.array([quant.mul_ratio(_q(a), _q(b), _q(y))]), op.attrs)
+        rec = [0, mp[0], 31 - sp[0], mn[0], 31 - sn[0], 0]
+    it = c_iter(list(batch) or [1], [sy[:nb] or [0], sa[:nb] or [0], sb[:nb] or [0]])
+    fields = (("batch", it), ("m", m), ("k", k), ("n", n), ("as_m", sa[nb]), ("as_k", sa[nb + 1]), ("bs_k", sb[nb]),
+              ("bs_n", sb[nb + 1]), ("ys_m", sy[nb]), ("ys_n", sy[nb + 1]), ("za", _zp(a)), ("zb", _zp(b)),
+              ("zy", stage.zp), ("mul", int(rec[1])), ("shift_n", int(rec[2])), ("mul_neg", int(rec[3])),
+              ("shift_n_neg", int(rec[4])), ("lo", stage.lo), ("hi", stage.hi))
+    param = Param("tinyc_s8_matmul_params", ctx.param_name(), tuple((f, str(v)) for f, v in fields))
+    call = Call("tinyc_s8_matmul", (self.operand(op, 0, ctx, p), self.operand(op, 1, ctx, p), ctx.ref(y),
+                                    "&" + param.cname))
+    return Lowered8(("MATMUL",), (param,), (), (call,))
+
+
+# ---- cat, pad ---------------------------------------------------------------------------------------
+
+def emit_cat(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    y = op.result
+    axis = op.attrs["axis"]
+    yoff = self.lay.of(y)
+    kernels, params, weights, calls, start = set(), [], [], [], 0
+    for i, x in enumerate(op.operands):
+        size = x.type.shape[axis]
+        if x.type.numel:
+            sl = tuple(slice(start, start + size) if d == axis else slice(None) for d in range(yoff.ndim))
+            base, dims, (sy, sx) = iteration(yoff[sl], self.lay.of(x))
+            it = _iter_param(ctx, i, dims, [sy, sx])
+            params.append(it)
+            src, dst = ctx.ref(x, base[1]), ctx.ref(y, base[0])
+            if _q(x) == _q(y):
+                kernels.add("COPY")
+                calls.append(Call("tinyc_s8_copy", (src, dst, "&" + it.cname)))
+            else:
+                table = Weight(ctx.weight_name(f"t{i}"), iw.requant_table(_q(x), _q(y)), "int8_t")
+                weights.append(table)
+                kernels.add("LUT")
+                calls.append(Call("tinyc_s8_lut", (src, dst, table.cname, "&" + it.cname)))
+        start += size
+    return Lowered8(tuple(sorted(kernels)), tuple(params), tuple(weights), tuple(calls))
+
+
+def emit_pad(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, y = op.operands[0], op.result
+    shape, pads = x.type.shape, op.attrs["pads"]
+    r = len(shape)
+    begin, end = pads[:r], pads[r:]
+    code = int(quant.quantize(np.float32(op.attrs["value"]), _q(x)))
+    kernels, params, calls = [], [], []
+    if any(v > 0 for v in pads):
+        kernels.append("FILL")
+        calls.append(Call("tinyc_s8_fill", (ctx.ref(y), str(y.type.numel), str(code))))
+    keep = [d - max(0, -b) - max(0, -e) for d, b, e in zip(shape, begin, end)]
+    if all(d > 0 for d in keep):
+        xsl = tuple(slice(max(0, -b), max(0, -b) + k) for b, k in zip(begin, keep))
+        ysl = tuple(slice(max(0, b), max(0, b) + k) for b, k in zip(begin, keep))
+        base, dims, (sy, sx) = iteration(self.lay.of(y)[ysl], self.lay.of(x)[xsl])
+        it = _iter_param(ctx, 0, dims, [sy, sx])
+        params.append(it)
+        kernels.append("COPY")
+        calls.append(Call("tinyc_s8_copy", (ctx.ref(x, base[1]), ctx.ref(y, base[0]), "&" + it.cname)))
+    return Lowered8(tuple(kernels), tuple(params), (), tuple(calls))
+
+
+_PLANS: dict[str, Callable] = {
+    "quantize": _plan_none,
+    "dequantize": _plan_none,
+    "lut": _plan_same_layout_inplace,
+    "conv2d": _plan_conv,
+    "linear": _plan_linear,
+    "add": _plan_binary, "sub": _plan_binary, "mul": _plan_binary, "div": _plan_binary,
+    "max_pool2d": _plan_strided(0), "avg_pool2d": _plan_strided(0), "mean": _plan_strided(0),
+    "softmax": _plan_strided(0),
+    "matmul": _plan_matmul,
+    "cat": _plan_none, "pad": _plan_none,
+}
+
+_EMIT: dict[str, Callable] = {
+    "quantize": emit_quantize,
+    "dequantize": emit_dequantize,
+    "lut": emit_lut,
+    "conv2d": emit_conv2d,
+    "linear": emit_linear,
+    "add": emit_binary, "sub": emit_binary, "mul": emit_binary, "div": emit_binary,
+    "max_pool2d": emit_pool, "avg_pool2d": emit_pool,
+    "mean": emit_mean,
+    "softmax": emit_softmax,
+    "matmul": emit_matmul,
+    "cat": emit_cat,
+    "pad": emit_pad,
+}
+
+SUPPORTED = sorted(set(_EMIT) | {"reshape", "transpose"})

@@ -1,0 +1,1036 @@
+/* tinyc int8 kernels (C99, no allocation, no global state).
+ *
+ * Not a library of its own: a generated model source defines TINYC_S8_<KERNEL> for
+ * each kernel it calls and then #includes this file (see tinyc_kernels_s8.h).
+ * The hot kernels (conv GEMM, depthwise, fully connected, residual add) are
+ * always-inline functions that the generated code calls with literal shapes,
+ * strides and quantization modes, one specialised copy per distinct layer shape:
+ * loop bounds and strides become immediates and dead branches disappear.
+ * Helpers are `static inline` so that unused ones draw no warning.
+ *
+ * Layouts: every tensor is a dense block; kernels address it through element
+ * strides the compiler derived (NHWC, NCHW, transposed views ...).
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "tinyc_kernels_s8.h"
+
+/* ---- primitives ------------------------------------------------------------------ */
+
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+
+/* Bytes 0 and 2 of x, sign-extended into the low and high halfword. */
+TINYC_S8_INLINE int32_t tinyc_s8_sxtb16(uint32_t x)
+{
+    return __sxtb16((int32_t)x);
+}
+
+/* Bytes 1 and 3 of x, sign-extended (SXTB16 with ROR #8: one instruction). */
+TINYC_S8_INLINE int32_t tinyc_s8_sxtb16_ror8(uint32_t x)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlad(int32_t a, int32_t b, int32_t acc)
+{
+    return __smlad(a, b, acc);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlabb(int32_t a, int32_t b, int32_t acc)
+{
+    return __smlabb(a, b, acc);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlabt(int32_t a, int32_t b, int32_t acc)
+{
+    return __smlabt(a, b, acc);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlatb(int32_t a, int32_t b, int32_t acc)
+{
+    return __smlatb(a, b, acc);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlatt(int32_t a, int32_t b, int32_t acc)
+{
+    return __smlatt(a, b, acc);
+}
+
+/* floor(((int64)r << 32 + (int64)a * b) / 2^32) */
+TINYC_S8_INLINE int32_t tinyc_s8_smmla(int32_t a, int32_t b, int32_t r)
+{
+    int32_t y;
+    __asm__("smmla %0, %1, %2, %3" : "=r"(y) : "r"(a), "r"(b), "r"(r));
+    return y;
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_ssat8(int32_t x)
+{
+    return __ssat(x, 8);
+}
+
+/* a, b = the two words at byte offset `off` (a constant) of the word pointer p: one LDRD
+ * (GCC splits 64-bit loads whose halves are used apart). The memory clobber keeps it after
+ * the stores that filled the buffer. */
+#define TINYC_S8_LD2(p, off, a, b)                                                             \
+    __asm__("ldrd %0, %1, [%2, %3]" : "=r"(a), "=r"(b) : "r"(p), "n"(off) : "memory")
+
+#else /* exact C99 equivalents (host, Cortex-M0/M3) */
+
+TINYC_S8_INLINE int32_t tinyc_s8_lo16(int32_t x)
+{
+    return (int16_t)(uint16_t)((uint32_t)x & 0xFFFFu);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_hi16(int32_t x)
+{
+    return (int16_t)(uint16_t)((uint32_t)x >> 16);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_pack16(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((uint32_t)(uint16_t)lo) | ((uint32_t)(uint16_t)hi << 16));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_sxtb16(uint32_t x)
+{
+    return tinyc_s8_pack16((int8_t)(uint8_t)(x & 0xFFu), (int8_t)(uint8_t)((x >> 16) & 0xFFu));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_sxtb16_ror8(uint32_t x)
+{
+    return tinyc_s8_pack16((int8_t)(uint8_t)((x >> 8) & 0xFFu), (int8_t)(uint8_t)(x >> 24));
+}
+
+/* Wrapping adds, as the instructions do (the compiler checks final sums fit int32). */
+TINYC_S8_INLINE int32_t tinyc_s8_wadd(int32_t acc, int32_t p)
+{
+    return (int32_t)((uint32_t)acc + (uint32_t)p);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlad(int32_t a, int32_t b, int32_t acc)
+{
+    acc = tinyc_s8_wadd(acc, tinyc_s8_lo16(a) * tinyc_s8_lo16(b));
+    return tinyc_s8_wadd(acc, tinyc_s8_hi16(a) * tinyc_s8_hi16(b));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlabb(int32_t a, int32_t b, int32_t acc)
+{
+    return tinyc_s8_wadd(acc, tinyc_s8_lo16(a) * tinyc_s8_lo16(b));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlabt(int32_t a, int32_t b, int32_t acc)
+{
+    return tinyc_s8_wadd(acc, tinyc_s8_lo16(a) * tinyc_s8_hi16(b));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlatb(int32_t a, int32_t b, int32_t acc)
+{
+    return tinyc_s8_wadd(acc, tinyc_s8_hi16(a) * tinyc_s8_lo16(b));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_smlatt(int32_t a, int32_t b, int32_t acc)
+{
+    return tinyc_s8_wadd(acc, tinyc_s8_hi16(a) * tinyc_s8_hi16(b));
+}
+
+/* |r| < 2^30 (the compiler checks it), so the sum cannot overflow int64. */
+TINYC_S8_INLINE int32_t tinyc_s8_smmla(int32_t a, int32_t b, int32_t r)
+{
+    return (int32_t)(((int64_t)r * 4294967296LL + (int64_t)a * b) >> 32);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_ssat8(int32_t x)
+{
+    return x < -128 ? -128 : x > 127 ? 127 : x;
+}
+
+#define TINYC_S8_LD2(p, off, a, b) ((a) = (p)[(off) / 4], (b) = (p)[(off) / 4 + 1])
+
+#endif
+
+/* A little-endian 32-bit load from any address (one LDR where unaligned loads exist). */
+TINYC_S8_INLINE uint32_t tinyc_s8_ld32(const int8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* ---- requantization (docs/quantization.md) ------------------------------------- */
+
+/* clamp(((int64)acc * m + 2^(n-1)) >> n + zp, -128, 127), n in [1, 62]. */
+TINYC_S8_INLINE int32_t tinyc_s8_rq64(int32_t acc, int32_t m, int32_t n, int32_t zp)
+{
+    int64_t r = ((int64_t)acc * m + ((int64_t)1 << (n - 1))) >> n;
+    r += zp;
+    return r < -128 ? -128 : r > 127 ? 127 : (int32_t)r;
+}
+
+/* A channel's record (tinyc_kernels_s8.h) in registers: read it before storing outputs,
+ * which as bytes could alias it. */
+typedef struct {
+    int32_t m, r, s, mn, sn;
+} tinyc_s8_rq;
+
+TINYC_S8_INLINE tinyc_s8_rq tinyc_s8_rec(const int32_t *q, int32_t mode)
+{
+    tinyc_s8_rq rq;
+    rq.m = q[1];
+    rq.r = q[2];
+    rq.s = mode == 0 ? q[3] : 0;
+    rq.mn = mode == 0 ? 0 : q[3];
+    rq.sn = mode == 0 ? 0 : q[4];
+    return rq;
+}
+
+/* The output stage of one accumulator. */
+TINYC_S8_INLINE int32_t tinyc_s8_outr(int32_t acc, tinyc_s8_rq rq, int32_t mode, int32_t zp, int32_t lo, int32_t hi)
+{
+    int32_t v;
+    if (mode == 0) {
+        v = tinyc_s8_ssat8(tinyc_s8_smmla(acc, rq.m, rq.r) >> rq.s);
+    } else if (acc < 0) {
+        v = tinyc_s8_rq64(acc, rq.mn, rq.sn, zp);
+    } else {
+        v = tinyc_s8_rq64(acc, rq.m, rq.r, zp);
+    }
+    if (lo > -128 && v < lo) v = lo;
+    if (hi < 127 && v > hi) v = hi;
+    return v;
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_out(int32_t acc, const int32_t *q, int32_t mode, int32_t zp,
+                                     int32_t lo, int32_t hi)
+{
+    return tinyc_s8_outr(acc, tinyc_s8_rec(q, mode), mode, zp, lo, hi);
+}
+
+/* round(num / den), ties away from zero; den != 0. */
+TINYC_S8_INLINE int32_t tinyc_s8_div_round(int32_t num, int32_t den)
+{
+    const uint32_t an = num < 0 ? 0u - (uint32_t)num : (uint32_t)num;
+    const uint32_t ad = den < 0 ? 0u - (uint32_t)den : (uint32_t)den;
+    const int32_t q = (int32_t)((an + ad / 2u) / ad);
+    return (num < 0) != (den < 0) ? -q : q;
+}
+
+/* ---- strided iteration --------------------------------------------------------- */
+
+TINYC_S8_INLINE int32_t tinyc_s8_rows(const tinyc_s8_iter *it)
+{
+    int32_t d, rows = 1;
+    for (d = 0; d + 1 < it->rank; ++d) rows *= it->dims[d];
+    return rows;
+}
+
+/* Offsets of the first element of the row at multi-index idx (outer dims). */
+TINYC_S8_INLINE void tinyc_s8_base(const tinyc_s8_iter *it, const int32_t *idx, int32_t *o0, int32_t *o1,
+                                   int32_t *o2)
+{
+    int32_t d;
+    *o0 = *o1 = *o2 = 0;
+    for (d = 0; d + 1 < it->rank; ++d) {
+        *o0 += idx[d] * it->s0[d];
+        *o1 += idx[d] * it->s1[d];
+        *o2 += idx[d] * it->s2[d];
+    }
+}
+
+/* Next multi-index over dims[0..n) (odometer, last fastest). */
+TINYC_S8_INLINE void tinyc_s8_next(int32_t n, const int32_t *dims, int32_t *idx)
+{
+    int32_t d;
+    for (d = n - 1; d >= 0; --d) {
+        if (++idx[d] < dims[d]) return;
+        idx[d] = 0;
+    }
+}
+
+/* ---- boundary: float <-> int8 ----------------------------------------------------- */
+
+#ifdef TINYC_S8_QUANTIZE
+/* clamp(roundf(x / scale) + zp): the division in float32, ties away from zero, NaN -> zp.
+ * half = scale / 2 (exact), so v = x / half = 2 x / scale exactly, and with t = trunc(v),
+ * round_half_away(x / scale) = (t + sign(t)) / 2 = t / 2 + t % 2 (C's truncating ops). */
+TINYC_S8_INLINE int32_t tinyc_s8_quantize1(float x, float half, int32_t zp)
+{
+    const float v = x / half;
+    int32_t t;
+#if defined(__GNUC__) && defined(__ARM_FP) && (__ARM_FP & 4)
+    float f;
+    __asm__("vcvt.s32.f32 %0, %1" : "=t"(f) : "t"(v));   /* saturates; NaN -> 0 */
+    memcpy(&t, &f, 4);
+#else
+    float c = v == v ? v : 0.0f;
+    c = c > 4096.0f ? 4096.0f : c < -4096.0f ? -4096.0f : c;
+    t = (int32_t)c;
+#endif
+    return tinyc_s8_ssat8(t / 2 + t % 2 + zp);
+}
+
+/* s0: y (int8), s1: x (float); half = scale / 2. */
+static void tinyc_s8_quantize(const float *x, int8_t *y, const tinyc_s8_iter *it, float half, int32_t zp)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last];
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        for (i = 0; i < len; ++i, o0 += t0, o1 += t1) y[o0] = (int8_t)tinyc_s8_quantize1(x[o1], half, zp);
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_DEQUANTIZE
+/* y = float(x - zp) * scale; s0: y (float), s1: x (int8). */
+static void tinyc_s8_dequantize(const int8_t *x, float *y, const tinyc_s8_iter *it, float scale, int32_t zp)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last];
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        for (i = 0; i < len; ++i, o0 += t0, o1 += t1) y[o0] = (float)(x[o1] - zp) * scale;
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+/* ---- data movement and tables ------------------------------------------------------ */
+
+#ifdef TINYC_S8_COPY
+/* y[s0] = x[s1] (transposes, cat, pad, relayouts); contiguous rows go by memcpy. */
+static void tinyc_s8_copy(const int8_t *x, int8_t *y, const tinyc_s8_iter *it)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last];
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        if (t0 == 1 && t1 == 1) {
+            memcpy(y + o0, x + o1, (size_t)len);
+        } else {
+            for (i = 0; i < len; ++i, o0 += t0, o1 += t1) y[o0] = x[o1];
+        }
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_LUT
+/* y[s0] = table[x[s1] + 128] (lut; cat inputs requantized by a table). In place if s0 == s1. */
+static void tinyc_s8_lut(const int8_t *x, int8_t *y, const int8_t *table, const tinyc_s8_iter *it)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last];
+    const int8_t *tab = table + 128;
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        if (t0 == 1 && t1 == 1) {
+            int8_t *yy = y + o0;
+            const int8_t *xx = x + o1;
+            for (i = 0; i < len; ++i) yy[i] = tab[xx[i]];
+        } else {
+            for (i = 0; i < len; ++i, o0 += t0, o1 += t1) y[o0] = tab[x[o1]];
+        }
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_FILL
+static void tinyc_s8_fill(int8_t *y, int32_t n, int32_t value)
+{
+    memset(y, value, (size_t)n);
+}
+#endif
+
+/* ---- elementwise binary ------------------------------------------------------------- */
+
+#ifdef TINYC_S8_ADD
+/* Contiguous residual add/sub: acc = ta[a] + tb[b] (the rescaled, centered operands,
+ * tb negated for sub), then the output stage. About ten instructions an element. */
+TINYC_S8_INLINE void tinyc_s8_add(const int8_t *a, const int8_t *b, int8_t *y, const int32_t *ta,
+                                  const int32_t *tb, const int32_t *q, int32_t n, int32_t mode, int32_t zy,
+                                  int32_t lo, int32_t hi)
+{
+    const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
+    const int8_t *aend = a + (n & ~1);
+    ta += 128;
+    tb += 128;
+    while (a != aend) {
+        const int32_t s0 = ta[a[0]] + tb[b[0]], s1 = ta[a[1]] + tb[b[1]];
+        y[0] = (int8_t)tinyc_s8_outr(s0, rq, mode, zy, lo, hi);
+        y[1] = (int8_t)tinyc_s8_outr(s1, rq, mode, zy, lo, hi);
+        a += 2;
+        b += 2;
+        y += 2;
+    }
+    if (n & 1) y[0] = (int8_t)tinyc_s8_outr(ta[a[0]] + tb[b[0]], rq, mode, zy, lo, hi);
+}
+#endif
+
+#ifdef TINYC_S8_BINARY
+/* Any broadcast and layouts: s0 = y, s1 = a, s2 = b. */
+static void tinyc_s8_binary(const int8_t *a, const int8_t *b, int8_t *y, const tinyc_s8_iter *it,
+                            const tinyc_s8_binary_params *p, const int32_t *q, int32_t mode)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last], t2 = it->s2[last];
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        for (i = 0; i < len; ++i, o0 += t0, o1 += t1, o2 += t2) {
+            const int32_t qa = a[o1], qb = b[o2];
+            int32_t v;
+            if (p->op == TINYC_S8_OP_ADD) {
+                v = tinyc_s8_out(p->ta[qa + 128] + p->tb[qb + 128], q, mode, p->zy, p->lo, p->hi);
+            } else if (p->op == TINYC_S8_OP_MUL) {
+                v = tinyc_s8_out((qa - p->za) * (qb - p->zb), q, mode, p->zy, p->lo, p->hi);
+            } else {
+                const int32_t num = (qa - p->za) * 65536, den = qb - p->zb;
+                if (den == 0) v = num > 0 ? 127 : num < 0 ? -128 : p->zy;
+                else v = tinyc_s8_out(tinyc_s8_div_round(num, den), q, mode, p->zy, p->lo, p->hi);
+            }
+            y[o0] = (int8_t)v;
+        }
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+/* ---- convolution -------------------------------------------------------------------- */
+
+#if defined(TINYC_S8_CONV_GEMM) || defined(TINYC_S8_FC)
+/* 4 channels x 1 word of int8 (bytes b0..b3) -> the even pair (b0, b2) and odd pair (b1, b3):
+ * the same split on both operands of SMLAD makes the dot product right without reordering. */
+TINYC_S8_INLINE void tinyc_s8_expand(const int8_t *row, tinyc_s8_word *col, int32_t chunks, int32_t step)
+{
+    int32_t j;
+    for (j = 0; j < chunks; ++j, row += 4, col += step) {
+        const uint32_t v = tinyc_s8_ld32(row);
+        col[0] = tinyc_s8_sxtb16(v);
+        col[1] = tinyc_s8_sxtb16_ror8(v);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_CONV_GEMM
+/* im2col of output pixel (oy, ox) into row[0..kh*kw*cg): order (ky, kx, ci), the input
+ * zero point zx in the padding (the bias absorbed -zx * sum(w), so padding adds 0). */
+TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, int32_t ox, int32_t cg,
+                                     int32_t h, int32_t w, int32_t kh, int32_t kw, int32_t sh, int32_t sw,
+                                     int32_t dh, int32_t dw, int32_t pt, int32_t pl, int32_t xs_c, int32_t xs_h,
+                                     int32_t xs_w, int32_t zx)
+{
+    const int32_t iy0 = oy * sh - pt, ix0 = ox * sw - pl;
+    int32_t ky, kx, ci;
+    for (ky = 0; ky < kh; ++ky) {
+        const int32_t iy = iy0 + ky * dh;
+        if (iy < 0 || iy >= h) {
+            memset(row, zx, (size_t)(kw * cg));
+            row += kw * cg;
+            continue;
+        }
+        if (xs_c == 1 && dw == 1 && xs_w == cg && ix0 >= 0 && ix0 + kw <= w) {
+            memcpy(row, x + iy * xs_h + ix0 * xs_w, (size_t)(kw * cg));
+            row += kw * cg;
+            continue;
+        }
+        for (kx = 0; kx < kw; ++kx, row += cg) {
+            const int32_t ix = ix0 + kx * dw;
+            const int8_t *p = x + iy * xs_h + ix * xs_w;
+            if (ix < 0 || ix >= w) memset(row, zx, (size_t)cg);
+            else if (xs_c == 1) memcpy(row, p, (size_t)cg);
+            else for (ci = 0; ci < cg; ++ci) row[ci] = p[ci * xs_c];
+        }
+    }
+}
+
+/* One 4-k chunk of four pixels (col words at byte offset OFF) against the expanded weight
+ * word (we, wo): 4 LDRD + 8 SMLAD. */
+#define TINYC_S8_GEMM4_STEP(c, OFF, we, wo)                                                    \
+    do {                                                                                       \
+        int32_t x0_, x1_;                                                                      \
+        TINYC_S8_LD2(c, (OFF), x0_, x1_);                                                      \
+        a0 = tinyc_s8_smlad(x0_, we, a0);                                                      \
+        a0 = tinyc_s8_smlad(x1_, wo, a0);                                                      \
+        TINYC_S8_LD2(c, (OFF) + 8, x0_, x1_);                                                  \
+        a1 = tinyc_s8_smlad(x0_, we, a1);                                                      \
+        a1 = tinyc_s8_smlad(x1_, wo, a1);                                                      \
+        TINYC_S8_LD2(c, (OFF) + 16, x0_, x1_);                                                 \
+        a2 = tinyc_s8_smlad(x0_, we, a2);                                                      \
+        a2 = tinyc_s8_smlad(x1_, wo, a2);                                                      \
+        TINYC_S8_LD2(c, (OFF) + 24, x0_, x1_);                                                 \
+        a3 = tinyc_s8_smlad(x0_, we, a3);                                                      \
+        a3 = tinyc_s8_smlad(x1_, wo, a3);                                                      \
+    } while (0)
+
+/* Four pixels (interleaved col: per 4-k chunk, 2 words per pixel) x every output channel:
+ * each weight word is expanded once and feeds 8 SMLADs; two chunks per loop trip. Only
+ * the first np pixels are stored (a last, partial block computes garbage for the rest). */
+TINYC_S8_INLINE void tinyc_s8_gemm4(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
+                                    int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
+                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    int32_t o;
+    for (o = 0; o < og; ++o, q += qs, y += ys_c) {
+        int32_t a0 = q[0], a1 = a0, a2 = a0, a3 = a0;
+        const tinyc_s8_word *c = col;
+        const tinyc_s8_word *wend = w + (chunks & ~1);
+        while (w != wend) {
+            const uint32_t v = (uint32_t)w[0], u = (uint32_t)w[1];
+            int32_t we = tinyc_s8_sxtb16(v), wo = tinyc_s8_sxtb16_ror8(v);
+            TINYC_S8_GEMM4_STEP(c, 0, we, wo);
+            we = tinyc_s8_sxtb16(u);
+            wo = tinyc_s8_sxtb16_ror8(u);
+            TINYC_S8_GEMM4_STEP(c, 32, we, wo);
+            w += 2;
+            c += 16;
+        }
+        if (chunks & 1) {
+            const uint32_t v = (uint32_t)*w++;
+            const int32_t we = tinyc_s8_sxtb16(v), wo = tinyc_s8_sxtb16_ror8(v);
+            TINYC_S8_GEMM4_STEP(c, 0, we, wo);
+        }
+        {
+            const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
+            y[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+            if (np > 1) y[ys_p] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+            if (np > 2) y[2 * ys_p] = (int8_t)tinyc_s8_outr(a2, rq, mode, zy, lo, hi);
+            if (np > 3) y[3 * ys_p] = (int8_t)tinyc_s8_outr(a3, rq, mode, zy, lo, hi);
+        }
+    }
+}
+
+/* One pixel (col: 2 words per chunk) x every output channel. */
+TINYC_S8_INLINE void tinyc_s8_gemm1(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
+                                    int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
+                                    int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    int32_t o, j;
+    for (o = 0; o < og; ++o, q += qs, y += ys_c) {
+        int32_t a0 = q[0];
+        const tinyc_s8_word *c = col;
+        for (j = 0; j < chunks; ++j, c += 2) {
+            const uint32_t v = (uint32_t)*w++;
+            int32_t x0, x1;
+            TINYC_S8_LD2(c, 0, x0, x1);
+            a0 = tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), a0);
+            a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), a0);
+        }
+        y[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+    }
+}
+
+/* im2col of output pixel (oy, ox) straight into expanded col words (every `step` words),
+ * when each tap's cg channels are contiguous and cg % 4 == 0: no byte row in between. */
+TINYC_S8_INLINE void tinyc_s8_im2col_expand(const int8_t *x, tinyc_s8_word *col, int32_t step, int32_t oy,
+                                            int32_t ox, int32_t cg, int32_t h, int32_t w, int32_t kh, int32_t kw,
+                                            int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
+                                            int32_t xs_h, int32_t xs_w, int32_t zz)
+{
+    const int32_t iy0 = oy * sh - pt, ix0 = ox * sw - pl;
+    int32_t ky, kx, j;
+    for (ky = 0; ky < kh; ++ky) {
+        const int32_t iy = iy0 + ky * dh;
+        if (iy < 0 || iy >= h) {
+            for (j = 0; j < kw * cg / 4; ++j, col += step) col[0] = col[1] = zz;
+            continue;
+        }
+        if (dw == 1 && xs_w == cg && ix0 >= 0 && ix0 + kw <= w) {
+            tinyc_s8_expand(x + iy * xs_h + ix0 * xs_w, col, kw * cg / 4, step);
+            col += step * (kw * cg / 4);
+            continue;
+        }
+        for (kx = 0; kx < kw; ++kx) {
+            const int32_t ix = ix0 + kx * dw;
+            if (ix < 0 || ix >= w) {
+                for (j = 0; j < cg / 4; ++j, col += step) col[0] = col[1] = zz;
+            } else {
+                tinyc_s8_expand(x + iy * xs_h + ix * xs_w, col, cg / 4, step);
+                col += step * (cg / 4);
+            }
+        }
+    }
+}
+
+/* conv2d with groups (not depthwise) as GEMM: per group and block of 4 output pixels,
+ * im2col into `scratch` (expanded to int16 pairs once, reused by every output channel),
+ * then tinyc_s8_gemm4. Weights [O][KH][KW][Cg] padded with zeros to kp (a multiple of
+ * 4) per channel. Output pixels are ys_p apart (dense NHWC or NCHW), channels ys_c.
+ * direct: 1x1 kernel reading whole channel rows (cg % 4 == 0, no padding): no im2col. */
+TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
+                                        int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
+                                        int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
+                                        int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
+                                        int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
+                                        int32_t ys_c, int32_t ys_p, int32_t zx, int32_t kp, int32_t direct,
+                                        int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    tinyc_s8_word *col = (tinyc_s8_word *)(void *)scratch;
+    int8_t *row = scratch + 8 * kp;
+    const int32_t npix = oh * ow, chunks = kp / 4, k = kh * kw * cg, full = npix & ~3;
+    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
+    const int32_t expand = !direct && xs_c == 1 && (cg & 3) == 0;
+    const int32_t zz = tinyc_s8_sxtb16((uint32_t)(uint8_t)zx * 0x01010101u);
+    int32_t n, g, p0, p;
+    if (!direct && !expand && kp > k) memset(row + k, 0, (size_t)(kp - k));
+    for (n = 0; n < nb; ++n) {
+        for (g = 0; g < groups; ++g) {
+            const int8_t *xg = x + n * xs_n + g * cg * xs_c;
+            int8_t *yg = y + n * ys_n + g * og * ys_c;
+            const tinyc_s8_word *wg = wt + g * og * (kp / 4);
+            const int32_t *qg = qp + g * og * qs;
+            for (p0 = 0; p0 < npix; p0 += 4) {
+                const int32_t np = npix - p0 < 4 ? npix - p0 : 4;
+                const int32_t step = np == 1 ? 2 : 8;
+                for (p = 0; p < np; ++p) {
+                    const int32_t oy = (p0 + p) / ow, ox = (p0 + p) % ow;
+                    if (direct) {
+                        tinyc_s8_expand(xg + oy * sh * xs_h + ox * sw * xs_w, col + 2 * p, chunks, step);
+                    } else if (expand) {
+                        tinyc_s8_im2col_expand(xg, col + 2 * p, step, oy, ox, cg, h, w, kh, kw, sh, sw, dh, dw, pt,
+                                               pl, xs_h, xs_w, zz);
+                    } else {
+                        tinyc_s8_im2col(xg, row, oy, ox, cg, h, w, kh, kw, sh, sw, dh, dw, pt, pl, xs_c, xs_h,
+                                        xs_w, zx);
+                        tinyc_s8_expand(row, col + 2 * p, chunks, step);
+                    }
+                }
+                if (p0 < full) {
+                    tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 4, mode, zy, lo, hi);
+                } else if (np == 1) {
+                    tinyc_s8_gemm1(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi);
+                } else {
+                    tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi);
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_DW
+/* Depthwise conv (groups == C, `mult` outputs per input channel), channel by channel:
+ * the input plane is copied into `plane` (ph x pw, borders = the input zero point zx,
+ * filled once), so the loops below never test for padding.
+ * variant 1: 3x3, stride 1: two outputs per step, each row of taps = 1 word load,
+ *   2 SXTB16, 2 SMLAD + 2 SMLAxy; weights per channel packed {w00|w02, w10|w12,
+ *   w20|w22, w01|w11, w21} (int16 pairs).
+ * variant 2: 3x3, stride 2: one output per step, same weights.
+ * variant 3: 3x3, stride 1 in both directions: 2 x 2 outputs per step (a row of taps
+ *   loaded and expanded once serves both output rows).
+ * variant 0: anything else, weights int8 [O][KH*KW]. */
+TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t *qp, int8_t *y, int8_t *plane,
+                                 int32_t nb, int32_t c, int32_t mult, int32_t h, int32_t w, int32_t oh,
+                                 int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh,
+                                 int32_t dw, int32_t pt, int32_t pl, int32_t ph, int32_t pw, int32_t xs_n,
+                                 int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n, int32_t ys_c,
+                                 int32_t ys_h, int32_t ys_w, int32_t zx, int32_t variant, int32_t mode,
+                                 int32_t zy, int32_t lo, int32_t hi)
+{
+    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
+    int32_t n, ci, k, iy, ix, oy, ox;
+    memset(plane, zx, (size_t)(ph * pw + 4));
+    for (n = 0; n < nb; ++n) {
+        for (ci = 0; ci < c; ++ci) {
+            const int8_t *xc = x + n * xs_n + ci * xs_c;
+            for (iy = 0; iy < h; ++iy) {
+                int8_t *dst = plane + (pt + iy) * pw + pl;
+                const int8_t *src = xc + iy * xs_h;
+                if (xs_w == 1) memcpy(dst, src, (size_t)w);
+                else for (ix = 0; ix < w; ++ix) dst[ix] = src[ix * xs_w];
+            }
+            for (k = 0; k < mult; ++k) {
+                const int32_t o = ci * mult + k;
+                const int32_t *q = qp + o * qs;
+                const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
+                int8_t *yo = y + n * ys_n + o * ys_c;
+                if (variant >= 1) {
+                    const tinyc_s8_word *wp = (const tinyc_s8_word *)wt + o * 5;
+                    const int32_t w0 = wp[0], w1 = wp[1], w2 = wp[2], wm = wp[3], wb = wp[4], bias = q[0];
+                    oy = 0;
+                    if (variant == 3) {
+                        for (; oy + 1 < oh; oy += 2) {
+                            const int8_t *r0 = plane + oy * pw;
+                            int8_t *yr = yo + oy * ys_h;
+                            for (ox = 0; ox + 1 < ow; ox += 2, r0 += 2, yr += 2 * ys_w) {
+                                uint32_t v = tinyc_s8_ld32(r0);
+                                int32_t e = tinyc_s8_sxtb16(v), d = tinyc_s8_sxtb16_ror8(v);
+                                int32_t a00 = tinyc_s8_smlad(e, w0, bias), a01 = tinyc_s8_smlad(d, w0, bias);
+                                int32_t a10, a11;
+                                a00 = tinyc_s8_smlabb(d, wm, a00);
+                                a01 = tinyc_s8_smlatb(e, wm, a01);
+                                v = tinyc_s8_ld32(r0 + pw);
+                                e = tinyc_s8_sxtb16(v);
+                                d = tinyc_s8_sxtb16_ror8(v);
+                                a00 = tinyc_s8_smlad(e, w1, a00);
+                                a01 = tinyc_s8_smlad(d, w1, a01);
+                                a10 = tinyc_s8_smlad(e, w0, bias);
+                                a11 = tinyc_s8_smlad(d, w0, bias);
+                                a00 = tinyc_s8_smlabt(d, wm, a00);
+                                a01 = tinyc_s8_smlatt(e, wm, a01);
+                                a10 = tinyc_s8_smlabb(d, wm, a10);
+                                a11 = tinyc_s8_smlatb(e, wm, a11);
+                                v = tinyc_s8_ld32(r0 + 2 * pw);
+                                e = tinyc_s8_sxtb16(v);
+                                d = tinyc_s8_sxtb16_ror8(v);
+                                a00 = tinyc_s8_smlad(e, w2, a00);
+                                a01 = tinyc_s8_smlad(d, w2, a01);
+                                a10 = tinyc_s8_smlad(e, w1, a10);
+                                a11 = tinyc_s8_smlad(d, w1, a11);
+                                a00 = tinyc_s8_smlabb(d, wb, a00);
+                                a01 = tinyc_s8_smlatb(e, wb, a01);
+                                a10 = tinyc_s8_smlabt(d, wm, a10);
+                                a11 = tinyc_s8_smlatt(e, wm, a11);
+                                v = tinyc_s8_ld32(r0 + 3 * pw);
+                                e = tinyc_s8_sxtb16(v);
+                                d = tinyc_s8_sxtb16_ror8(v);
+                                a10 = tinyc_s8_smlad(e, w2, a10);
+                                a11 = tinyc_s8_smlad(d, w2, a11);
+                                a10 = tinyc_s8_smlabb(d, wb, a10);
+                                a11 = tinyc_s8_smlatb(e, wb, a11);
+                                yr[0] = (int8_t)tinyc_s8_outr(a00, rq, mode, zy, lo, hi);
+                                yr[ys_w] = (int8_t)tinyc_s8_outr(a01, rq, mode, zy, lo, hi);
+                                yr[ys_h] = (int8_t)tinyc_s8_outr(a10, rq, mode, zy, lo, hi);
+                                yr[ys_h + ys_w] = (int8_t)tinyc_s8_outr(a11, rq, mode, zy, lo, hi);
+                            }
+                            if (ox < ow) {
+                                const int8_t *c0 = plane + oy * pw + ox;
+                                int32_t a0 = bias, a1 = bias, r;
+                                for (r = 0; r < 4; ++r) {
+                                    const uint32_t v = tinyc_s8_ld32(c0 + r * pw);
+                                    const int32_t e = tinyc_s8_sxtb16(v), d = tinyc_s8_sxtb16_ror8(v);
+                                    if (r < 3) {
+                                        a0 = tinyc_s8_smlad(e, r == 0 ? w0 : r == 1 ? w1 : w2, a0);
+                                        a0 = r == 0 ? tinyc_s8_smlabb(d, wm, a0) : r == 1 ? tinyc_s8_smlabt(d, wm, a0)
+                                                                                       : tinyc_s8_smlabb(d, wb, a0);
+                                    }
+                                    if (r > 0) {
+                                        a1 = tinyc_s8_smlad(e, r == 1 ? w0 : r == 2 ? w1 : w2, a1);
+                                        a1 = r == 1 ? tinyc_s8_smlabb(d, wm, a1) : r == 2 ? tinyc_s8_smlabt(d, wm, a1)
+                                                                                       : tinyc_s8_smlabb(d, wb, a1);
+                                    }
+                                }
+                                yo[oy * ys_h + ox * ys_w] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+                                yo[(oy + 1) * ys_h + ox * ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+                            }
+                        }
+                    }
+                    for (; oy < oh; ++oy) {
+                        const int8_t *r0 = plane + oy * sh * pw, *r1 = r0 + pw, *r2 = r1 + pw;
+                        int8_t *yr = yo + oy * ys_h;
+                        ox = 0;
+                        if (variant != 2) {
+                            for (ox = 0; ox + 1 < ow; ox += 2, r0 += 2, r1 += 2, r2 += 2, yr += 2 * ys_w) {
+                                uint32_t v = tinyc_s8_ld32(r0);
+                                int32_t e = tinyc_s8_sxtb16(v), d = tinyc_s8_sxtb16_ror8(v);
+                                int32_t a0 = tinyc_s8_smlad(e, w0, bias), a1 = tinyc_s8_smlad(d, w0, bias);
+                                a0 = tinyc_s8_smlabb(d, wm, a0);
+                                a1 = tinyc_s8_smlatb(e, wm, a1);
+                                v = tinyc_s8_ld32(r1);
+                                e = tinyc_s8_sxtb16(v);
+                                d = tinyc_s8_sxtb16_ror8(v);
+                                a0 = tinyc_s8_smlad(e, w1, a0);
+                                a1 = tinyc_s8_smlad(d, w1, a1);
+                                a0 = tinyc_s8_smlabt(d, wm, a0);
+                                a1 = tinyc_s8_smlatt(e, wm, a1);
+                                v = tinyc_s8_ld32(r2);
+                                e = tinyc_s8_sxtb16(v);
+                                d = tinyc_s8_sxtb16_ror8(v);
+                                a0 = tinyc_s8_smlad(e, w2, a0);
+                                a1 = tinyc_s8_smlad(d, w2, a1);
+                                a0 = tinyc_s8_smlabb(d, wb, a0);
+                                a1 = tinyc_s8_smlatb(e, wb, a1);
+                                yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+                                yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+                            }
+                        }
+                        for (; ox < ow; ++ox, r0 += sw, r1 += sw, r2 += sw, yr += ys_w) {
+                            uint32_t v = tinyc_s8_ld32(r0);
+                            int32_t a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), w0, bias);
+                            a0 = tinyc_s8_smlabb(tinyc_s8_sxtb16_ror8(v), wm, a0);
+                            v = tinyc_s8_ld32(r1);
+                            a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), w1, a0);
+                            a0 = tinyc_s8_smlabt(tinyc_s8_sxtb16_ror8(v), wm, a0);
+                            v = tinyc_s8_ld32(r2);
+                            a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), w2, a0);
+                            a0 = tinyc_s8_smlabb(tinyc_s8_sxtb16_ror8(v), wb, a0);
+                            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+                        }
+                    }
+                } else {
+                    const int8_t *wo = (const int8_t *)wt + o * kh * kw;
+                    int32_t ky, kx;
+                    for (oy = 0; oy < oh; ++oy) {
+                        for (ox = 0; ox < ow; ++ox) {
+                            const int8_t *base = plane + oy * sh * pw + ox * sw;
+                            int32_t acc = q[0];
+                            for (ky = 0; ky < kh; ++ky)
+                                for (kx = 0; kx < kw; ++kx)
+                                    acc += base[ky * dh * pw + kx * dw] * wo[ky * kw + kx];
+                            yo[oy * ys_h + ox * ys_w] = (int8_t)tinyc_s8_outr(acc, rq, mode, zy, lo, hi);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_FC
+/* Fully connected: y[r, j] = out(b[j] + sum_k x[r, k] w[j, k]). Weights in blocks of four
+ * output rows interleaved per 4-k chunk (one pointer walks them), then the N % 4 tail rows;
+ * rows padded to kp. x rows are read in place when contiguous (direct; the compiler
+ * permuted the weight columns to the physical order), else gathered into `scratch`. */
+TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
+                                 int8_t *scratch, int32_t rows, int32_t k, int32_t kp, int32_t nout,
+                                 int32_t xs_r, int32_t xs_k, int32_t ys_r, int32_t ys_n, int32_t direct,
+                                 int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC, chunks = kp / 4, nb4 = nout / 4;
+    int32_t r, b, j, i;
+    if (!direct && kp > k) memset(scratch + k, 0, (size_t)(kp - k));
+    for (r = 0; r < rows; ++r) {
+        const int8_t *xr = x + r * xs_r;
+        const tinyc_s8_word *wp = wt;
+        const int32_t *q = qp;
+        int8_t *yr = y + r * ys_r;
+        if (!direct) {
+            for (i = 0; i < k; ++i) scratch[i] = xr[i * xs_k];
+            xr = scratch;
+        }
+        for (b = 0; b < nb4; ++b, q += 4 * qs, yr += 4 * ys_n) {
+            int32_t a0 = q[0], a1 = q[qs], a2 = q[2 * qs], a3 = q[3 * qs];
+            const int8_t *xp = xr;
+            for (j = 0; j < chunks; ++j, xp += 4, wp += 4) {
+                const uint32_t v = tinyc_s8_ld32(xp);
+                const int32_t xe = tinyc_s8_sxtb16(v), xo = tinyc_s8_sxtb16_ror8(v);
+                uint32_t u = (uint32_t)wp[0];
+                a0 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a0);
+                a0 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a0);
+                u = (uint32_t)wp[1];
+                a1 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a1);
+                a1 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a1);
+                u = (uint32_t)wp[2];
+                a2 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a2);
+                a2 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a2);
+                u = (uint32_t)wp[3];
+                a3 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a3);
+                a3 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a3);
+            }
+            {
+                const tinyc_s8_rq r0 = tinyc_s8_rec(q, mode), r1 = tinyc_s8_rec(q + qs, mode);
+                const tinyc_s8_rq r2 = tinyc_s8_rec(q + 2 * qs, mode), r3 = tinyc_s8_rec(q + 3 * qs, mode);
+                yr[0] = (int8_t)tinyc_s8_outr(a0, r0, mode, zy, lo, hi);
+                yr[ys_n] = (int8_t)tinyc_s8_outr(a1, r1, mode, zy, lo, hi);
+                yr[2 * ys_n] = (int8_t)tinyc_s8_outr(a2, r2, mode, zy, lo, hi);
+                yr[3 * ys_n] = (int8_t)tinyc_s8_outr(a3, r3, mode, zy, lo, hi);
+            }
+        }
+        for (b = nb4 * 4; b < nout; ++b, q += qs, yr += ys_n) {
+            int32_t a0 = q[0];
+            const int8_t *xp = xr;
+            for (j = 0; j < chunks; ++j, xp += 4, ++wp) {
+                const uint32_t v = tinyc_s8_ld32(xp), u = (uint32_t)*wp;
+                a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), tinyc_s8_sxtb16(u), a0);
+                a0 = tinyc_s8_smlad(tinyc_s8_sxtb16_ror8(v), tinyc_s8_sxtb16_ror8(u), a0);
+            }
+            yr[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+        }
+    }
+}
+#endif
+
+/* ---- pooling and reductions ------------------------------------------------------ */
+
+#if defined(TINYC_S8_MAX_POOL2D) || defined(TINYC_S8_AVG_POOL2D)
+/* First tap k with start + k * dil >= 0, and one past the last with start + k * dil < size. */
+TINYC_S8_INLINE int32_t tinyc_s8_tap_lo(int32_t start, int32_t dil)
+{
+    return start >= 0 ? 0 : (-start + dil - 1) / dil;
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_tap_hi(int32_t start, int32_t dil, int32_t size, int32_t taps)
+{
+    int32_t hi;
+    if (start >= size) return 0;
+    hi = (size - start + dil - 1) / dil;
+    return hi < taps ? hi : taps;
+}
+#endif
+
+#ifdef TINYC_S8_MAX_POOL2D
+static void tinyc_s8_max_pool2d(const int8_t *x, int8_t *y, const tinyc_s8_pool_params *p)
+{
+    int32_t n, c, oy, ox, ky, kx;
+    for (n = 0; n < p->n; ++n) {
+        for (c = 0; c < p->c; ++c) {
+            const int8_t *xc = x + n * p->xs[0] + c * p->xs[1];
+            int8_t *yc = y + n * p->ys[0] + c * p->ys[1];
+            for (oy = 0; oy < p->oh; ++oy) {
+                const int32_t iy0 = oy * p->sh - p->pad_top;
+                const int32_t ky0 = tinyc_s8_tap_lo(iy0, p->dh), ky1 = tinyc_s8_tap_hi(iy0, p->dh, p->h, p->kh);
+                for (ox = 0; ox < p->ow; ++ox) {
+                    const int32_t ix0 = ox * p->sw - p->pad_left;
+                    const int32_t kx0 = tinyc_s8_tap_lo(ix0, p->dw), kx1 = tinyc_s8_tap_hi(ix0, p->dw, p->w, p->kw);
+                    int32_t m = -128;
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *xr = xc + (iy0 + ky * p->dh) * p->xs[2];
+                        for (kx = kx0; kx < kx1; ++kx) {
+                            const int32_t v = xr[(ix0 + kx * p->dw) * p->xs[3]];
+                            if (v > m) m = v;
+                        }
+                    }
+                    yc[oy * p->ys[2] + ox * p->ys[3]] = (int8_t)m;
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_AVG_POOL2D
+/* PyTorch's divisor along one axis (the window clipped to the padded input, or to the input). */
+TINYC_S8_INLINE int32_t tinyc_s8_avg_count(int32_t o, int32_t s, int32_t pad0, int32_t pad1, int32_t k,
+                                           int32_t size, int32_t include_pad)
+{
+    const int32_t start = o * s - pad0;
+    int32_t end = start + k;
+    if (end > size + pad1) end = size + pad1;
+    if (include_pad) return end - start;
+    return (end < size ? end : size) - (start > 0 ? start : 0);
+}
+
+static void tinyc_s8_avg_pool2d(const int8_t *x, int8_t *y, const tinyc_s8_pool_params *p)
+{
+    int32_t n, c, oy, ox, ky, kx;
+    for (n = 0; n < p->n; ++n) {
+        for (c = 0; c < p->c; ++c) {
+            const int8_t *xc = x + n * p->xs[0] + c * p->xs[1];
+            int8_t *yc = y + n * p->ys[0] + c * p->ys[1];
+            for (oy = 0; oy < p->oh; ++oy) {
+                const int32_t iy0 = oy * p->sh - p->pad_top;
+                const int32_t ky0 = tinyc_s8_tap_lo(iy0, 1), ky1 = tinyc_s8_tap_hi(iy0, 1, p->h, p->kh);
+                const int32_t dy = tinyc_s8_avg_count(oy, p->sh, p->pad_top, p->pad_bottom, p->kh, p->h,
+                                                      p->count_include_pad);
+                for (ox = 0; ox < p->ow; ++ox) {
+                    const int32_t ix0 = ox * p->sw - p->pad_left;
+                    const int32_t kx0 = tinyc_s8_tap_lo(ix0, 1), kx1 = tinyc_s8_tap_hi(ix0, 1, p->w, p->kw);
+                    const int32_t dx = tinyc_s8_avg_count(ox, p->sw, p->pad_left, p->pad_right, p->kw, p->w,
+                                                          p->count_include_pad);
+                    int32_t sum = 0, cnt = 0;
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *xr = xc + (iy0 + ky) * p->xs[2];
+                        for (kx = kx0; kx < kx1; ++kx) sum += xr[(ix0 + kx) * p->xs[3]];
+                        cnt += kx1 - kx0;
+                    }
+                    sum -= cnt * p->zx;
+                    yc[oy * p->ys[2] + ox * p->ys[3]] =
+                        (int8_t)tinyc_s8_ssat8(p->zx + tinyc_s8_div_round(sum, dy * dx));
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_MEAN
+static void tinyc_s8_mean(const int8_t *x, int8_t *y, const tinyc_s8_mean_params *p)
+{
+    int32_t oidx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t orows = tinyc_s8_rows(&p->out) * p->out.dims[p->out.rank - 1];
+    const int32_t rrows = tinyc_s8_rows(&p->red), rl = p->red.rank - 1, rlen = p->red.dims[rl];
+    int32_t r, i, j, d, o0, o1;
+    for (r = 0; r < orows; ++r) {
+        int32_t ridx[TINYC_S8_MAX_RANK] = {0};
+        int32_t acc = 0, count = 0;
+        o0 = o1 = 0;
+        for (d = 0; d < p->out.rank; ++d) {
+            o0 += oidx[d] * p->out.s0[d];
+            o1 += oidx[d] * p->out.s1[d];
+        }
+        for (i = 0; i < rrows; ++i) {
+            int32_t off = o1;
+            for (d = 0; d < rl; ++d) off += ridx[d] * p->red.s1[d];
+            for (j = 0; j < rlen; ++j, off += p->red.s1[rl]) acc += x[off];
+            count += rlen;
+            tinyc_s8_next(rl, p->red.dims, ridx);
+        }
+        y[o0] = (int8_t)tinyc_s8_rq64(acc - count * p->zx, p->m, p->n, p->zy);
+        tinyc_s8_next(p->out.rank, p->out.dims, oidx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_SOFTMAX
+/* e_i = table[max - q_i]; y_i = clamp(div_round(256 e_i, sum e) - 128). */
+static void tinyc_s8_softmax(const int8_t *x, int8_t *y, const int32_t *table, const tinyc_s8_softmax_params *p)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(&p->outer) * p->outer.dims[p->outer.rank - 1];
+    int32_t r, i, d, o0, o1;
+    for (r = 0; r < rows; ++r) {
+        int32_t mx = -128, sum = 0;
+        o0 = o1 = 0;
+        for (d = 0; d < p->outer.rank; ++d) {
+            o0 += idx[d] * p->outer.s0[d];
+            o1 += idx[d] * p->outer.s1[d];
+        }
+        for (i = 0; i < p->len; ++i) if (x[o1 + i * p->xs] > mx) mx = x[o1 + i * p->xs];
+        for (i = 0; i < p->len; ++i) sum += table[mx - x[o1 + i * p->xs]];
+        for (i = 0; i < p->len; ++i) {
+            const int32_t e = table[mx - x[o1 + i * p->xs]];
+            y[o0 + i * p->ys] = (int8_t)tinyc_s8_ssat8(tinyc_s8_div_round(e * 256, sum) - 128);
+        }
+        tinyc_s8_next(p->outer.rank, p->outer.dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_MATMUL
+static void tinyc_s8_matmul(const int8_t *a, const int8_t *b, int8_t *y, const tinyc_s8_matmul_params *p)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t nbatch = tinyc_s8_rows(&p->batch) * p->batch.dims[p->batch.rank - 1];
+    int32_t q[6];
+    int32_t t, i, j, l, d;
+    q[0] = 0;
+    q[1] = p->mul;
+    q[2] = p->shift_n;
+    q[3] = p->mul_neg;
+    q[4] = p->shift_n_neg;
+    q[5] = 0;
+    for (t = 0; t < nbatch; ++t) {
+        int32_t oy = 0, oa = 0, ob = 0;
+        for (d = 0; d < p->batch.rank; ++d) {
+            oy += idx[d] * p->batch.s0[d];
+            oa += idx[d] * p->batch.s1[d];
+            ob += idx[d] * p->batch.s2[d];
+        }
+        for (i = 0; i < p->m; ++i) {
+            for (j = 0; j < p->n; ++j) {
+                const int8_t *ar = a + oa + i * p->as_m, *bc = b + ob + j * p->bs_n;
+                int32_t acc = 0;
+                for (l = 0; l < p->k; ++l) acc += (ar[l * p->as_k] - p->za) * (bc[l * p->bs_k] - p->zb);
+                y[oy + i * p->ys_m + j * p->ys_n] = (int8_t)tinyc_s8_out(acc, q, 1, p->zy, p->lo, p->hi);
+            }
+        }
+        tinyc_s8_next(p->batch.rank, p->batch.dims, idx);
+    }
+}
+#endif

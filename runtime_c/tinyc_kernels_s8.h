@@ -1,0 +1,119 @@
+/* tinyc int8 kernels: parameter types, the debug hook and the SIMD primitives.
+ *
+ * The kernels live in tinyc_kernels_s8.c, which a generated model source #includes
+ * after defining TINYC_S8_<KERNEL> for each kernel it calls (as for the float
+ * kernels): every kernel is a static function private to that model.
+ *
+ * Arithmetic is docs/quantization.md bit for bit. Every constant (multipliers,
+ * shifts, folded biases, tables) is computed by the compiler with tinyc.quant and
+ * stored in flash; the kernels only loop, multiply and round.
+ *
+ * SIMD: the hot kernels are written once with the Armv7E-M DSP primitives below
+ * (SXTB16, SMLAD, SMLAxy, SMMLA, SSAT). On a core with the DSP extension
+ * (__ARM_FEATURE_DSP: Cortex-M4/M7/M33) they are the instructions; elsewhere
+ * (host, Cortex-M0/M3) exact C99 equivalents, so every target runs the same
+ * algorithm on the same data layout and gets the same bits.
+ */
+#ifndef TINYC_KERNELS_S8_H
+#define TINYC_KERNELS_S8_H
+
+#include <stdint.h>
+#include <string.h>
+
+/* Debug hook: TINYC_LAYER_OUTPUT(i, ptr, bytes) runs after layer i with the bytes of
+ * its result (int8 tensors in the bundle's physical layout, see the layer comments).
+ * Empty by default; build with -DTINYC_LAYER_OUTPUT_HOOK=my_function to record them
+ * (void my_function(int layer, const void *data, unsigned long bytes)), or define
+ * TINYC_LAYER_OUTPUT yourself. */
+#ifdef TINYC_LAYER_OUTPUT_HOOK
+void TINYC_LAYER_OUTPUT_HOOK(int layer, const void *data, unsigned long bytes);
+#define TINYC_LAYER_OUTPUT(i, ptr, bytes) TINYC_LAYER_OUTPUT_HOOK((i), (ptr), (unsigned long)(bytes))
+#endif
+#ifndef TINYC_LAYER_OUTPUT
+#define TINYC_LAYER_OUTPUT(i, ptr, bytes) ((void)0)
+#endif
+
+/* Rank limit of the strided iterations, after the compiler merged contiguous dims. */
+#define TINYC_S8_MAX_RANK 8
+
+/* The generated per-shape wrappers stay functions of their own: inlined into the model's
+ * invoke (one long function) their loops get worse register allocation. */
+#if defined(__GNUC__)
+#define TINYC_S8_WRAPPER static __attribute__((noinline))
+#else
+#define TINYC_S8_WRAPPER static
+#endif
+
+#if defined(__GNUC__)
+#define TINYC_S8_INLINE static inline __attribute__((always_inline))
+/* 32-bit words of scratch and packed weights may alias the byte arena. */
+typedef int32_t __attribute__((__may_alias__)) tinyc_s8_word;
+#else
+#define TINYC_S8_INLINE static inline
+typedef int32_t tinyc_s8_word;
+#endif
+
+/* Output stage of an accumulator, per output channel (docs/quantization.md):
+ *   mode 0 (fast):    q = {bias, M, R, S}: ssat8(smmla(acc, M, R) >> S), where
+ *                     R = 2^(n-33) + zp * 2^(n-32), S = n - 32 (n = 31 - shift in [33, 62]):
+ *                     exactly floor((acc * M + 2^(n-1)) / 2^n) + zp.
+ *   mode 1 (generic): q = {bias, M, n, M', n', 0}: ((int64)acc * M + 2^(n-1)) >> n, + zp,
+ *                     saturated; M', n' replace M, n for acc < 0 (fused leaky_relu).
+ * Then the fused activation's clamp [lo, hi]. The bias (with the input zero point
+ * folded in: bias - zp_x * sum(w)) is the accumulator's start value. */
+#define TINYC_S8_Q_FAST 4
+#define TINYC_S8_Q_GENERIC 6
+
+/* An iteration space: dims (last fastest) and the element strides of up to three
+ * tensors along them (0 on broadcast dims). */
+typedef struct {
+    int32_t rank;
+    int32_t dims[TINYC_S8_MAX_RANK];
+    int32_t s0[TINYC_S8_MAX_RANK];
+    int32_t s1[TINYC_S8_MAX_RANK];
+    int32_t s2[TINYC_S8_MAX_RANK];
+} tinyc_s8_iter;
+
+enum { TINYC_S8_OP_ADD = 0, TINYC_S8_OP_MUL = 1, TINYC_S8_OP_DIV = 2 };
+
+/* y = a OP b, elementwise over `it` (s0: y, s1: a, s2: b).
+ * ADD (and SUB): acc = ta[a] + tb[b], tables of the rescaled centered operands
+ *   (tb negated for sub), then the output stage.
+ * MUL: acc = (a - za)(b - zb). DIV: acc = div_round((a - za) << 16, b - zb).
+ * The output stage's record and mode are passed with the call. */
+typedef struct {
+    int32_t op;
+    int32_t za, zb, zy;
+    int32_t lo, hi;
+    const int32_t *ta, *tb;         /* ADD: 256 entries each, indexed by (uint8_t)code */
+} tinyc_s8_binary_params;
+
+typedef struct {
+    int32_t n, c, h, w, oh, ow;
+    int32_t kh, kw, sh, sw, dh, dw;
+    int32_t pad_top, pad_left, pad_bottom, pad_right;
+    int32_t count_include_pad;      /* avg only */
+    int32_t zx;                     /* avg only */
+    int32_t xs[4], ys[4];           /* element strides of n, c, h, w */
+} tinyc_s8_pool_params;
+
+/* Sum of centered codes over the reduced dims, requantized (mean). */
+typedef struct {
+    tinyc_s8_iter out;              /* kept dims: s0 = y strides, s1 = x strides */
+    tinyc_s8_iter red;              /* reduced dims: s1 = x strides */
+    int32_t zx, zy, m, n;
+} tinyc_s8_mean_params;
+
+typedef struct {
+    tinyc_s8_iter outer;            /* s0 = y strides, s1 = x strides */
+    int32_t len, xs, ys;            /* the softmax axis */
+} tinyc_s8_softmax_params;
+
+typedef struct {
+    tinyc_s8_iter batch;            /* s0 = y, s1 = a, s2 = b */
+    int32_t m, k, n;
+    int32_t as_m, as_k, bs_k, bs_n, ys_m, ys_n;
+    int32_t za, zb, zy, mul, shift_n, mul_neg, shift_n_neg, lo, hi;
+} tinyc_s8_matmul_params;
+
+#endif /* TINYC_KERNELS_S8_H */

@@ -1,0 +1,421 @@
+"""The int8 C backend: quantize-int8 graphs compiled to C must compute exactly what the
+integer interpreter computes (equal outputs, not close), on the host under ASan/UBSan, on
+QEMU Cortex-M4 (DSP kernels) and Cortex-M3 (portable kernels), layer by layer; and the
+bundle must build warning-free for every Cortex-M target and beat TFLite Micro."""
+from __future__ import annotations
+
+import functools
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import fused_graph, zoo_inputs
+from test_planner import Builder
+from tinyc import quant, zoo
+from tinyc.backends import int8_layout, int8_weights, toolchain
+from tinyc.backends.c_emitter import emit_bundle
+from tinyc.backends.targets import get_target
+from tinyc.interpreter import run as interpret, run_all
+from tinyc.ir import QuantParams, TensorType
+from tinyc.passes import PassContext
+from tinyc.passmanager import PassManager
+
+RELU6 = {"act": "clamp", "act_min": 0.0, "act_max": 6.0}
+LEAKY = {"act": "leaky_relu", "act_alpha": 0.1}
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+def quantize(graph, calib_rows=16, seed=1, scale=1.0):
+    rng = np.random.default_rng(seed)
+    calib = [(scale * rng.standard_normal((calib_rows, *v.type.shape))).astype(np.float32) for v in graph.inputs]
+    return PassManager("quantize-int8").run(graph, PassContext(calib=calib[0] if len(calib) == 1 else calib))
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_int8(name: str):
+    """The fused zoo model quantized with seeded random calibration data (cached: do not mutate)."""
+    return PassManager("fuse,quantize-int8").run(fused_graph(name).copy(),
+                                                 PassContext(calib=zoo_inputs(name, 8, seed=1)))
+
+
+def sample_rows(graph, rows=3, seed=7, scale=1.5):
+    rng = np.random.default_rng(seed)
+    return [[(scale * rng.standard_normal(v.type.shape)).astype(np.float32) for v in graph.inputs]
+            for _ in range(rows)]
+
+
+def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, **run_options):
+    """Emit, build, run every row on `target`, and require the interpreter's outputs bit for bit."""
+    info = emit_bundle(graph, out_dir, target_name=target)
+    if target != "host":
+        toolchain.write_target_files(out_dir, target, "model")
+    samples = sample_rows(graph, rows, seed, scale)
+    flat = np.stack([np.concatenate([x.ravel() for x in row]) for row in samples])
+    got = toolchain.run(out_dir, target, "model", flat, **run_options)
+    for r, xs in enumerate(samples):
+        want = np.concatenate([np.asarray(o, np.float32).ravel() for o in interpret(graph, xs)])
+        assert got[r].shape == want.shape
+        bad = np.flatnonzero(got[r].view(np.uint32) != want.view(np.uint32))
+        assert bad.size == 0, f"row {r}: {bad.size} outputs differ, first at {bad[:8]}: " \
+                              f"{got[r][bad[:4]]} vs {want[bad[:4]]}"
+    return info
+
+
+def w(rng, *shape, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+# ---- one small graph per op variant ---------------------------------------------------------
+
+def conv(x_shape, w_shape, bias=True, then=None, **attrs):
+    def build(b, rng):
+        x = b.input("x", x_shape)
+        operands = [x, b.const("w", w(rng, *w_shape))] + ([b.const("b", w(rng, w_shape[0]))] if bias else [])
+        for k, v in (("stride", [1, 1]), ("dilation", [1, 1]), ("groups", 1), ("padding", [0, 0, 0, 0])):
+            attrs.setdefault(k, v)
+        y = b.op("conv2d", *operands, name="y", **attrs)
+        return b.graph(then(b, y) if then else y)
+    return build
+
+
+def pool_after(kind, **attrs):
+    def then(b, y):
+        attrs.setdefault("padding", [0, 0, 0, 0])
+        attrs.setdefault("ceil_mode", False)
+        if kind == "max_pool2d":
+            attrs.setdefault("dilation", [1, 1])
+        else:
+            attrs.setdefault("count_include_pad", True)
+        return b.op(kind, y, name="p", **attrs)
+    return then
+
+
+def linear(x_shape, n, bias=True, **attrs):
+    def build(b, rng):
+        k = x_shape[-1]
+        operands = [b.input("x", x_shape), b.const("w", w(rng, n, k))] + ([b.const("b", w(rng, n))] if bias else [])
+        return b.graph(b.op("linear", *operands, name="y", **attrs))
+    return build
+
+
+def binary(kind, a_shape, b_shape, const_b=False, **attrs):
+    def build(b, rng):
+        a = b.input("a", a_shape)
+        other = b.const("k", w(rng, *b_shape) + 2.0) if const_b else b.input("b", b_shape)
+        return b.graph(b.op(kind, a, other, name="y", **attrs))
+    return build
+
+
+def unary(kind, shape, **attrs):
+    def build(b, rng):
+        return b.graph(b.op(kind, b.input("x", shape), name="y", **attrs))
+    return build
+
+
+def conv_then_view(view_kind, **attrs):
+    """conv (channels-last result) -> a view with a non-trivial layout -> a consumer."""
+    def build(b, rng):
+        x = b.input("x", (1, 3, 5, 6))
+        y = b.op("conv2d", x, b.const("w", w(rng, 4, 3, 3, 3)), b.const("b", w(rng, 4)), name="c",
+                 stride=[1, 1], dilation=[1, 1], groups=1, padding=[1, 1, 1, 1], act="relu")
+        v = b.op(view_kind, y, name="v", **attrs)
+        if view_kind == "transpose":      # [1, 6, 5, 4] -> softmax over the last axis
+            return b.graph(b.op("softmax", v, name="s", axis=3))
+        return b.graph(b.op("linear", v, b.const("fw", w(rng, 5, 120)), name="fc"))
+    return build
+
+
+def matmul(a_shape, b_shape, **attrs):
+    def build(b, rng):
+        return b.graph(b.op("matmul", b.input("a", a_shape), b.input("b", b_shape), name="y", **attrs))
+    return build
+
+
+def cat(shapes, axis):
+    def build(b, rng):
+        xs = [b.input(f"x{i}", s) for i, s in enumerate(shapes)]
+        return b.graph(b.op("cat", *[b.op("tanh", x, name=f"t{i}") if i else x for i, x in enumerate(xs)],
+                            name="y", axis=axis))
+    return build
+
+
+def lut_chain(b, rng):
+    x = b.input("x", (2, 3, 4, 5))
+    h = b.op("hardswish", b.op("sigmoid", x, name="s"), name="h")
+    return b.graph(b.op("leaky_relu", b.op("clamp", h, name="c", min=-0.2, max=0.4), name="l", alpha=0.3))
+
+
+OP_CASES = {
+    # convolutions: GEMM (any groups), depthwise variants, 1x1 direct, odd channels
+    "conv3x3_pad1": conv((1, 3, 8, 8), (4, 3, 3, 3), padding=[1, 1, 1, 1]),
+    "conv_odd_channels_relu": conv((2, 5, 6, 7), (7, 5, 3, 2), bias=False, act="relu"),
+    "conv_stride2_asym_pad": conv((1, 3, 9, 8), (6, 3, 3, 3), stride=[2, 2], padding=[0, 1, 1, 0], **RELU6),
+    "conv_stride_hw_differ": conv((1, 2, 10, 9), (2, 2, 3, 1), stride=[3, 1], padding=[2, 0, 1, 0]),
+    "conv_dilation_leaky": conv((1, 2, 9, 9), (3, 2, 3, 3), dilation=[2, 3], padding=[2, 3, 2, 3], **LEAKY),
+    "conv_groups": conv((1, 4, 6, 6), (6, 2, 3, 3), groups=2, padding=[1, 1, 1, 1], **RELU6),
+    "conv3x3_c8_expand_pad": conv((1, 8, 7, 6), (5, 8, 3, 3), stride=[2, 1], padding=[1, 2, 0, 1], act="relu"),
+    "conv_groups_c4_expand": conv((1, 8, 5, 5), (6, 4, 3, 3), groups=2, padding=[1, 1, 1, 1], dilation=[1, 2]),
+    "conv_few_pixels_tail": conv((1, 8, 3, 2), (9, 8, 3, 3), padding=[1, 1, 1, 1]),
+    "conv_1x1_direct": conv((1, 8, 5, 3), (5, 8, 1, 1), act="relu"),
+    "conv_1x1_stride2": conv((1, 12, 5, 5), (3, 12, 1, 1), stride=[2, 2]),
+    "conv_1x1_padded": conv((1, 4, 3, 3), (5, 4, 1, 1), padding=[1, 0, 0, 2]),
+    "conv_single_channel": conv((1, 1, 9, 6), (9, 1, 4, 3), stride=[2, 2], padding=[1, 1, 2, 1], act="relu"),
+    "conv_kernel_past_input": conv((1, 1, 2, 3), (2, 1, 5, 5), padding=[2, 2, 2, 2]),
+    "dw3x3_s1_odd_width": conv((1, 6, 5, 7), (6, 1, 3, 3), groups=6, padding=[1, 1, 1, 1], act="relu"),
+    "dw3x3_s2_asym": conv((1, 5, 9, 8), (5, 1, 3, 3), groups=5, stride=[2, 2], padding=[0, 0, 1, 1]),
+    "dw3x3_multiplier2": conv((1, 3, 6, 6), (6, 1, 3, 3), groups=3, padding=[1, 1, 1, 1], **LEAKY),
+    "dw_5x3_dilated": conv((1, 3, 9, 9), (6, 1, 5, 3), groups=3, dilation=[2, 1], padding=[4, 1, 4, 1]),
+    "dw_then_maxpool": conv((1, 4, 7, 7), (4, 1, 3, 3), groups=4, padding=[1, 1, 1, 1],
+                            then=pool_after("max_pool2d", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1],
+                                            ceil_mode=True)),
+    "conv_then_avgpool": conv((1, 3, 7, 5), (4, 3, 3, 3), padding=[1, 1, 1, 1],
+                              then=pool_after("avg_pool2d", kernel=[2, 3], stride=[2, 2], padding=[1, 1, 1, 1],
+                                              ceil_mode=True, count_include_pad=False)),
+    "avgpool_include_pad": conv((1, 2, 6, 7), (3, 2, 1, 1),
+                                then=pool_after("avg_pool2d", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1])),
+    "maxpool_dilation": conv((2, 1, 9, 9), (2, 1, 1, 1),
+                             then=pool_after("max_pool2d", kernel=[2, 3], stride=[1, 2], dilation=[2, 2])),
+    # dense
+    "linear": linear((1, 10), 4),
+    "linear_rows_tail": linear((3, 16), 7, act="relu"),
+    "linear_3d_nobias_leaky": linear((2, 3, 6), 5, bias=False, **LEAKY),
+    "flatten_nhwc_linear": conv_then_view("reshape", shape=[1, 120]),
+    "transpose_view_softmax": conv_then_view("transpose", perm=[0, 3, 2, 1]),
+    "matmul": matmul((3, 4), (4, 5)),
+    "matmul_broadcast_batch": matmul((2, 1, 3, 4), (5, 4, 2), act="relu"),
+    # elementwise
+    "add_same_shape_relu": binary("add", (2, 3, 4), (2, 3, 4), act="relu"),
+    "sub_const_scalar": binary("sub", (2, 3, 4), (), const_b=True),
+    "mul_per_channel_relu6": binary("mul", (2, 3, 4, 5), (1, 3, 1, 1), const_b=True, **RELU6),
+    "div_by_tensor": binary("div", (3, 1, 4), (2, 1)),
+    "add_both_broadcast_leaky": binary("add", (1, 4, 1), (3, 1, 5), **LEAKY),
+    "lut_chain": lut_chain,
+    # reductions and data movement
+    "mean_hw_keepdim": unary("mean", (2, 3, 4, 5), axes=[2, 3], keepdim=True),
+    "mean_outer_axes": unary("mean", (2, 3, 4, 2), axes=[0, 2], keepdim=False),
+    "softmax_middle": unary("softmax", (2, 5, 3), axis=1),
+    "cat_requant": cat([(1, 2, 3, 3), (1, 1, 3, 3), (1, 3, 3, 3)], axis=1),
+    "pad_asym": unary("pad", (1, 2, 3, 4), pads=[0, 0, 1, 2, 0, 1, 0, 3], value=0.5),
+    "pad_crop": unary("pad", (2, 5, 6), pads=[0, -1, 2, 0, -2, -1], value=-1.0),
+    "transpose_3d": unary("transpose", (2, 3, 4), perm=[2, 0, 1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OP_CASES))
+def test_op_exact_on_host(case, tmp_path):
+    graph = quantize(OP_CASES[case](Builder(), np.random.default_rng(1)))
+    assert_exact(graph, tmp_path, sanitize=True)
+
+
+def _shrink_result_scale(graph, name: str, factor: float):
+    """Divide the output scale of op `name` (read by a dequantize only): requantization ratios
+    grow past 1/2 (positive shifts, the 64-bit output stage) and most outputs saturate."""
+    op = next(o for o in graph.ops if o.result.name == name)
+    q = op.result.type.quant
+    op.result.type = TensorType(op.result.type.shape, "i8", QuantParams((q.scale[0] / factor,), q.zero_point))
+
+
+@pytest.mark.parametrize("factor", [300.0, 1e6])
+def test_saturation_and_positive_shifts(factor, tmp_path):
+    graphs = [OP_CASES["conv_odd_channels_relu"], OP_CASES["linear"], OP_CASES["dw3x3_s1_odd_width"],
+              OP_CASES["add_same_shape_relu"]]
+    for k, build in enumerate(graphs):
+        graph = quantize(build(Builder(), np.random.default_rng(2)))
+        _shrink_result_scale(graph, "y", factor)
+        assert_exact(graph, tmp_path / str(k), sanitize=True, scale=4.0)
+
+
+@pytest.mark.parametrize("target", ["host", pytest.param("cortex-m4", marks=pytest.mark.qemu)])
+def test_quantize_special_values(target, tmp_path):
+    """NaN gives the zero point, infinities and huge values saturate, halves round away
+    from zero (the quantize kernel's x / (scale / 2) trick), on the host and with the M4's
+    saturating VCVT."""
+    b = Builder()
+    graph = quantize(b.graph(b.op("relu", b.input("x", (1, 64)), name="y")))
+    q = graph.ops[[op.kind for op in graph.ops].index("quantize")].result.type.quant
+    s = np.float32(q.scale[0])
+    special = [np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-40, -0.0, 0.0]
+    ties = [np.float32(k + 0.5) * s for k in range(-6, 6)]
+    near = [np.nextafter(np.float32(0.5) * s, np.float32(0)), np.nextafter(np.float32(-0.5) * s, np.float32(0))]
+    x = np.array(special + ties + near, np.float32)
+    x = np.concatenate([x, np.linspace(-3, 3, 64 - x.size, dtype=np.float32)])
+    info = emit_bundle(graph, tmp_path, target_name=target)
+    if target != "host":
+        toolchain.write_target_files(tmp_path, target, "model")
+    got = toolchain.run(tmp_path, target, "model", x[None], sanitize=target == "host")
+    want = interpret(graph, [x[None]])[0]
+    assert np.array_equal(got[0].view(np.uint32), want.ravel().view(np.uint32))
+    assert info.arena_size > 0
+
+
+def test_keep_float_island_mixes_backends(tmp_path):
+    b = Builder()
+    rng = np.random.default_rng(3)
+    x = b.input("x", (1, 3, 6, 6))
+    c = b.op("conv2d", x, b.const("w", w(rng, 8, 3, 3, 3)), name="c", stride=[1, 1], dilation=[1, 1], groups=1,
+             padding=[1, 1, 1, 1])
+    t = b.op("tanh", c, name="t")                       # stays float
+    m = b.op("mean", t, name="m", axes=[2, 3], keepdim=False)
+    graph = PassManager("quantize-int8{keep-float=t}").run(
+        b.graph(b.op("linear", m, b.const("fw", w(rng, 4, 8)), name="y")),
+        PassContext(calib=rng.standard_normal((8, 1, 3, 6, 6)).astype(np.float32)))
+    assert any(op.kind == "tanh" for op in graph.ops)
+    assert_exact(graph, tmp_path, sanitize=True)
+
+
+# ---- zoo models -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_exact_on_host_under_sanitizers(name, tmp_path):
+    info = assert_exact(zoo_int8(name), tmp_path, rows=2, sanitize=True)
+    info.plan.check()
+    assert info.lower_bound <= info.arena_size
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m3"])
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_exact_on_qemu(name, target, tmp_path):
+    assert_exact(zoo_int8(name), tmp_path, target, rows=2)
+
+
+RECORDER = r"""
+#include <stdio.h>
+void tinyc_record_layer(int layer, const void *data, unsigned long bytes)
+{
+    FILE *f = fopen("layers.bin", "ab");
+    int header[2];
+    header[0] = layer;
+    header[1] = (int)bytes;
+    fwrite(header, sizeof header, 1, f);
+    fwrite(data, 1, bytes, f);
+    fclose(f);
+}
+"""
+
+
+@pytest.mark.parametrize("name", ["kitchen_sink", "mobilenet_v1_025"])
+def test_every_layer_exact_through_the_debug_hook(name, tmp_path):
+    """TINYC_LAYER_OUTPUT records every layer's result; mapped back through the bundle's
+    layouts, each intermediate int8 (and float) tensor equals the interpreter's."""
+    graph = zoo_int8(name)
+    info = emit_bundle(graph, tmp_path)
+    (tmp_path / "recorder.c").write_text(RECORDER)
+    exe = toolchain.build(tmp_path, "host", "model", "run", sanitize=True,
+                          extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
+    x = sample_rows(graph, 1)[0]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    x[0].tofile(run_dir / "input.bin")
+    subprocess.run([str(exe)], cwd=run_dir, check=True, capture_output=True)
+    data = (run_dir / "layers.bin").read_bytes()
+    env = run_all(graph, x)
+    ops = list(graph.compute_ops())
+    seen, pos = [], 0
+    while pos < len(data):
+        layer, size = np.frombuffer(data[pos:pos + 8], np.int32)
+        raw = np.frombuffer(data[pos + 8:pos + 8 + size], np.uint8)
+        pos += 8 + size
+        v = ops[layer].result
+        want = env[v.name]
+        if v.type.dtype == "f32":
+            got = raw.view(np.float32).reshape(want.shape)
+            assert np.array_equal(got.view(np.uint32), np.asarray(want, np.float32).view(np.uint32)), v.name
+        else:
+            got = raw.view(np.int8)[info.int8_layouts[v.name]]
+            assert np.array_equal(got, want), f"layer {layer} %{v.name} ({ops[layer].kind}) differs"
+        seen.append(int(layer))
+    assert seen == list(range(len(ops)))
+
+
+# ---- the bundle ---------------------------------------------------------------------------------
+
+def test_reemission_is_byte_identical(tmp_path):
+    graph = zoo_int8("kitchen_sink")
+    a = emit_bundle(graph, tmp_path / "a", name="ks")
+    b = emit_bundle(graph.copy(), tmp_path / "b", name="ks")
+    assert [f.name for f in a.files] == [f.name for f in b.files]
+    for fa, fb in zip(a.files, b.files):
+        assert fa.read_bytes() == fb.read_bytes(), fa.name
+    assert str(tmp_path) not in (tmp_path / "a" / "ks.c").read_text()
+
+
+@pytest.mark.parametrize("target", ["cortex-m0", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33"])
+def test_compiles_warning_free_for_cortex_m(target, tmp_path):
+    """-std=c99 -Wall -Wextra -Werror with the target's flags, every kernel included."""
+    t = get_target(target)
+    for name in ("kitchen_sink", "mobilenet_v1_025", "resnet8", "fc_autoencoder"):
+        emit_bundle(zoo_int8(name), tmp_path / name, name=name, target_name=target)
+        proc = subprocess.run([t.cc, "-std=c99", "-Wall", "-Wextra", "-Werror", *t.opt_flags, *t.cpu_flags, "-c",
+                               f"{name}.c", "-o", f"{name}.o"], cwd=tmp_path / name, capture_output=True, text=True)
+        assert proc.returncode == 0 and not proc.stderr, proc.stderr
+
+
+def test_layouts_and_kernels_chosen(tmp_path):
+    """ds_cnn: pointwise outputs feeding depthwise convs are channels-first, the others
+    channels-last; every conv runs a specialised GEMM or depthwise kernel."""
+    graph = zoo_int8("ds_cnn")
+    info = emit_bundle(graph, tmp_path)
+    text = (tmp_path / "model.c").read_text()
+    convs = [op for op in graph.compute_ops() if op.kind == "conv2d"]
+    for op in convs:
+        off = info.int8_layouts[op.result.name]
+        users = [u for u in graph.compute_ops() if op.result in u.operands]
+        dw_next = any(int8_layout.is_depthwise(u) for u in users)
+        assert int8_layout.is_row_major(off) == dw_next, op.result.name
+    assert text.count("tinyc_s8_dw(") == 1 and text.count("tinyc_s8_conv_gemm(") == 3   # one wrapper per shape
+    assert "int8_t i8[model_ARENA_SIZE]" in text and "TINYC_LAYER_OUTPUT(" in text
+
+
+def test_weight_transforms():
+    rng = np.random.default_rng(0)
+    w8 = rng.integers(-127, 128, (6, 10)).astype(np.int8)
+    padded = int8_weights.pad_k(w8)
+    assert padded.shape == (6, 12) and not padded[:, 10:].any()
+    inter = int8_weights.fc_interleave(padded)
+    assert inter[:16].tolist() == [*padded[0, :4], *padded[1, :4], *padded[2, :4], *padded[3, :4]]
+    assert inter[-12:].tolist() == padded[5].tolist()
+    words = int8_weights.words(padded)
+    assert words.dtype == np.int32 and words.view(np.int8).tolist() == padded.ravel().tolist()
+    bias = int8_weights.folded_bias(w8, np.arange(6, dtype=np.int32), -5)
+    assert bias.tolist() == (np.arange(6) + 5 * w8.astype(np.int64).sum(axis=1)).tolist()
+    x = QuantParams((0.02,), (3,))
+    table = int8_weights.requant_table(x, QuantParams((0.05,), (-7,)))
+    codes = np.arange(-128, 128)
+    m, s = quant.quantize_multiplier(0.02 / 0.05)
+    assert table.tolist() == np.clip(quant.requantize(codes - 3, m, s) - 7, -128, 127).tolist()
+
+
+def test_layout_iteration_and_strides():
+    off = int8_layout.perm_offsets((2, 3, 4, 5), (0, 2, 3, 1))
+    assert int8_layout.dim_strides(off) == [60, 1, 15, 3]
+    assert int8_layout.dim_strides(off.reshape(2, 60)) is None             # flatten of NHWC
+    base, dims, (s0, s1) = int8_layout.iteration(int8_layout.row_major((2, 3, 4, 5)), off)
+    assert base == [0, 0] and dims == [2, 3, 20] and s0 == [60, 20, 1] and s1 == [60, 1, 3]
+    b = np.broadcast_to(int8_layout.row_major((1, 3, 1)), (2, 3, 4))
+    assert int8_layout.iteration(int8_layout.row_major((2, 3, 4)), b)[1:] == ([2, 3, 4], [[12, 4, 1], [0, 1, 0]])
+
+
+# ---- performance ----------------------------------------------------------------------------------
+
+TFLM = {  # instructions per inference and arena bytes, TFLite Micro + CMSIS-NN on the same QEMU Cortex-M4
+    "ds_cnn": (7_699_893, 22_820),
+    "resnet8": (29_863_353, 54_996),
+    "mobilenet_v1_025": (24_101_963, 100_708),
+    "fc_autoencoder": (582_945, 2_580),
+}
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("name", ["ds_cnn", "fc_autoencoder"])
+def test_faster_and_smaller_than_tflite_micro(name, tmp_path):
+    info = emit_bundle(zoo_int8(name), tmp_path, target_name="cortex-m4")
+    toolchain.write_target_files(tmp_path, "cortex-m4", "model")
+    result = toolchain.bench(tmp_path, "cortex-m4", "model", profile=False)
+    instructions, arena = TFLM[name]
+    assert result.instructions < instructions
+    assert info.arena_size < arena

@@ -116,8 +116,10 @@ def fmt_m(n: int) -> str:
     return f"{n / 1e6:.2f} M"
 
 
-def verdict(ours: int, theirs: int) -> str:
-    return f"{ours / theirs:.2f}x" + (" ✔" if ours <= theirs else " ✘")
+def verdict(ours: int, theirs: int, precision: str) -> str:
+    """Ratio to TFLM's int8 figure; the check mark only judges like against like (int8)."""
+    mark = (" ✔" if ours <= theirs else " ✘") if precision == "int8" else ""
+    return f"{ours / theirs:.2f}x{mark}"
 
 
 def summary_table(results: list[Result]) -> list[str]:
@@ -128,7 +130,7 @@ def summary_table(results: list[Result]) -> list[str]:
         b = BASELINES[r.model]
         rows.append(
             f"| {r.model} | {r.precision} | {r.macs:,} | {r.instructions:,} | {r.per_mac:.2f} | "
-            f"{verdict(r.instructions, b.instructions)} | {r.arena:,} ({b.arena:,}) | {r.static_ram:,} | {r.stack:,} | "
+            f"{verdict(r.instructions, b.instructions, r.precision)} | {r.arena:,} ({b.arena:,}) | {r.static_ram:,} | {r.stack:,} | "
             f"{r.flash_model:,} ({b.library_flash + b.flatbuffer:,}) | {r.flash_firmware:,} | {r.compile_seconds:.1f} |")
     return rows
 
@@ -175,7 +177,9 @@ def render(results: list[Result]) -> str:
         "reference models with seeded random weights; int8 uses `fuse,quantize-int8` calibrated on 32 random inputs. "
         "*Model flash* is text+data of the model's object file (weights, kernels and invoke, no harness or libc); "
         "*firmware flash* is the whole run image. RAM = arena + static + stack high-water mark. The TFLM figures are "
-        "from `shared/baselines/tflm-cmsis-nn-cortex-m4.md` (TFLite Micro with CMSIS-NN kernels, same emulator and counting).",
+        "from `shared/baselines/tflm-cmsis-nn-cortex-m4.md` (TFLite Micro with CMSIS-NN kernels, same emulator and counting); "
+        "they are int8 figures, so float32 rows show the ratio for scale only. tinyc's int8 counts include quantizing the "
+        "float input and dequantizing the output, which TFLM's int8 invoke does not do.",
         "",
     ]
     body = summary_table(results) + ["", "## Goals (int8 against TFLite Micro + CMSIS-NN)", ""] + goals(results)

@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyc.ir import Graph
 from tinyc.passes.base import Pass, PassContext, check, option, register
-from tinyc.passes.structure import (ChannelAnalysis, ChannelGroup, Trial, accuracy_budget, budgeted_search,
+from tinyc.passes.structure import (ChannelAnalysis, ChannelGroup, Trial, accuracy_budget, budgeted_search, recovery,
                                     filter_norms, refuse_quantized, remove_channels)
 from tinyc.stats import graph_stats
 
@@ -52,6 +52,8 @@ class PruneChannels(Pass):
     criterion: Literal["l1", "l2"] = option("l1", "filter importance: l1 or l2 norm of its weights")
     layers: tuple[str, ...] = option((), "prune only these layers (result names); default all")
     tied: Literal["joint", "skip"] = option("joint", "tied groups (residual adds): prune jointly or skip")
+    recover: int = option(0, "with ratio=auto: epochs of distillation each candidate gets before it is "
+                             "scored, and the result keeps (needs --train); 0 scores candidates as pruned")
 
     def __post_init__(self):
         if isinstance(self.ratio, str):
@@ -59,6 +61,8 @@ class PruneChannels(Pass):
                 raise ValueError(f"ratio must be a number in [0, 1) or 'auto', got {self.ratio!r}")
         elif not 0.0 <= self.ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1) (the fraction of channels removed), got {self.ratio}")
+        if self.recover < 0:
+            raise ValueError(f"recover must be >= 0 epochs, got {self.recover}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         refuse_quantized(graph, self.name)
@@ -103,6 +107,8 @@ class PruneChannels(Pass):
     # ---- ratio=auto ----
     def _auto(self, graph: Graph, groups: list[ChannelGroup], build, ctx: PassContext):
         baseline, budget = accuracy_budget(graph, ctx, "prune-channels{ratio=auto}")
+        recovered = recovery(ctx, self.recover, "prune-channels{ratio=auto}")
+        build_recovered = lambda ratios: recovered(build(ratios))
         macs = graph_stats(graph).macs
         trials: dict[str, list[Trial]] = {}
         for g in groups:
@@ -112,14 +118,15 @@ class PruneChannels(Pass):
                 if n >= g.size or n in seen:
                     continue
                 seen.add(n)
-                pruned = build({g.key: r})
+                pruned = build_recovered({g.key: r})
                 trials.setdefault(g.key, []).append(
                     Trial(r, macs - graph_stats(pruned).macs, baseline - ctx.evaluate(pruned)))
-        ratios, out, drop, undone = budgeted_search(trials, budget, baseline, build, ctx.evaluate)
+        ratios, out, drop, undone = budgeted_search(trials, budget, baseline, build_recovered, ctx.evaluate)
         ctx.notes.append(f"prune-channels: ratio=auto pruned {len(ratios)} of {len(groups)} groups "
                          f"({', '.join(f'{k}={v:g}' for k, v in ratios.items()) or 'none'}); {ctx.metric or 'score'} "
                          f"drop {drop:.3g} (budget {budget:g}, {len(trials)} groups x {len(AUTO_RATIOS)} "
-                         f"ratios tried alone, {undone} step(s) undone after the combined check)")
+                         f"ratios tried alone, {undone} step(s) undone after the combined check"
+                         + (f"; every candidate retrained {self.recover} epochs first)" if self.recover else ")"))
         info = {"baseline": baseline, "drop": drop, "budget": budget,
                 "sensitivity": {k: [[t.setting, t.saved, t.drop] for t in ts] for k, ts in trials.items()}}
         return ratios, out, info

@@ -493,6 +493,21 @@ def accuracy_budget(graph: Graph, ctx: PassContext, what: str) -> tuple[float, f
     return float(baseline), float(ctx.max_accuracy_drop)
 
 
+def recovery(ctx: PassContext, epochs: int, what: str) -> Callable[[Graph], Graph]:
+    """graph -> the graph after `epochs` of distillation (the distill pass, in a scratch context
+    so its notes don't pile up), or the graph itself when epochs is 0. Accuracy-aware passes
+    score candidates after recovery, so a choice is judged as it will ship: pruned and retrained."""
+    if epochs == 0:
+        return lambda graph: graph
+    check(ctx.train is not None, f"{what} with recover={epochs} needs training inputs to retrain candidates",
+          "pass --train X.npy, or recover=0")
+    import dataclasses
+    from tinyc.passes.distill import Distill
+
+    retrain = Distill(epochs=epochs)
+    return lambda graph: retrain.apply(graph, dataclasses.replace(ctx, notes=[], stats={}))
+
+
 @dataclass(frozen=True)
 class Trial:
     """One layer's setting tried alone: MACs it saves and accuracy points it costs."""

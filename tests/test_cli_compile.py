@@ -98,3 +98,22 @@ def test_pickled_module_needs_trust_flag(tmp_path):
     assert refused.returncode == 1 and "arbitrary code" in refused.stderr and "torch.export.save" in refused.stderr
     accepted = tinyc("compile", tmp_path / "whole.pt", "--trust-pickle", "--input-shape", "1,64", "-o", tmp_path / "o")
     assert accepted.returncode == 0, accepted.stderr
+
+
+def test_calib_compiles_to_int8_bit_exact_with_the_interpreter(zoo_archive, tmp_path):
+    from tinyc.interpreter import run
+    from tinyc.text import parse_file
+    calib = zoo_inputs("cnn_bn", rows=16, seed=1)
+    np.save(tmp_path / "calib.npy", calib)
+    result = tinyc("compile", zoo_archive("cnn_bn"), "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out",
+                   "--dump-ir", tmp_path / "ir")
+    assert result.returncode == 0, result.stderr
+    assert "--calib" not in result.stderr  # no float hint
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["pipeline"] == "fuse,quantize-int8"
+    x = zoo_inputs("cnn_bn", rows=3, seed=2)
+    np.save(tmp_path / "x.npy", x)
+    assert tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy").returncode == 0
+    graph = parse_file(tmp_path / "ir" / "02-quantize-int8.tir")
+    want = np.concatenate([run(graph, [x[i:i + 1]])[0] for i in range(len(x))])
+    assert np.array_equal(np.load(tmp_path / "y.npy"), want)

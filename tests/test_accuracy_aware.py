@@ -53,3 +53,31 @@ def test_recover_needs_training_inputs():
     ctx = make_context(graph, eval_inputs=x_test[:20], eval_labels=y_test[:20], max_accuracy_drop=1.0)
     with pytest.raises(PassError, match="--train"):
         PassManager(PIPELINE).run(graph.copy(), ctx)
+
+
+@pytest.mark.qemu
+def test_svd_on_the_trained_autoencoder_lowers_params_and_instructions_and_reports_its_error(tmp_path):
+    """Issue 5: svd on a linear-heavy model lowers params and instructions; the report shows the error."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    from tinyc.anomaly import train_autoencoder
+    module, (_, x_test) = train_autoencoder()
+    torch.export.save(torch.export.export(module, (torch.from_numpy(x_test[:1]),)), str(tmp_path / "ae.pt2"))
+    np.save(tmp_path / "x.npy", x_test[:64])
+    figures = {}
+    for tag, pipeline in (("dense", "fuse"), ("svd", "fuse,svd{energy=0.9}")):
+        cmd = [sys.executable, "-m", "tinyc", "compile", str(tmp_path / "ae.pt2"), "--target", "cortex-m4",
+               "-p", pipeline, "--eval", str(tmp_path / "x.npy"), "-o", str(tmp_path / tag)]
+        assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+        report = json.loads((tmp_path / tag / "report.json").read_text())
+        bench = toolchain.bench(tmp_path / tag, "cortex-m4", "model", profile=False)
+        figures[tag] = (report, bench.instructions)
+    (dense, dense_instr), (svd, svd_instr) = figures["dense"], figures["svd"]
+    assert svd["params"] < dense["params"] and svd_instr < dense_instr
+    step = svd["passes"][-1]
+    assert step["name"] == "svd" and step["accuracy"] is not None  # SQNR vs the uncompressed model
+    layers = step["extra"]["layers"]
+    assert layers and all(0 < layer["error"] < 1 for layer in layers.values())

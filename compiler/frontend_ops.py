@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from tinyc.errors import FrontendError
-from tinyc.ir import Graph, Op, TensorType, Value
+from tinyc.ir import Graph, Op, TensorType, Value, unique_name
 
 OPS_HINT = ("supported ops: see `tinyc ops` or docs/ir.md; rewrite this part of the model "
             "with supported ops, or file an issue")
@@ -64,13 +64,7 @@ class Builder:
 
     # ---- names and values
     def unique(self, base: str) -> str:
-        base = sanitize(base)
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+        return unique_name(sanitize(base), self.taken)
 
     def add_input(self, name: str, shape) -> Value:
         v = Value(self.unique(name), TensorType(tuple(shape)))

@@ -170,13 +170,7 @@ class Graph:
         self.ops = kept[::-1]
 
     def fresh_name(self, base: str) -> str:
-        taken = self.value_names()
-        if base not in taken:
-            return base
-        i = 1
-        while f"{base}_{i}" in taken:
-            i += 1
-        return f"{base}_{i}"
+        return unique_name(base, self.value_names())
 
     def add_const(self, base: str, array: np.ndarray, *, before: Op | None = None,
                   quant: QuantParams | None = None, dtype: str | None = None) -> Value:
@@ -204,6 +198,16 @@ class Graph:
             attrs = {k: (a.copy() if isinstance(a, np.ndarray) else _copy_attr(a)) for k, a in op.attrs.items()}
             ops.append(Op(op.kind, [cp(v) for v in op.operands], cp(op.result), attrs, op.loc))
         return Graph(self.name, inputs, [cp(v) for v in self.outputs], ops)
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... whichever is not in `taken`; the choice is added to `taken`."""
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    taken.add(name)
+    return name
 
 
 def _copy_attr(a):

@@ -20,7 +20,7 @@ import numpy as np
 
 from tinyc import quant
 from tinyc.interpreter import KERNELS
-from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
+from tinyc.ir import Graph, Op, QuantParams, TensorType, Value, unique_name
 from tinyc.ops import BINARY_LAYER_OPS, SAME_QUANT_OPS, infer_type, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
@@ -159,12 +159,7 @@ class Lowering:
 
     # -- values
     def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.taken:
-            i += 1
-            name = f"{base}_{i}"
-        self.taken.add(name)
-        return name
+        return unique_name(base, self.taken)
 
     def _emit(self, kind, operands, name, t, attrs, loc=None) -> Value:
         v = Value(name, t)

@@ -24,7 +24,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from tinyc.backends import c_ops, c_ops_int8, int8_layout, planner
+from tinyc.backends import c_ops, c_ops_binary, c_ops_int8, c_ops_packed, int8_layout, planner
 from tinyc.backends.c_ops import Call, Lowered, Param, Weight
 from tinyc.backends.targets import get_target
 from tinyc.errors import BackendError
@@ -134,6 +134,8 @@ class SourceCtx:
     int8: bool = False
     s8_kernels: tuple[str, ...] = ()
     wrappers: tuple[str, ...] = ()
+    bin_kernels: tuple[str, ...] = ()     # TINYC_BIN_<K>: binary layers (c_ops_binary)
+    pk_kernels: tuple[str, ...] = ()      # TINYC_PK_<K>: packed weights (c_ops_packed)
 
 
 # ---- lowering context ------------------------------------------------------------
@@ -210,32 +212,44 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     target = get_target(target_name)
     int8 = _check_graph(graph, name)
     ops = list(graph.compute_ops())
+    binl = c_ops_binary.BinaryLowering(graph)      # sign / bin_conv2d / bin_linear, any graph
     if int8:
         low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph))
         plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
+        packing = c_ops_packed.Packing(graph, low8, plans)   # may override conv/linear plans and lowerings
 
         def inplace(op: Op):
+            if binl.handles(op):
+                return binl.inplace(op)
             return plans[op.result.name].inplace if op.result.name in plans else c_ops.inplace_operands(op)
 
         def is_view(op: Op) -> bool:
             return low8.is_view(op) if op.result.name in plans or op.kind == "transpose" and \
-                int8_layout.is_int8(op.result) else op.kind == "reshape"
+                int8_layout.is_int8(op.result) else op.kind in ("reshape", "decode")
 
         plan = planner.plan_graph(graph, inplace, is_view=is_view,
-                                  scratch=lambda op: plans[op.result.name].scratch if op.result.name in plans else 0)
+                                  scratch=lambda op: plans[op.result.name].scratch if op.result.name in plans
+                                  else binl.scratch(op))
     else:
-        plan = planner.plan_graph(graph, c_ops.inplace_operands)
+        packing = c_ops_packed.Packing(graph)
+        plan = planner.plan_graph(graph, lambda op: binl.inplace(op) if binl.handles(op) else
+                                  c_ops.inplace_operands(op), scratch=binl.scratch,
+                                  is_view=lambda op: op.kind in ("reshape", "decode"))
     plan.check()
     lowerer = _Lowerer(graph, name, plan)
+    packing.register(lowerer)      # decoded (share-weights) weights: constants, no code
     lowerer.layouts = low8.lay if int8 else None
     lowered = []
     for i, op in enumerate(ops):
         lowerer.layer, lowerer.op = i, op
         if int8 and _is_int8_op(op):
             low = low8.emit(op, lowerer)
-            lowered.append(Lowered(tuple("S8:" + k for k in low.kernels), low.params, low.weights, low.calls))
+            lowered.append(Lowered(tuple(k if k.startswith(c_ops_packed.KERNEL_PREFIX) else "S8:" + k
+                                         for k in low.kernels), low.params, low.weights, low.calls))
+        elif binl.handles(op):
+            lowered.append(binl.emit(op, lowerer))
         else:
-            lowered.append(c_ops.lowering(op).emit(op, lowerer))
+            lowered.append(packing.emit(op, lowerer) or c_ops.lowering(op).emit(op, lowerer))
     copies = tuple(_output_copy(graph, c, lowerer) for c in plan.output_copies)
 
     out = Path(out_dir)
@@ -244,7 +258,10 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     source = _source_ctx(graph, name, target.name, plan, ops, lowered, copies, lowerer, int8)
     files = [_write(out / f"{name}.h", _render("model.h.j2", header)),
              _write(out / f"{name}.c", _render("model.c.j2", source))]
-    for f in RUNTIME_FILES + (RUNTIME_FILES_S8 if int8 else ()):
+    uses_bin = any(k.startswith(c_ops_binary.KERNEL_PREFIX) for low in lowered for k in low.kernels)
+    uses_pk = bool(source.pk_kernels)
+    for f in RUNTIME_FILES + (RUNTIME_FILES_S8 if int8 else ()) + (c_ops_binary.RUNTIME_FILES if uses_bin else ()) \
+            + (c_ops_packed.RUNTIME_FILES if uses_pk else ()):
         shutil.copyfile(RUNTIME_DIR / f, out / f)
         files.append(out / f)
     layers = tuple(LayerInfo(i, op.kind, op.result.name, op.loc, tuple(c.function for c in low.calls))
@@ -255,6 +272,8 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
 
 
 def _is_int8_op(op: Op) -> bool:
+    if c_ops_binary.handles(op):          # lowered by c_ops_binary (int8 forms included)
+        return False
     return int8_layout.is_int8_op(op) or (op.kind in ("reshape", "transpose") and int8_layout.is_int8(op.result))
 
 
@@ -271,7 +290,7 @@ def _check_graph(graph: Graph, name: str) -> bool:
                                hint="quantize-int8 keeps them float (quantize/dequantize at the edges)")
     for op in graph.ops:
         v = op.result
-        if v.type.dtype == "f32" and v.type.quant is None:
+        if (v.type.dtype == "f32" and v.type.quant is None) or c_ops_binary.accepts(op) or c_ops_packed.accepts(op):
             continue
         if int8 and (int8_layout.is_int8(v) or (op.is_const and v.type.dtype in ("i8", "i32"))):
             if not op.is_const and op.kind not in c_ops_int8.SUPPORTED:
@@ -315,7 +334,12 @@ def _header_ctx(graph: Graph, name: str, target: str, plan: planner.Plan) -> Hea
 def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: list[Op],
                 lowered: list[Lowered], copies: tuple[CopyCtx, ...], lowerer: _Lowerer,
                 int8: bool = False) -> SourceCtx:
-    kernels = sorted({k for low in lowered for k in low.kernels if not k.startswith("S8:")})
+    kernels = sorted({k for low in lowered for k in low.kernels
+                      if not k.startswith(("S8:", c_ops_binary.KERNEL_PREFIX, c_ops_packed.KERNEL_PREFIX))})
+    pk_kernels = sorted({k[len(c_ops_packed.KERNEL_PREFIX):] for low in lowered for k in low.kernels
+                         if k.startswith(c_ops_packed.KERNEL_PREFIX)})
+    bin_kernels = sorted({k[len(c_ops_binary.KERNEL_PREFIX):] for low in lowered for k in low.kernels
+                          if k.startswith(c_ops_binary.KERNEL_PREFIX)})
     s8_kernels = sorted({k[3:] for low in lowered for k in low.kernels if k.startswith("S8:")})
     weights = [_weight_ctx(Weight(lowerer.const_names[n], lowerer.consts[n],
                                   _CTYPES.get(c_ops_dtype(lowerer.consts[n]), "float")), f"%{n}: const")
@@ -329,7 +353,7 @@ def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: l
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return SourceCtx(name, _comment(graph.name), target, tuple(kernels), tuple(weights), params,
                      plan.arena_size, layers, copies, len(ops), int8, tuple(s8_kernels),
-                     tuple(text for _, text in lowerer.wrappers.values()))
+                     tuple(text for _, text in lowerer.wrappers.values()), tuple(bin_kernels), tuple(pk_kernels))
 
 
 def c_ops_dtype(a: np.ndarray) -> str:

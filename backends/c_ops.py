@@ -418,6 +418,9 @@ LOWERINGS: dict[str, Lowering] = {
     "cat": Lowering(lower_cat, _none),
     "pad": Lowering(lower_pad, _none),
     "reshape": Lowering(lower_reshape, _none),
+    # decode(indices, codebook) of share-weights: no code either; the layer reading it stores the
+    # weights in its own format (c_ops_packed), or the decoded array is emitted as a constant
+    "decode": Lowering(lower_reshape, _none),
 }
 
 

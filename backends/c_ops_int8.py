@@ -88,6 +88,9 @@ class Int8Lowering:
     def __init__(self, layouts: Layouts):
         self.lay = layouts
         self.plans: dict[str, OpPlan] = {}
+        # per-op emitters replacing _EMIT[kind] (same signature), e.g. packed weights (c_ops_packed)
+        self.overrides: dict[str, Callable] = {}
+        self.packing = None
 
     # -- planning
     def plan(self, op: Op) -> OpPlan:
@@ -127,7 +130,7 @@ class Int8Lowering:
             return Lowered8()
         p = self.plans[op.result.name]
         pre = self._relayouts(op, ctx, p)
-        low = _EMIT[op.kind](self, op, ctx, p)
+        low = self.overrides.get(op.result.name, _EMIT[op.kind])(self, op, ctx, p)
         return Lowered8(pre.kernels + low.kernels, pre.params + low.params, pre.weights + low.weights,
                         pre.calls + low.calls)
 

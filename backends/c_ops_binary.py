@@ -157,6 +157,8 @@ class BinaryLowering:
         producers = {op.result.name: op for op in graph.ops}
         readers: dict[str, set[str]] = {}
         for op in graph.compute_ops():
+            if op.kind == "decode":
+                continue  # its u1 operand holds 1-bit codebook indices: a packed weight format's business
             if op.result.type.dtype == "u1" and op.kind != "sign":
                 raise BackendError(f"the C backend makes binary (u1) activations only with sign; "
                                    f"%{op.result.name} = {op.kind} is u1", where=op.loc,

@@ -16,6 +16,7 @@ CALIB_ROWS = 256      # calibration inputs: the first rows of the (shuffled) tra
 
 # (label, pipeline) per model. distill's options are pinned so its defaults can move.
 DISTILL = "distill{epochs=10 lr=0.003}"
+DISTILL30 = "distill{epochs=30 lr=0.003}"
 PIPELINES: list[tuple[str, str]] = [
     ("float", "fuse"),
     ("int8", "fuse,quantize-int8"),
@@ -25,6 +26,9 @@ PIPELINES: list[tuple[str, str]] = [
     ("prune 90% (global, rms) + distill + int8",
      f"fuse,prune-weights{{sparsity=0.9 normalize=rms}},{DISTILL},quantize-int8"),
     ("prune 90% (layer) + distill + int8", f"fuse,prune-weights{{sparsity=0.9 scope=layer}},{DISTILL},quantize-int8"),
+    ("prune 90% (layer) + distill 30 + int8", f"fuse,prune-weights{{sparsity=0.9 scope=layer}},{DISTILL30},quantize-int8"),
+    ("Deep Compression: prune 90% + distill 30 + share 4-bit + distill + int8",
+     f"fuse,prune-weights{{sparsity=0.9 scope=layer}},{DISTILL30},share-weights{{bits=4}},{DISTILL},quantize-int8"),
     ("int8 + share 4-bit", "fuse,quantize-int8,share-weights{bits=4}"),
     ("int8 + share 4-bit per channel", "fuse,quantize-int8,share-weights{bits=4 per-channel=true}"),
     ("share 4-bit + int8", "fuse,share-weights{bits=4},quantize-int8"),

@@ -445,3 +445,17 @@ def test_packed_kernels_compile_warning_free_for_cortex_m(tmp_path):
             proc = subprocess.run([t.cc, "-std=c99", "-Wall", "-Wextra", "-Werror", *t.opt_flags, *t.cpu_flags, "-c",
                                    "model.c", "-o", "model.o"], cwd=out, capture_output=True, text=True)
             assert proc.returncode == 0 and not proc.stderr, f"{target} {name}: {proc.stderr}"
+
+
+def test_one_bit_shared_weights_compile_and_match_the_interpreter(tmp_path):
+    """share-weights{bits=1} stores u1 codebook indices: the binary-layer planner must leave them alone."""
+    from tinyc.compression_eval import compile_digits, trained
+    from tinyc.interpreter import run
+    graph, _ = compile_digits("mlp", "fuse,quantize-int8,share-weights{bits=1}")
+    _, (_, _, x_test, _) = trained("mlp")
+    emit_bundle(graph, tmp_path, target_name="host")
+    toolchain.write_target_files(tmp_path, "host", "model")
+    x = x_test[:5]
+    got = toolchain.run(tmp_path, "host", "model", x.reshape(len(x), -1), sanitize=True)
+    want = np.concatenate([run(graph, [x[i:i + 1]])[0] for i in range(len(x))])
+    assert np.array_equal(got, want)

@@ -47,6 +47,16 @@ def main() -> int:
     print("MATCH" if ok else "MISMATCH")
 
     tinyc("bench", str(OUT / "bundle"))
+
+    # int8: calibrate on sample inputs; the C is bit-exact with tinyc's integer interpreter.
+    np.save(OUT / "calib.npy", rng.standard_normal((32, *example.shape[1:])).astype(np.float32))
+    tinyc("compile", str(archive), "--target", "cortex-m4", "--calib", str(OUT / "calib.npy"), "-o", str(OUT / "bundle-int8"))
+    tinyc("run", str(OUT / "bundle-int8"), "--input", str(OUT / "inputs.npy"), "-o", str(OUT / "outputs-int8.npy"))
+    got8 = np.load(OUT / "outputs-int8.npy").reshape(want.shape)
+    agree = float(np.mean(got8.argmax(axis=1) == want.argmax(axis=1)))
+    print(f"\nint8 on QEMU vs PyTorch float: max abs error {np.abs(got8 - want).max():.3g}, "
+          f"top-1 agreement {agree:.0%}")
+    tinyc("bench", str(OUT / "bundle-int8"))
     return 0 if ok else 1
 
 

@@ -55,3 +55,52 @@ def assert_close(got: np.ndarray, want: np.ndarray, rtol: float) -> None:
     scale = max(float(np.abs(want).max()), 1e-30)
     err = float(np.abs(got - want).max())
     assert err <= rtol * scale, f"max abs error {err:.3g} > {rtol} x output scale {scale:.3g}"
+
+
+# ---- per-layer comparison through the TINYC_LAYER_OUTPUT hook -----------------------------------
+
+RECORDER = r"""
+#include <stdio.h>
+void tinyc_record_layer(int layer, const void *data, unsigned long bytes)
+{
+    FILE *f = fopen("layers.bin", "ab");
+    int header[2];
+    header[0] = layer;
+    header[1] = (int)bytes;
+    fwrite(header, sizeof header, 1, f);
+    fwrite(data, 1, bytes, f);
+    fclose(f);
+}
+"""
+
+
+def record_layers(bundle, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Build the host bundle (ASan/UBSan) with the TINYC_LAYER_OUTPUT hook recording every layer,
+    run it on one input and return (layer index, raw bytes) in the order the layers ran."""
+    import subprocess
+    from pathlib import Path
+
+    from tinyc.backends import toolchain
+    bundle = Path(bundle)
+    (bundle / "recorder.c").write_text(RECORDER)
+    exe = toolchain.build(bundle, "host", "model", "run", sanitize=True,
+                          extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
+    run_dir = bundle / "run"
+    run_dir.mkdir()
+    np.asarray(x, np.float32).tofile(run_dir / "input.bin")
+    subprocess.run([str(exe)], cwd=run_dir, check=True, capture_output=True)
+    data = (run_dir / "layers.bin").read_bytes()
+    layers, pos = [], 0
+    while pos < len(data):
+        layer, size = np.frombuffer(data[pos:pos + 8], np.int32)
+        layers.append((int(layer), np.frombuffer(data[pos + 8:pos + 8 + size], np.uint8)))
+        pos += 8 + size
+    return layers
+
+
+def layer_tensor(raw: np.ndarray, value, shape, info) -> np.ndarray:
+    """A recorded f32 or int8 layer result in logical (interpreter) order: int8 tensors are
+    gathered back through the bundle's compile-time layout."""
+    if value.type.dtype == "f32":
+        return raw.view(np.float32).reshape(shape)
+    return raw.view(np.int8)[info.int8_layouts[value.name]]

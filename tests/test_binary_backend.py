@@ -14,6 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from helpers import layer_tensor, record_layers
 from tinyc import quant
 from tinyc.backends import c_ops_binary, toolchain
 from tinyc.backends.c_emitter import emit_bundle
@@ -286,54 +287,26 @@ def test_float_graphs_digits(tmp_path):
         assert float(np.abs(got - want).max()) <= 1e-5 * float(np.abs(want).max())
 
 
-RECORDER = r"""
-#include <stdio.h>
-void tinyc_record_layer(int layer, const void *data, unsigned long bytes)
-{
-    FILE *f = fopen("layers.bin", "ab");
-    int header[2];
-    header[0] = layer;
-    header[1] = (int)bytes;
-    fwrite(header, sizeof header, 1, f);
-    fwrite(data, 1, bytes, f);
-    fclose(f);
-}
-"""
-
-
 @pytest.mark.parametrize("which", ["cnn", "mlp"])
 def test_every_layer_exact_through_the_debug_hook(which, tmp_path):
     """TINYC_LAYER_OUTPUT records each layer; int8 tensors mapped back through the bundle's
     layouts and the packed sign bits through their packing order equal the interpreter's."""
     graph = digits(which, BINARY_ACT)
     info = emit_bundle(graph, tmp_path)
-    (tmp_path / "recorder.c").write_text(RECORDER)
-    exe = toolchain.build(tmp_path, "host", "model", "run", sanitize=True,
-                          extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
     x = digits_rows(which, 1)[0]
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    x.tofile(run_dir / "input.bin")
-    subprocess.run([str(exe)], cwd=run_dir, check=True, capture_output=True)
-    data = (run_dir / "layers.bin").read_bytes()
     env = run_all(graph, [x])
     ops = list(graph.compute_ops())
     orders = c_ops_binary.BinaryLowering(graph)
-    seen, pos = [], 0
-    while pos < len(data):
-        layer, size = np.frombuffer(data[pos:pos + 8], np.int32)
-        raw = np.frombuffer(data[pos + 8:pos + 8 + size], np.uint8)
-        pos += 8 + size
+    seen = []
+    for layer, raw in record_layers(tmp_path, x):
         v = ops[layer].result
         want = env[v.name]
         if v.type.dtype == "u1":
             got = c_ops_binary.unpack_stream(raw, v.type.shape, orders.order(v))
-        elif v.type.dtype == "f32":
-            got = raw.view(np.float32).reshape(want.shape)
         else:
-            got = raw.view(np.int8)[info.int8_layouts[v.name]]
+            got = layer_tensor(raw, v, want.shape, info)
         assert np.array_equal(got, want), f"layer {layer} %{v.name} ({ops[layer].kind}) differs"
-        seen.append(int(layer))
+        seen.append(layer)
     assert seen == list(range(len(ops)))
     assert {"sign"} <= {ops[i].kind for i in seen}
 

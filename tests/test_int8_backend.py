@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import fused_graph, zoo_inputs
+from helpers import fused_graph, layer_tensor, record_layers, zoo_inputs
 from test_planner import Builder
 from tinyc import quant, zoo
 from tinyc.backends import int8_layout, int8_weights, toolchain
@@ -283,52 +283,25 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
     assert_exact(zoo_int8(name), tmp_path, target, rows=2)
 
 
-RECORDER = r"""
-#include <stdio.h>
-void tinyc_record_layer(int layer, const void *data, unsigned long bytes)
-{
-    FILE *f = fopen("layers.bin", "ab");
-    int header[2];
-    header[0] = layer;
-    header[1] = (int)bytes;
-    fwrite(header, sizeof header, 1, f);
-    fwrite(data, 1, bytes, f);
-    fclose(f);
-}
-"""
-
-
 @pytest.mark.parametrize("name", ["kitchen_sink", "mobilenet_v1_025"])
 def test_every_layer_exact_through_the_debug_hook(name, tmp_path):
     """TINYC_LAYER_OUTPUT records every layer's result; mapped back through the bundle's
     layouts, each intermediate int8 (and float) tensor equals the interpreter's."""
     graph = zoo_int8(name)
     info = emit_bundle(graph, tmp_path)
-    (tmp_path / "recorder.c").write_text(RECORDER)
-    exe = toolchain.build(tmp_path, "host", "model", "run", sanitize=True,
-                          extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
     x = sample_rows(graph, 1)[0]
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    x[0].tofile(run_dir / "input.bin")
-    subprocess.run([str(exe)], cwd=run_dir, check=True, capture_output=True)
-    data = (run_dir / "layers.bin").read_bytes()
     env = run_all(graph, x)
     ops = list(graph.compute_ops())
-    seen, pos = [], 0
-    while pos < len(data):
-        layer, size = np.frombuffer(data[pos:pos + 8], np.int32)
-        raw = np.frombuffer(data[pos + 8:pos + 8 + size], np.uint8)
-        pos += 8 + size
+    seen = []
+    for layer, raw in record_layers(tmp_path, x[0]):
         v = ops[layer].result
         want = env[v.name]
+        got = layer_tensor(raw, v, want.shape, info)
         if v.type.dtype == "f32":
-            got = raw.view(np.float32).reshape(want.shape)
             assert np.array_equal(got.view(np.uint32), np.asarray(want, np.float32).view(np.uint32)), v.name
         else:
-            got = raw.view(np.int8)[info.int8_layouts[v.name]]
             assert np.array_equal(got, want), f"layer {layer} %{v.name} ({ops[layer].kind}) differs"
-        seen.append(int(layer))
+        seen.append(layer)
     assert seen == list(range(len(ops)))
 
 

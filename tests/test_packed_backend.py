@@ -15,7 +15,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from test_int8_backend import RECORDER, assert_exact, quantize, sample_rows
+from helpers import layer_tensor, record_layers
+from test_int8_backend import assert_exact, quantize, sample_rows
 from test_planner import Builder
 from tinyc import compression_eval as ce
 from tinyc.backends import c_ops_packed, toolchain
@@ -357,27 +358,13 @@ def test_digits_packed_exact_on_host_layer_by_layer(tmp_path):
         out = tmp_path / tag
         info = emit_bundle(graph, out)
         assert "tinyc_pk_s8_" in (out / "model.c").read_text()
-        (out / "recorder.c").write_text(RECORDER)
-        exe = toolchain.build(out, "host", "model", "run", sanitize=True,
-                              extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
         x = ce.trained(tag)[1][2][:1]
-        run_dir = out / "run"
-        run_dir.mkdir()
-        x.astype(np.float32).tofile(run_dir / "input.bin")
-        subprocess.run([str(exe)], cwd=run_dir, check=True, capture_output=True)
-        data = (run_dir / "layers.bin").read_bytes()
         env = run_all(graph, [x])
         ops = list(graph.compute_ops())
-        pos, seen = 0, 0
-        while pos < len(data):
-            layer, size = np.frombuffer(data[pos:pos + 8], np.int32)
-            raw = np.frombuffer(data[pos + 8:pos + 8 + size], np.uint8)
-            pos += 8 + size
+        seen = 0
+        for layer, raw in record_layers(out, x):
             v = ops[layer].result
-            if v.type.dtype == "f32":
-                got = raw.view(np.float32).reshape(env[v.name].shape)
-            else:
-                got = raw.view(np.int8)[info.int8_layouts[v.name]]
+            got = layer_tensor(raw, v, env[v.name].shape, info)
             assert np.array_equal(got, env[v.name]), f"{tag}: layer {layer} %{v.name} ({ops[layer].kind})"
             seen += 1
         assert seen == sum(op.kind != "decode" for op in ops)

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from tinyc.errors import TinycError
@@ -14,23 +16,72 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    debug = getattr(args, "debug", False) or os.environ.get("TINYC_DEBUG", "") not in ("", "0")
     try:
         return args.func(args) or 0
     except TinycError as e:
         print(f"tinyc: error: {e.format()}", file=sys.stderr)
+        _traceback_if(debug)
         return 1
     except KeyboardInterrupt:
         print("tinyc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tinyc opt ... | head`: the reader left; not an error worth a message
+        _silence_stdout()
+        return 1
+    except OSError as e:  # a file-system failure no command anticipated: still the user's to fix
+        print(f"tinyc: error: {os_error(e)}", file=sys.stderr)
+        _traceback_if(debug)
+        return 1
+    except MemoryError:
+        print("tinyc: error: out of memory\n  hint: the model or data is too large for this machine",
+              file=sys.stderr)
+        _traceback_if(debug)
+        return 1
+    except Exception as e:  # the last line of defence: a bug in tinyc, never a raw traceback
+        text = " ".join(str(e).split())
+        text = text if len(text) <= 300 else text[:297] + "..."
+        print(f"tinyc: internal error in tinyc: {type(e).__name__}{': ' + text if text else ''}\n"
+              f"  hint: this is a bug in tinyc; please report it with the command line and input files"
+              + ("" if debug else " (run with --debug or TINYC_DEBUG=1 for the traceback)"), file=sys.stderr)
+        _traceback_if(debug)
+        return 70
+
+
+def os_error(e: OSError) -> str:
+    """An OSError as what, where and what to do."""
+    what = e.strerror or type(e).__name__
+    where = f" {e.filename}" if e.filename is not None else ""
+    if e.filename2 is not None:
+        where += f" -> {e.filename2}"
+    return f"cannot access{where}: {what}\n  hint: check that the path exists, is of the right kind " \
+           f"(file or directory) and that you may read or write it"
+
+
+def _traceback_if(debug: bool) -> None:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    try:  # Python would complain again when flushing stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tinyc import commands
 
     parser = argparse.ArgumentParser(prog="tinyc", description="Compile PyTorch models to verified C for microcontrollers.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print Python tracebacks of errors (also: environment variable TINYC_DEBUG=1)")
     sub = parser.add_subparsers(metavar="COMMAND")
+    debug = argparse.ArgumentParser(add_help=False)  # --debug also after the command name
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    p = sub.add_parser("opt", help="run IR passes and print the IR (tinyc's mlir-opt)")
+    p = sub.add_parser("opt", parents=[debug], help="run IR passes and print the IR (tinyc's mlir-opt)")
     p.add_argument("input", type=Path, help="IR text (.tir) or a model file (torch.export archive)")
     p.add_argument("-p", "--pipeline", default="", help="passes to run, e.g. 'fuse,prune-channels{ratio=0.5}'")
     p.add_argument("-o", "--output", type=Path, help="write the IR here instead of stdout")
@@ -39,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_pass_manager_options(p)
     p.set_defaults(func=commands.cmd_opt)
 
-    p = sub.add_parser("passes", help="list every pass with its options")
+    p = sub.add_parser("passes", parents=[debug], help="list every pass with its options")
     p.set_defaults(func=commands.cmd_passes)
 
-    p = sub.add_parser("ops", help="list the PyTorch (aten) ops the frontend imports")
+    p = sub.add_parser("ops", parents=[debug], help="list the PyTorch (aten) ops the frontend imports")
     p.set_defaults(func=commands.cmd_ops)
 
-    p = sub.add_parser("compile", help="compile a model to a C bundle for a target")
+    p = sub.add_parser("compile", parents=[debug], help="compile a model to a C bundle for a target")
     p.add_argument("model", type=Path, help="a torch.export archive (or IR text)")
     p.add_argument("--target", default="host", help="host, cortex-m0, cortex-m3, cortex-m4, cortex-m7, cortex-m33")
     p.add_argument("--board", help="a board whose flash/RAM budget the model must fit, e.g. nucleo-f446re")
@@ -58,13 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_pass_manager_options(p)
     p.set_defaults(func=commands.cmd_compile)
 
-    p = sub.add_parser("run", help="run a compiled bundle on its target (host or QEMU)")
+    p = sub.add_parser("run", parents=[debug], help="run a compiled bundle on its target (host or QEMU)")
     p.add_argument("bundle", type=Path, help="a directory written by `tinyc compile`")
     p.add_argument("--input", type=Path, required=True, help="inputs (.npy): one row per inference")
     p.add_argument("-o", "--output", type=Path, help="write outputs here (.npy); default: print them")
     p.set_defaults(func=commands.cmd_run)
 
-    p = sub.add_parser("bench", help="measure instructions, flash and RAM of a bundle on the emulator")
+    p = sub.add_parser("bench", parents=[debug], help="measure instructions, flash and RAM of a bundle on the emulator")
     p.add_argument("bundle", type=Path, help="a directory written by `tinyc compile` for a Cortex-M target")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     p.set_defaults(func=commands.cmd_bench)
@@ -76,6 +127,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trust-pickle", action="store_true",
                    help="allow a whole pickled nn.Module (torch.save(model)); unpickling runs code from the file")
     g.add_argument("--input-shape", help="input shape for a pickled module, e.g. 1,3,32,32")
+    g.add_argument("--allow-nonfinite", action="store_true",
+                   help="only warn about NaN or infinite weights instead of refusing the model")
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:

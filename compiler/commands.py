@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -12,23 +13,88 @@ from tinyc.ir import Graph
 
 # ---- shared helpers ---------------------------------------------------------
 
+def check_input_file(path: Path, what: str) -> None:
+    """Refuse a missing, unreadable or non-regular input before anything opens it (a FIFO would block)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        found = f"no such file: {path}" if what == "model file" else f"{what} not found: {path}"
+        raise TinycError(found, hint="check the path") from None
+    except OSError as e:
+        raise TinycError(f"cannot access {what} {path}: {e.strerror}",
+                         hint="check the path and its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise TinycError(f"{what} {path} is a directory, not a file", hint="pass a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise TinycError(f"{what} {path} is not a regular file (a FIFO, socket or device)",
+                         hint="write the data to a regular file and pass that")
+    if not os.access(path, os.R_OK):
+        raise TinycError(f"cannot read {what} {path}: permission denied", hint="check the file's permissions")
+
+
+def read_head(path: Path, n: int = 4096) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise TinycError(f"cannot read {path}: {e.strerror}", hint="check the file's permissions") from None
+
+
+_BINARY_MAGIC = (b"PK\x03\x04", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"\x93NUMPY")
+
+
 def is_ir_text(path: Path) -> bool:
-    """IR dumps are UTF-8 text starting with a comment or `graph`; model archives are binary."""
-    with open(path, "rb") as f:
-        head = f.read(64).lstrip()
-    return head.startswith((b"//", b"graph"))
+    """IR is tried first for `.tir` files and any UTF-8 text; model archives and pickles are binary."""
+    head = read_head(path)
+    if head.startswith(_BINARY_MAGIC):
+        return False
+    if path.suffix == ".tir" or head.lstrip().startswith((b"//", b"graph")):
+        return True
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a character cut at the end of the head
+            return False
+    return bool(head.strip())
 
 
 def load_graph(path: Path, args) -> Graph:
-    if not path.exists():
-        raise TinycError(f"no such file: {path}", hint="check the path")
-    if path.is_dir():
-        raise TinycError(f"{path} is a directory, not a model or IR file")
+    """The model or IR file as a verified Graph; NaN or infinite weights refused unless --allow-nonfinite."""
+    from tinyc.verifier import nonfinite_consts, zero_size_values
+
+    check_input_file(path, "model file")
+    allow = getattr(args, "allow_nonfinite", False)
     if is_ir_text(path):
+        from tinyc.errors import VerifyError
         from tinyc.text import parse_file
-        return parse_file(path)
-    from tinyc.frontend import load_model
-    return load_model(path, trust_pickle=args.trust_pickle, input_shape=parse_shape(args.input_shape))
+        from tinyc.verifier import verify
+        graph = parse_file(path)
+        try:
+            verify(graph)
+        except VerifyError as e:  # the user's IR: no "bug in tinyc" hint
+            where = f"{path}" + (f" (loc {e.where})" if e.where else "")
+            raise TinycError(f"the IR does not verify: {e.what.removeprefix('verify: ')}", where=where,
+                             hint=e.hint or "fix the IR text; `tinyc ops` and docs/ir.md list the ops") from None
+    else:
+        from tinyc.frontend import load_model
+        graph = load_model(path, trust_pickle=args.trust_pickle, input_shape=parse_shape(args.input_shape),
+                           allow_nonfinite=True)
+    empty = zero_size_values(graph)
+    if empty:
+        raise TinycError(f"{path} has tensors with no elements: " + "; ".join(empty),
+                         hint="tinyc compiles layers of at least one feature/channel: remove or resize "
+                              "the zero-size layer")
+    bad = nonfinite_consts(graph)
+    if bad and not allow:
+        raise TinycError(f"{path} has NaN or infinite weights: " + "; ".join(bad),
+                         hint="the file may be corrupt or the model diverged in training; fix the weights, "
+                              "or pass --allow-nonfinite to compile them anyway")
+    if bad:
+        print(f"tinyc: warning: {path} has NaN or infinite weights (--allow-nonfinite): " + "; ".join(bad),
+              file=sys.stderr)
+    return graph
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -45,20 +111,157 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 def write_atomically(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder so a failure leaves nothing half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise TinycError(f"output {path} is a directory", hint="give a file name for -o, e.g. out.tir")
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    except OSError as e:
+        raise TinycError(f"cannot write {path}: {e.strerror or e}",
+                         hint="check that the directory exists and is writable") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output_dir(path: Path, option: str) -> None:
+    """A directory option (--dump-ir) must not name an existing file."""
+    if path.exists() and not path.is_dir():
+        raise TinycError(f"{option} {path} exists and is not a directory",
+                         hint=f"give {option} a new or existing directory")
+
+
+def load_array(path: Path, what: str, *, rows: bool = True):
+    """A numeric .npy array (real, not complex, not empty, finite); refuses .npz, text and object arrays."""
+    import numpy as np
+
+    check_input_file(path, f"{what} file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise TinycError(f"cannot read {what} file {path}: {e}",
+                         hint="save it with numpy.save (a .npy array of numbers)") from None
+    if isinstance(x, np.lib.npyio.NpzFile):
+        names = ", ".join(x.files) or "none"
+        x.close()
+        raise TinycError(f"{what} file {path} is an .npz archive (arrays: {names}), not an .npy array",
+                         hint="save one array with numpy.save, e.g. numpy.save('x.npy', data['x'])")
+    if x.dtype.kind == "c":
+        raise TinycError(f"{what} file {path} holds complex numbers ({x.dtype})",
+                         hint="models take real inputs: save x.real (or abs(x)) as float32")
+    if x.dtype.kind not in "biuf":
+        raise TinycError(f"{what} file {path} holds {x.dtype} values, not numbers",
+                         hint="save a numeric array, e.g. numpy.save(path, x.astype(numpy.float32))")
+    if x.size == 0 or (rows and x.ndim and x.shape[0] == 0):
+        raise TinycError(f"{what} file {path} is empty (shape {list(x.shape)})",
+                         hint="save at least one sample")
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x.astype(np.float32))
+        if not finite.all():
+            raise TinycError(f"{what} file {path} has {int(x.size - finite.sum())} NaN or infinite values "
+                             "(in float32)", hint="clean the data before passing it")
+    return x
+
+
+def check_output_path(path: Path, option: str, *, directory: bool = False) -> None:
+    """Refuse an output path that cannot be written, before any slow work: a file where a directory
+    is wanted (or the reverse), or a parent folder that is not a writable directory."""
+    if directory and path.exists() and not path.is_dir():
+        raise TinycError(f"{option} {path} exists and is not a directory",
+                         hint=f"give {option} a new directory (or an earlier tinyc bundle to replace)")
+    if not directory and path.is_dir():
+        raise TinycError(f"{option} {path} is a directory", hint=f"give {option} a file name")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise TinycError(f"cannot create {path}: {parent} is not a directory", hint=f"choose another {option}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise TinycError(f"cannot write {path}: directory {parent} is not writable",
+                         hint=f"choose a writable location for {option} or fix the directory's permissions")
+
+
+def save_array(path: Path, array) -> None:
+    """numpy.save through a temporary file, so a failure leaves nothing half-written."""
+    import numpy as np
+
+    check_output_path(path, "-o")
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise TinycError(f"cannot write {path}: {e.strerror or e}",
+                         hint="check that the directory exists and is writable") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+_MANIFEST_KEYS = {"name": str, "target": str, "graph": str, "inputs": list, "outputs": list, "layers": list,
+                  "arena_size": int, "macs": int}
+
+
+def read_manifest(bundle: Path, filename: str) -> dict:
+    """A bundle's report.json, checked for what run/bench read from it."""
+    import json
+
+    if not bundle.is_dir():
+        what = "does not exist" if not bundle.exists() else "is not a directory"
+        raise TinycError(f"bundle {bundle} {what}", hint="pass the directory written by `tinyc compile -o DIR`")
+    rep = bundle / filename
+    if not rep.exists():
+        raise TinycError(f"{bundle} is not a tinyc bundle (no {filename})",
+                         hint="pass the directory written by `tinyc compile -o DIR`")
+    check_input_file(rep, "bundle manifest")
+    damaged = f"the bundle manifest {rep} is damaged"
+    hint = "compile the bundle again with `tinyc compile`"
+    try:
+        report = json.loads(rep.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TinycError(f"{damaged}: {e}", hint=hint) from None
+    except OSError as e:
+        raise TinycError(f"cannot read {rep}: {e.strerror}", hint="check the file's permissions") from None
+    if not isinstance(report, dict):
+        raise TinycError(f"{damaged}: not a JSON object", hint=hint)
+    for key, typ in _MANIFEST_KEYS.items():
+        if not isinstance(report.get(key), typ):
+            raise TinycError(f"{damaged}: {'missing' if key not in report else 'bad'} field {key!r}", hint=hint)
+    if not (report.get("board") is None or isinstance(report["board"], str)):
+        raise TinycError(f"{damaged}: bad field 'board'", hint=hint)
+    layer_keys = ("index", "name", "kind", "macs", "weight_bytes")
+    if not all(isinstance(row, dict) and all(k in row for k in layer_keys) for row in report["layers"]):
+        raise TinycError(f"{damaged}: bad 'layers' entry", hint=hint)
+    for key in ("inputs", "outputs"):
+        for v in report[key]:
+            shape = v.get("shape") if isinstance(v, dict) else None
+            if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):
+                raise TinycError(f"{damaged}: bad {key} entry {v!r}", hint=hint)
+    if not report["outputs"] or not report["inputs"]:
+        raise TinycError(f"{damaged}: it lists no {'inputs' if not report['inputs'] else 'outputs'}", hint=hint)
+    return report
 
 
 def make_pass_manager(args, pipeline: str):
     from tinyc.passmanager import PassManager, PassManagerOptions
 
+    if args.dump_ir is not None:
+        check_output_dir(args.dump_ir, "--dump-ir")
     options = PassManagerOptions(
         verify_each=not args.no_verify,
         print_ir_after_all=args.print_ir_after_all,
@@ -79,15 +282,14 @@ def make_pass_manager(args, pipeline: str):
 
 def make_context(args, graph: Graph, pm, calib=None):
     """The PassContext of --calib/--eval/--train/--max-accuracy-drop; scores every step when --eval is given."""
-    from tinyc.compile import load_npy
     from tinyc.evaluate import make_context as context
 
     if args.eval and len(args.eval) > 2:
         raise TinycError(f"--eval takes one or two files (inputs, then labels), got {len(args.eval)}")
     x, y = (list(args.eval) + [None])[:2] if args.eval else (None, None)
-    ctx = context(graph, calib=calib, eval_inputs=load_npy(x, "evaluation input") if x else None,
-                  eval_labels=load_npy(y, "evaluation label") if y else None,
-                  train=load_npy(args.train, "training input") if args.train else None,
+    ctx = context(graph, calib=calib, eval_inputs=load_array(x, "evaluation input") if x else None,
+                  eval_labels=load_array(y, "evaluation label") if y else None,
+                  train=load_array(args.train, "training input") if args.train else None,
                   max_accuracy_drop=args.max_accuracy_drop)
     pm.evaluate = ctx.evaluate
     return ctx
@@ -98,6 +300,8 @@ def make_context(args, graph: Graph, pm, calib=None):
 def cmd_opt(args) -> int:
     from tinyc.text import print_graph
 
+    if args.output:
+        check_output_path(args.output, "-o")
     pm = make_pass_manager(args, args.pipeline)  # parse the pipeline before the (slow) import
     graph = load_graph(args.input, args)
     ctx = make_context(args, graph, pm)

@@ -9,12 +9,20 @@ hardsigmoid then arrive as sigmoid/mul and add/clamp/div).
 """
 from __future__ import annotations
 
+import contextlib
 import io
+import json
+import logging
+import math
 import operator
 import os
+import pickle
 import re
+import stat
+import types
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -82,29 +90,83 @@ def import_exported_program(ep: ExportedProgram, name: str = "model") -> Graph:
         raise first from None  # report the op as the user wrote it, not its decomposition
 
 
-def load_model(path, *, trust_pickle: bool = False, input_shape=None, name: str | None = None) -> Graph:
+def load_model(path, *, trust_pickle: bool = False, input_shape=None, name: str | None = None,
+               allow_nonfinite: bool = False) -> Graph:
     """Import a model file; the format is detected from the content, not the extension.
 
-    - a torch.export.save archive: loaded with torch.export.load;
+    - a torch.export.save archive: checked (zip CRCs, no member that needs unpickling code, no
+      symbolic expression torch would evaluate, no native code), then loaded with torch.export.load;
     - a pickled nn.Module (torch.save(model)): only with trust_pickle=True and input_shape;
     - a state_dict, IR text, anything else: a FrontendError saying what to do.
+
+    Without trust_pickle no code from the file runs, whatever its format. NaN or infinite weights
+    are refused (naming the tensor) unless allow_nonfinite.
     """
-    p = Path(path)
-    if not p.exists():
-        raise FrontendError(f"model file not found: {path}", hint="check the path")
-    if not p.is_file():
-        raise FrontendError(f"{path} is not a file", hint="pass a model file saved with torch.export.save")
-    name = name or _name_from_stem(p.stem)
-    data = p.read_bytes()
+    data = read_model_bytes(path)
+    name = name or _name_from_stem(Path(path).stem)
     kind = _sniff(data)
     if kind == "export":
-        return import_exported_program(_load_export(data, path), name)
-    if kind == "pickle":
-        return _load_pickle(data, path, trust_pickle, input_shape, name)
-    if kind == "ir":
+        graph = import_exported_program(_load_export(data, path, trust_pickle), name)
+    elif kind == "pickle":
+        graph = _load_pickle(data, path, trust_pickle, input_shape, name)
+    elif kind == "ir":
         raise FrontendError(f"{path} is tinyc IR text, not a PyTorch model",
                             hint="read IR with tinyc.parse() (the CLI's IR commands take it directly)")
-    raise FrontendError(f"{path} is not a PyTorch model file (unrecognized content)", hint=_SAVE_HINT)
+    elif kind == "broken-zip":
+        raise FrontendError(f"{path} is a damaged zip archive (truncated or corrupt)",
+                            hint="copy the file again or re-save the model: " + _SAVE_HINT)
+    elif kind == "zip":
+        raise FrontendError(f"{path} is a zip archive but not a torch.export archive or a torch.save file",
+                            hint=_SAVE_HINT)
+    else:
+        raise FrontendError(f"{path} is not a PyTorch model file (unrecognized content)", hint=_SAVE_HINT)
+    _check_imported(graph, path, allow_nonfinite)
+    return graph
+
+
+def read_model_bytes(path) -> bytes:
+    """The file's bytes, refusing missing, unreadable and non-regular files (a FIFO would block)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise FrontendError(f"model file not found: {path}", hint="check the path") from None
+    except OSError as e:
+        raise FrontendError(f"cannot access model file {path}: {e.strerror}",
+                            hint="check the path and its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FrontendError(f"{path} is a directory, not a file",
+                            hint="pass a model file saved with torch.export.save")
+    if not stat.S_ISREG(st.st_mode):
+        raise FrontendError(f"{path} is not a regular file (a FIFO, socket or device)",
+                            hint="save the model to a regular file and pass that")
+    try:
+        with open(p, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise FrontendError(f"cannot read model file {path}: {e.strerror}",
+                            hint="check the file's permissions") from None
+
+
+def _check_imported(graph: Graph, path, allow_nonfinite: bool) -> None:
+    """The frontend's output verifies (else it is tinyc's bug) and has finite weights (else the file's)."""
+    from tinyc.errors import VerifyError
+    from tinyc.verifier import nonfinite_consts, verify, zero_size_values
+    try:
+        verify(graph)
+    except VerifyError as e:
+        raise FrontendError(f"the IR imported from {path} does not verify: {e.what}", where=e.where,
+                            hint="this is a bug in tinyc's frontend; please report it with the model") from None
+    empty = zero_size_values(graph)
+    if empty:
+        raise FrontendError(f"{path} has tensors with no elements: " + "; ".join(empty),
+                            hint="tinyc compiles layers of at least one feature/channel: remove or resize "
+                                 "the zero-size layer")
+    bad = nonfinite_consts(graph)
+    if bad and not allow_nonfinite:
+        raise FrontendError(f"{path} has NaN or infinite weights: " + "; ".join(bad),
+                            hint="the file may be corrupt or the model diverged in training; fix the weights, "
+                                 "or pass --allow-nonfinite to compile them anyway")
 
 
 _SAVE_HINT = ("save the model with torch.export.save(torch.export.export(model.eval(), example_inputs), "
@@ -361,14 +423,14 @@ def _sniff(data: bytes) -> str:
     if data[:4] == b"PK\x03\x04":
         try:
             names = zipfile.ZipFile(io.BytesIO(data)).namelist()
-        except zipfile.BadZipFile:
-            return "unknown"
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError):
+            return "export" if _EXPORT_MARK.search(data[:65536]) else "broken-zip"
         export_marks = ("/archive_format", "/models/model.json", "serialized_exported_program.json")
         if any(n.endswith(export_marks) for n in names):
             return "export"
         if any(n.endswith("data.pkl") for n in names):
             return "pickle"
-        return "unknown"
+        return "zip"
     if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
         return "pickle"  # legacy (non-zip) torch.save
     try:
@@ -380,15 +442,250 @@ def _sniff(data: bytes) -> str:
     return "ir" if first.startswith("graph @") else "unknown"
 
 
-def _load_export(data: bytes, path) -> ExportedProgram:
+# A local file header of a torch.export member: lets a truncated archive still be named as one.
+_EXPORT_MARK = re.compile(rb"PK\x03\x04.{26}[^/\x00]{1,200}/(archive_format|models/|data/weights/)", re.S)
+
+
+def _load_export(data: bytes, path, trust_pickle: bool = False) -> ExportedProgram:
+    """Check the archive, then load it with torch.export.load.
+
+    torch.export.load runs code from the file in several places: weights and constants marked
+    `use_pickle` and `opaque_obj_` constants are unpickled with the full unpickler, sample inputs
+    fall back to it when the weights-only load fails, `custom_obj_` constants go through the
+    TorchScript unpickler, symbolic shape expressions are parsed with sympy.sympify (Python eval),
+    and an AOTInductor member is a shared library it loads. Without trust_pickle every such member
+    is refused before torch sees the file, torch gets a copy holding only the members checked here
+    (sample inputs emptied: tinyc does not use them), and the full unpicklers are disabled while
+    it loads, as a second line of defence.
+    """
+    members = _read_archive(data, path)
+    if not trust_pickle:
+        members = _safe_export_members(members, path)
+        data = _rezip(members)
+    try:
+        with _quiet_torch(), _unpickling_disabled(not trust_pickle):
+            return torch.export.load(io.BytesIO(data))
+    except _UnsafeUnpickling as e:
+        raise FrontendError(f"{path} needs unsafe unpickling ({e}), which runs code from the file",
+                            hint=_TRUST_HINT) from None
+    except FrontendError:
+        raise
+    except Exception as e:
+        raise FrontendError(f"could not load the torch.export archive {path}: {_first_line(e)}",
+                            hint=f"it may be damaged or come from another PyTorch version; re-export it "
+                                 f"with this one (torch {torch.__version__})") from None
+
+
+_TRUST_HINT = ("re-export the model with plain tensor weights and static shapes "
+               "(torch.export.save(torch.export.export(model.eval(), example_inputs), 'model.pt2')), "
+               "or pass --trust-pickle if you trust the file")
+
+
+def _read_archive(data: bytes, path) -> dict[str, bytes]:
+    """Every member of the zip, CRC-checked; refuses truncated, damaged and ambiguous archives."""
+    damaged = f"{path} is a damaged torch.export archive"
+    hint = "the file is truncated or corrupt: copy it again or re-export the model"
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
+        raise FrontendError(f"{damaged} (not a readable zip: {e})", hint=hint) from None
+    names = [i.filename for i in infos]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:  # zip readers disagree on which copy counts: what is checked must be what torch loads
+        raise FrontendError(f"{path} holds the archive member {dup[0]!r} twice", hint=hint)
+    members = {}
+    for info in infos:
+        if info.is_dir():
+            continue
+        try:
+            members[info.filename] = zf.read(info)
+        except zipfile.BadZipFile as e:  # "Bad CRC-32 for file ..." and damaged headers
+            raise FrontendError(f"{damaged}: member {info.filename}: {e}", hint=hint) from None
+        except (zlib.error, EOFError, ValueError, OSError, NotImplementedError) as e:
+            raise FrontendError(f"{damaged}: cannot read member {info.filename}: {e}", hint=hint) from None
+    return members
+
+
+def _safe_export_members(members: dict[str, bytes], path) -> dict[str, bytes]:
+    """The members torch may load without running code from the file; refuses the others."""
+    roots = {n.split("/", 1)[0] for n in members}
+    if len(roots) != 1 or any("/" not in n for n in members):
+        raise FrontendError(f"{path} is not a torch.export archive: its members are not under one folder",
+                            hint=_SAVE_HINT)
+    root = roots.pop() + "/"
+    rel = {n[len(root):]: d for n, d in members.items()}
+
+    def refuse(what: str):
+        raise FrontendError(f"{path} {what}; loading it runs code from the file", hint=_TRUST_HINT)
+
+    if "archive_format" in rel:
+        models = [n[len("models/"):-len(".json")] for n in rel if n.startswith("models/") and n.endswith(".json")]
+        for n in rel:
+            if n.startswith("data/aotinductor/"):
+                refuse(f"holds AOTInductor native code ({root}{n})")
+        for m in models:
+            _check_program_json(rel[f"models/{m}.json"], f"{root}models/{m}.json", refuse)
+            for kind in ("weights", "constants"):
+                legacy = f"data/{kind}/{m}.pt"
+                if legacy in rel:
+                    _check_weights_only(rel[legacy], root + legacy, refuse)
+                    continue
+                config = rel.get(f"data/{kind}/{m}_{kind}_config.json")
+                if config is not None:
+                    _check_payload_config(config, kind, f"{root}data/{kind}/{m}_{kind}_config.json", refuse)
+            sample = f"data/sample_inputs/{m}.pt"
+            if sample in rel:
+                rel[sample] = b""  # torch unpickles these (falling back to the unsafe loader); tinyc needs none
+    elif "serialized_exported_program.json" in rel or "version" in rel:  # the PyTorch 2.7 layout
+        if "serialized_exported_program.json" in rel:
+            _check_program_json(rel["serialized_exported_program.json"],
+                                root + "serialized_exported_program.json", refuse)
+        for n in ("serialized_state_dict.pt", "serialized_constants.pt"):
+            if n in rel:
+                _check_weights_only(rel[n], root + n, refuse)
+        if "serialized_example_inputs.pt" in rel:
+            rel["serialized_example_inputs.pt"] = b""
+    else:
+        raise FrontendError(f"{path} is not a torch.export archive (no archive_format member)", hint=_SAVE_HINT)
+    return {root + n: d for n, d in rel.items()}
+
+
+def _check_payload_config(text: bytes, kind: str, where: str, refuse) -> None:
+    try:
+        config = json.loads(text)["config"]
+        entries = list(config.items())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise FrontendError(f"damaged torch.export archive: {where} is not a valid payload config",
+                            hint="re-export the model") from None
+    for fqn, meta in entries:
+        if not isinstance(meta, dict):
+            raise FrontendError(f"damaged torch.export archive: {where}: entry {fqn!r} is not an object",
+                                hint="re-export the model")
+        file = str(meta.get("path_name", ""))
+        if meta.get("use_pickle"):
+            refuse(f"stores {kind[:-1]} {fqn!r} as a pickle ({file}, loaded by torch with weights_only=False)")
+        if kind == "constants" and file.startswith(("custom_obj_", "opaque_obj_")):
+            refuse(f"holds a pickled Python object as constant {fqn!r} ({file})")
+
+
+def _check_weights_only(blob: bytes, where: str, refuse) -> None:
+    """A member torch loads weights-only first and with the full unpickler if that fails."""
+    if not blob:
+        return
+    try:
+        with _quiet_torch(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except Exception:
+        refuse(f"has a member that only the unsafe unpickler can load ({where})")
+
+
+# Graph node targets the deserializer may resolve: PyTorch operators and plain arithmetic.
+_OP_TARGET = re.compile(r"torch\.ops\.[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}")
+_PY_OPERATORS = {"abs", "add", "and_", "eq", "floordiv", "ge", "getitem", "gt", "index", "inv", "invert", "le",
+                 "lshift", "lt", "matmul", "mod", "mul", "ne", "neg", "not_", "or_", "pos", "pow", "rshift",
+                 "sub", "truediv", "truth", "xor"}
+
+
+def _check_program_json(text: bytes, where: str, refuse) -> None:
+    """Refuse what the deserializer would evaluate: sympy expressions (Python eval) and odd targets."""
+    try:
+        program = json.loads(text)
+    except ValueError as e:
+        raise FrontendError(f"damaged torch.export archive: {where} is not valid JSON ({e})",
+                            hint="re-export the model") from None
+    stack = [program]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            if "expr_str" in x:
+                refuse(f"has a symbolic shape expression {_clip(x['expr_str'])} (torch evaluates these as "
+                       "Python code; tinyc compiles static shapes only)")
+            target = x.get("target")
+            if isinstance(target, str) and "inputs" in x and "outputs" in x and not _safe_target(target):
+                refuse(f"calls {_clip(target)}, which is not a PyTorch operator")
+            stack.extend(x.values())
+
+
+def _safe_target(target: str) -> bool:
+    if _OP_TARGET.fullmatch(target):
+        parts = target.split(".")
+        if any(p.startswith("__") for p in parts):
+            return False
+        namespace = getattr(torch.ops, parts[2], None)  # not torch.ops.load_library and friends
+        return isinstance(namespace, (torch._ops._OpNamespace, torch._ops._HigherOrderNamespace))
+    module, _, fn = target.partition(".")
+    if module == "_operator":
+        return fn in _PY_OPERATORS
+    if module == "math":
+        return fn.isidentifier() and not fn.startswith("_") and callable(getattr(math, fn, None))
+    return False
+
+
+def _clip(x) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _rezip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    return out.getvalue()
+
+
+class _UnsafeUnpickling(Exception):
+    """torch tried a full (code-running) unpickle while loading an untrusted archive."""
+
+
+@contextlib.contextmanager
+def _unpickling_disabled(active: bool = True):
+    """Make torch.load(weights_only=False), pickle.loads and the TorchScript unpickler refuse."""
+    if not active:
+        yield
+        return
+    from torch.export.pt2_archive import _package
+
+    real_load = torch.load
+
+    def load(f, *args, weights_only=None, **kwargs):
+        if weights_only is not True:
+            raise _UnsafeUnpickling("torch.load with weights_only=False")
+        return real_load(f, *args, weights_only=True, **kwargs)
+
+    def refuse(what):
+        def fn(*args, **kwargs):
+            raise _UnsafeUnpickling(what)
+        return fn
+
+    safe_pickle = types.SimpleNamespace(**{k: getattr(pickle, k) for k in dir(pickle) if not k.startswith("__")})
+    safe_pickle.loads = safe_pickle.load = refuse("pickle.loads")
+    saved = (torch.load, torch._C._pickle_load_obj, _package.pickle)
+    torch.load, torch._C._pickle_load_obj, _package.pickle = load, refuse("TorchScript unpickling"), safe_pickle
+    try:
+        yield
+    finally:
+        torch.load, torch._C._pickle_load_obj, _package.pickle = saved
+
+
+@contextlib.contextmanager
+def _quiet_torch():
+    """Silence torch's loggers and warnings (torch.export.load logs whole tracebacks for bad files)."""
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.export", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.export.load(io.BytesIO(data))
-    except Exception as e:
-        raise FrontendError(f"could not load the torch.export archive {path}: {_first_line(e)}",
-                            hint=f"it may come from another PyTorch version; re-export it with this one "
-                                 f"(torch {torch.__version__})") from e
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _load_pickle(data: bytes, path, trust_pickle: bool, input_shape, name: str) -> Graph:

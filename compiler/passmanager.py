@@ -12,7 +12,7 @@ from tinyc.ir import Graph
 from tinyc.passes import Pass, PassContext, parse_pipeline
 from tinyc.stats import graph_stats
 from tinyc.text import print_graph
-from tinyc.verifier import verify
+from tinyc.verifier import nonfinite_consts, verify
 
 
 @dataclass
@@ -58,6 +58,7 @@ class PassManager:
         self.options = options or PassManagerOptions()
         self.evaluate = evaluate
         self.history: list[StepStats] = []
+        self._input_finite = True
 
     def run(self, graph: Graph, ctx: PassContext | None = None) -> Graph:
         ctx = ctx or PassContext()
@@ -67,7 +68,14 @@ class PassManager:
         self._emit(graph, None, 0)
         for i, p in enumerate(self.passes, start=1):
             t0 = time.perf_counter()
-            graph = p.apply(graph, ctx)
+            try:
+                graph = p.apply(graph, ctx)
+            except (ValueError, ArithmeticError) as e:
+                if self._input_finite:
+                    raise
+                raise TinycError(f"pass '{p.name}' failed on the input's NaN or infinite weights: "
+                                 f"{type(e).__name__}: {e}",
+                                 hint="fix the weights, or leave this pass out of the pipeline") from None
             seconds = time.perf_counter() - t0
             if opts.verify_each:
                 self._check(graph, p)
@@ -78,12 +86,24 @@ class PassManager:
         return graph
 
     def _check(self, graph: Graph, p: Pass | None) -> None:
+        """Verify the graph. At step 0 it is the caller's input (IR text the user wrote, or a graph built
+        in Python), so a failure is theirs; after a pass it is tinyc's bug. Likewise a pass must not turn
+        finite weights into NaN or infinity."""
         try:
             verify(graph)
         except VerifyError as e:
-            after = f"after pass '{p.name}'" if p else "after import"
-            raise TinycError(f"the IR does not verify {after}: {e.what}", where=e.where,
+            if p is None:
+                raise TinycError(f"the input IR does not verify: {e.what.removeprefix('verify: ')}",
+                                 where=e.where, hint=e.hint) from None
+            raise TinycError(f"the IR does not verify after pass '{p.name}': {e.what}", where=e.where,
                              hint="this is a bug in tinyc; please report it with the model") from None
+        bad = nonfinite_consts(graph)
+        if p is None:
+            self._input_finite = not bad
+        elif bad and self._input_finite:
+            raise TinycError(f"pass '{p.name}' produced NaN or infinite weights: " + "; ".join(bad),
+                             hint="this is a bug in tinyc (or weights too close to the float32 limits); "
+                                  "please report it with the model")
 
     def _record(self, step: int, p: Pass | None, graph: Graph, seconds: float, extra=None) -> None:
         s = graph_stats(graph)
@@ -97,9 +117,14 @@ class PassManager:
         if opts.print_ir_after_all or name in opts.print_ir_after:
             opts.out.write(banner(p) + "\n" + print_graph(graph, elide_weights=opts.elide_weights) + "\n")
         if opts.dump_dir is not None:
-            opts.dump_dir.mkdir(parents=True, exist_ok=True)
             path = opts.dump_dir / f"{step:02d}-{name}.tir"
-            path.write_text(banner(p) + "\n" + print_graph(graph, elide_weights=opts.elide_weights))
+            try:
+                opts.dump_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(banner(p) + "\n" + print_graph(graph, elide_weights=opts.elide_weights))
+            except OSError as e:
+                target = opts.dump_dir if not opts.dump_dir.is_dir() else path
+                raise TinycError(f"cannot write the IR dump {target}: {e.strerror or e}",
+                                 hint="give --dump-ir a new or existing, writable directory") from None
 
     def _print_timing(self) -> None:
         out = self.options.out

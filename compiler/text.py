@@ -292,9 +292,17 @@ class _Builder:
 
     def string(self, tok: Token) -> str:
         try:
-            return json.loads(tok)
+            text = json.loads(tok)
         except json.JSONDecodeError as e:
             raise self.error(f"bad string escape: {e.msg}", _shifted(tok, e.pos)) from None
+        try:  # "\ud800" decodes to a lone surrogate, which no UTF-8 output (C comments, JSON) can hold
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            at = _shifted(tok, 1 + tok[1:].lower().find(f"\\u{ord(text[e.start]):04x}"))
+            raise self.error(f"string holds a lone surrogate \\u{ord(text[e.start]):04x}, which is not a "
+                             "character", at, hint="escape a character outside the BMP as a surrogate pair "
+                                                   "(\\ud83d\\ude00) or write it directly") from None
+        return text
 
     def type(self, tree: Tree) -> TensorType:
         body, quant = tree.children

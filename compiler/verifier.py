@@ -24,10 +24,15 @@ def verify(graph: Graph) -> None:
         label = f"input %{v.name}"
         _define(v, defined, label, None)
         _check_type(v.type, label, None)
+    consts: dict[str, np.ndarray] = {}
     for op in graph.ops:
         label = f"%{op.result.name} = {op.kind}"
         _check_op(op, defined, label)
+        if op.kind == "decode":
+            _check_decode_indices(op, consts, label)
         _define(op.result, defined, label, op.loc)
+        if op.is_const:
+            consts[op.result.name] = op.attrs["value"]
     for i, v in enumerate(graph.outputs):
         _fail(defined.get(v.name) is v, f"output {i} %{v.name}", "is not defined by an input or an op", None)
 
@@ -71,10 +76,34 @@ def _check_op(op: Op, defined: dict[str, Value], label: str) -> None:
 
 
 def _check_const(value: np.ndarray, t: TensorType, label: str, loc: str | None) -> None:
+    _fail(isinstance(value, np.ndarray), label, f"value is a {type(value).__name__}, not a numpy array", loc)
     _fail(value.shape == t.shape, label, f"value shape {fmt_shape(value.shape)} does not match type "
           f"{fmt_shape(t.shape)}", loc)
     _fail(value.dtype == DTYPES[t.dtype], label, f"value dtype {value.dtype} is not the storage dtype "
           f"{DTYPES[t.dtype]} of {t.dtype}", loc)
+    bits = DTYPE_BITS[t.dtype]
+    if bits < 8 and value.size:  # sub-byte codes live unpacked in int8/uint8 storage: each must fit
+        lo, hi = code_range(t.dtype)
+        vmin, vmax = int(value.min()), int(value.max())
+        _fail(lo <= vmin and vmax <= hi, label, f"{t.dtype} codes must lie in [{lo}, {hi}], but the value holds "
+              f"{vmin if vmin < lo else vmax}", loc)
+
+
+def code_range(dtype: str) -> tuple[int, int]:
+    """The integer codes a dtype holds: [0, 2^b - 1] unsigned (u*), [-2^(b-1), 2^(b-1) - 1] signed."""
+    bits = DTYPE_BITS[dtype]
+    return (0, 2 ** bits - 1) if dtype.startswith("u") else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def _check_decode_indices(op: Op, consts: dict[str, np.ndarray], label: str) -> None:
+    """decode(indices, codebook) with constant indices: every index addresses a codebook entry."""
+    indices = consts.get(op.operands[0].name)
+    if indices is None or not indices.size:
+        return
+    k = op.operands[1].type.shape[-1]
+    top = int(indices.max())
+    _fail(top < k, label, f"decode index {top} is outside the codebook's {k} entries", op.loc,
+          "indices address codebook entries 0 to K-1")
 
 
 def _check_type(t: TensorType, label: str, loc: str | None) -> None:
@@ -88,7 +117,34 @@ def _check_type(t: TensorType, label: str, loc: str | None) -> None:
         _fail(len(q.scale) == t.shape[q.axis], label, f"{len(q.scale)} quant scales for "
               f"{t.shape[q.axis]} channels along axis {q.axis}", loc)
     _fail(all(math.isfinite(s) and s > 0 for s in q.scale), label, "quant scales must be finite and > 0", loc)
-    bits = DTYPE_BITS[t.dtype]
-    lo, hi = (0, 2 ** bits - 1) if t.dtype == "u8" else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    lo, hi = code_range(t.dtype)
     _fail(all(lo <= z <= hi for z in q.zero_point), label,
           f"quant zero points must lie in [{lo}, {hi}] for {t.dtype}", loc)
+
+
+def nonfinite_consts(graph: Graph, limit: int = 5) -> list[str]:
+    """`%name (loc): N NaN, M inf of K` for each float const holding NaN or infinity (at most `limit`)."""
+    found = []
+    for op in graph.const_ops():
+        value = np.asarray(op.attrs.get("value"))
+        if value.dtype.kind != "f" or value.size == 0:
+            continue
+        finite = np.isfinite(value)
+        if finite.all():
+            continue
+        nan = int(np.isnan(value).sum())
+        inf = value.size - int(finite.sum()) - nan
+        counts = ", ".join(c for c in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if c)
+        where = f" ({op.loc})" if op.loc else ""
+        found.append(f"%{op.result.name}{where}: {counts} of {value.size} values")
+    if len(found) > limit:
+        found = found[:limit] + [f"and {len(found) - limit} more"]
+    return found
+
+
+def zero_size_values(graph: Graph, limit: int = 3) -> list[str]:
+    """`%name: [1, 0] (loc)` for each input or op result with a zero-size dimension (at most `limit`)."""
+    found = [(v.name, v.type.shape, None) for v in graph.inputs if 0 in v.type.shape]
+    found += [(op.result.name, op.result.type.shape, op.loc) for op in graph.ops if 0 in op.result.type.shape]
+    text = [f"%{name}: {fmt_shape(shape)}" + (f" ({loc})" if loc else "") for name, shape, loc in found]
+    return text[:limit] + ([f"and {len(text) - limit} more"] if len(text) > limit else [])

@@ -133,6 +133,9 @@ def _make_pass(name: str, body: str, pos: int) -> Pass:
             raise ParseError(f"unknown option '{key}' for pass '{name}'", hint=f"valid options: {valid}")
         if not eq:
             raise ParseError(f"option '{key}' of pass '{name}' needs a value ({key}=...)")
+        if key.replace("-", "_") in kwargs:
+            raise ParseError(f"option '{key}' is given twice for pass '{name}'",
+                             hint="give each option once")
         kwargs[key.replace("-", "_")] = _convert(raw, fields[key][0], f"{name}{{{key}}}")
     try:
         return cls(**kwargs)

@@ -1,14 +1,19 @@
 """Accuracy and size of the representation-compression passes on the digits models.
 
 Regenerates the figures of docs/compression_formats.md: `python -m tinyc.compression_eval`
-prints the table (the models train in seconds, seeded; accuracies come from the reference
-interpreter, bit-exact integer arithmetic for the int8 graphs).
+prints the table (from the checked-in float weights tests/data/digits_*.npz; accuracies come from
+the reference interpreter, bit-exact integer arithmetic for the int8 graphs).
+`python -m tinyc.compression_eval --save-fixtures` retrains those weights here (seed 0) and
+records the machine; TINYC_DIGITS_RETRAIN=1 (and TINYC_DIGITS_SEED=N) trains instead of loading
+them, to see which figures depend on the training outcome.
 """
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -58,19 +63,61 @@ class Row:
         return dict(self.__dict__)
 
 
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "data"
+RETRAIN_ENV = "TINYC_DIGITS_RETRAIN"   # =1: train here instead of loading the checked-in weights
+SEED_ENV = "TINYC_DIGITS_SEED"         # with RETRAIN: another split and initialisation (default 0)
+
+
+def fixture_path(which: str) -> Path:
+    return FIXTURES / f"digits_{which}.npz"
+
+
+def default_seed() -> int:
+    return int(os.environ.get(SEED_ENV, "0")) if os.environ.get(RETRAIN_ENV) == "1" else 0
+
+
 @functools.lru_cache(maxsize=None)
-def trained(which: str, seed: int = 0):
-    """(imported float graph, data) of the digits CNN or MLP, trained once per process."""
+def pretrained(which: str, seed: int | None = None):
+    """(trained torch module, data) of the digits CNN or MLP: the checked-in weights
+    (tests/data/digits_WHICH.npz, trained on the seed-0 split) unless TINYC_DIGITS_RETRAIN=1 or
+    another seed asks to train here, once per process."""
+    from tinyc.digits import TRAINERS, load_digits, load_weights
+    seed = default_seed() if seed is None else seed
+    if seed == 0 and os.environ.get(RETRAIN_ENV) != "1" and fixture_path(which).exists():
+        return load_weights(which, fixture_path(which)), load_digits(0)
+    return TRAINERS[which](seed=seed)
+
+
+@functools.lru_cache(maxsize=None)
+def trained(which: str, seed: int | None = None):
+    """(imported float graph, data) of the digits CNN or MLP (see `pretrained`)."""
     import torch
 
-    from tinyc.digits import train_digits_cnn, train_digits_mlp
     from tinyc.frontend import from_torch
-    module, data = {"cnn": train_digits_cnn, "mlp": train_digits_mlp}[which](seed=seed)
+    module, data = pretrained(which, seed)
     graph = from_torch(module, (torch.from_numpy(data[2][:1]),), name=f"digits_{which}")
     return graph, data
 
 
-def context(which: str, seed: int = 0):
+def save_fixtures(out_dir: Path = FIXTURES) -> None:
+    """Train both models here (seed 0) and write tests/data/digits_*.npz plus the machine they
+    were trained on (digits_weights.json)."""
+    import json
+
+    from tinyc.digits import TRAINERS, accuracy as top1, machine, save_weights
+    import torch
+    out_dir.mkdir(parents=True, exist_ok=True)
+    info = {"machine": machine(), "seed": 0, "models": {}}
+    for which, train in TRAINERS.items():
+        module, data = train(seed=0)
+        save_weights(module, out_dir / f"digits_{which}.npz")
+        with torch.no_grad():
+            acc = top1(module(torch.from_numpy(data[2])).numpy(), data[3])
+        info["models"][which] = {"test_accuracy": round(acc, 2), "test_samples": int(len(data[3]))}
+    (out_dir / "digits_weights.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def context(which: str, seed: int | None = None):
     """A PassContext like the CLI's: calibration rows, the test split as evaluation data (with
     labels), the training split for distill."""
     from tinyc.evaluate import make_context
@@ -78,7 +125,7 @@ def context(which: str, seed: int = 0):
     return make_context(graph, calib=x_train[:CALIB_ROWS], eval_inputs=x_test, eval_labels=y_test, train=x_train)
 
 
-def compile_digits(which: str, pipeline: str, seed: int = 0):
+def compile_digits(which: str, pipeline: str, seed: int | None = None):
     """(graph after the pipeline, its PassContext)."""
     from tinyc.passmanager import PassManager
     graph, _ = trained(which, seed)
@@ -86,7 +133,7 @@ def compile_digits(which: str, pipeline: str, seed: int = 0):
     return PassManager(pipeline).run(graph.copy(), ctx), ctx
 
 
-def accuracy(graph, which: str, seed: int = 0) -> float:
+def accuracy(graph, which: str, seed: int | None = None) -> float:
     """Top-1 accuracy (%) on the test split, through the interpreter."""
     from tinyc.digits import accuracy as top1
     from tinyc.evaluate import as_samples, run_batch
@@ -95,7 +142,7 @@ def accuracy(graph, which: str, seed: int = 0) -> float:
     return top1(logits.reshape(len(x_test), -1), y_test)
 
 
-def measure(which: str, label: str, pipeline: str, seed: int = 0) -> Row:
+def measure(which: str, label: str, pipeline: str, seed: int | None = None) -> Row:
     from tinyc.stats import graph_stats
     graph, _ = compile_digits(which, pipeline, seed)
     return Row(which, label, pipeline, accuracy(graph, which, seed), graph_stats(graph).weight_bytes)
@@ -106,7 +153,7 @@ def has_distill() -> bool:
     return "distill" in PASSES
 
 
-def table(models=("mlp", "cnn"), pipelines=None, seed: int = 0) -> list[Row]:
+def table(models=("mlp", "cnn"), pipelines=None, seed: int | None = None) -> list[Row]:
     rows = []
     for which in models:
         for label, pipeline in pipelines or PIPELINES:
@@ -124,7 +171,11 @@ def markdown(rows: list[Row]) -> str:
 
 
 def main(argv=None) -> int:
-    models = tuple(argv or sys.argv[1:]) or ("mlp", "cnn")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--save-fixtures"]:
+        save_fixtures()
+        return 0
+    models = tuple(argv) or ("mlp", "cnn")
     print(markdown(table(models)))
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tinyc.digits import machine
 from tinyc.errors import TinycError
 
 TARGET = "cortex-m4"
@@ -70,7 +71,9 @@ def is_integer_graph(graph) -> bool:
 
 def firmware(graph, inputs: np.ndarray, workdir: Path, tag: str) -> Firmware:
     """Build for the Cortex-M4, check outputs against the interpreter on QEMU, then bench."""
-    from tinyc.backends import toolchain
+    from tinyc.backends.bench import bench_model
+    from tinyc.backends.run import run_model
+    from tinyc.backends.target_files import write_target_files
     from tinyc.backends.c_emitter import emit_bundle
     from tinyc.benchmarks import model_flash
     from tinyc.evaluate import as_samples, run_batch
@@ -78,9 +81,9 @@ def firmware(graph, inputs: np.ndarray, workdir: Path, tag: str) -> Firmware:
     out = workdir / tag
     try:
         emit_bundle(graph, out, name="model", target_name=TARGET)
-        toolchain.write_target_files(out, TARGET, "model")
+        write_target_files(out, TARGET, "model")
         rows = inputs[:CHECK_ROWS]
-        got = toolchain.run(out, TARGET, "model", rows.reshape(len(rows), -1))
+        got = run_model(out, TARGET, "model", rows.reshape(len(rows), -1))
     except TinycError as e:
         return Firmware(None, None, f"no C yet: {e.what.splitlines()[0][:80]}")
     want = np.concatenate([o.reshape(len(rows), -1) for o in run_batch(graph, as_samples(graph, rows))], axis=1)
@@ -90,7 +93,7 @@ def firmware(graph, inputs: np.ndarray, workdir: Path, tag: str) -> Firmware:
         ok = float(np.abs(got - want).max()) <= 1e-4 * max(float(np.abs(want).max()), 1e-30)
     if not ok:
         raise AssertionError(f"{tag}: the firmware's outputs differ from the interpreter's")
-    bench = toolchain.bench(out, TARGET, "model", profile=False)
+    bench = bench_model(out, TARGET, "model", profile=False)
     return Firmware(model_flash(out, "model"), bench.instructions)
 
 
@@ -216,6 +219,15 @@ def plot(rows: list[Row], path: Path) -> bool:
     return True
 
 
+def digits_machine() -> str:
+    import json
+    from tinyc.compression_eval import FIXTURES
+    try:
+        return json.loads((FIXTURES / "digits_weights.json").read_text())["machine"]
+    except (OSError, ValueError, KeyError):
+        return "this machine (no checked-in weights found)"
+
+
 def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted: bool, plot_name: str) -> str:
     lines = [
         "# Compression: what each pass buys on a Cortex-M4",
@@ -228,7 +240,15 @@ def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted
         "instructions per inference under `-icount shift=0`. *Weight B* counts packed constant bytes. A row whose "
         "format has no C kernel yet says so in *note* and has no firmware figures.",
         "",
-        "## Digits (scikit-learn `digits`, models trained in the project; accuracy on the 360-image test split)",
+        f"Measured on: {machine()}. Figures that come out of training (distillation, the autoencoder, "
+        "retrained digits models) move a little from CPU to CPU: float32 training is not bit-reproducible across "
+        "vector widths and summation orders. Instruction counts, flash and the figures of pipelines that train "
+        "nothing are exact on any machine.",
+        "",
+        "## Digits (scikit-learn `digits`; accuracy on the 360-image test split)",
+        "",
+        f"The float models are the checked-in weights `tests/data/digits_*.npz` (trained in the project with seed 0 "
+        f"on: {digits_machine()}), so only the compression passes move these rows.",
         "",
     ] + table(digits)
     if plotted:

@@ -86,6 +86,43 @@ def train_digits_mlp(seed: int = 0, epochs: int = 40) -> tuple[nn.Module, Data]:
     return _trained(DigitsMLP, seed, epochs)
 
 
+# ---- checked-in weights -------------------------------------------------------------------------
+# Float32 training is not bit-reproducible across CPUs (vector width, summation order), so every
+# figure downstream of a freshly trained model moves a little from machine to machine. Tests and
+# docs therefore start from weights trained once and checked in (tests/data/digits_*.npz, with the
+# machine they were trained on beside them); only the code under test can move their results.
+
+CTORS = {"cnn": DigitsCNN, "mlp": DigitsMLP}
+TRAINERS = {"cnn": train_digits_cnn, "mlp": train_digits_mlp}
+
+
+def save_weights(module: nn.Module, path) -> None:
+    """The module's state dict as an .npz of float32 arrays (no pickle)."""
+    np.savez(path, **{k: v.detach().cpu().numpy() for k, v in module.state_dict().items()})
+
+
+def load_weights(which: str, path) -> nn.Module:
+    """A DigitsCNN / DigitsMLP in eval mode with the weights of `path` (an .npz of save_weights)."""
+    module = CTORS[which]()
+    with np.load(path, allow_pickle=False) as f:
+        state = {k: torch.from_numpy(f[k]) for k in f.files}
+    module.load_state_dict(state)
+    return module.eval()
+
+
+def machine() -> str:
+    """The CPU, core count and library versions, for figures that come out of training."""
+    import platform
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import os
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, numpy {np.__version__}"
+
+
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy in percent."""
     return float(100.0 * np.mean(np.argmax(logits, axis=-1) == labels))

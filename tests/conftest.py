@@ -8,6 +8,16 @@ import pytest
 from helpers import zoo_model
 
 
+def pytest_configure(config):
+    """TINYC_TEST_THREADS=N runs torch (training, distillation) on N threads: the suite must pass
+    whatever the thread count, since float32 training results depend on it (issue 14)."""
+    import os
+    threads = os.environ.get("TINYC_TEST_THREADS")
+    if threads:
+        import torch
+        torch.set_num_threads(int(threads))
+
+
 @pytest.fixture(scope="session")
 def zoo_archive(tmp_path_factory):
     """Path of a zoo model saved with torch.export.save (made once per name)."""

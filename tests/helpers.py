@@ -7,6 +7,27 @@ from pathlib import Path
 import numpy as np
 
 
+def binomial_margin(percent: float, n: int, z: float = 2.576) -> float:
+    """Half-width, in points, of the two-sided 99 % (z = 2.576) normal-approximation confidence
+    interval of an accuracy of `percent` measured on `n` samples, floored at one sample.
+
+    Figures that come out of training (distillation, accuracy-aware searches, retrained models)
+    move from CPU to CPU because float32 training is not bit-reproducible. A result measured on
+    one machine is one draw; another machine's run is judged against it with this margin, never
+    with a window narrower than the test split can resolve (one sample of 360 is 0.28 points)."""
+    p = min(max(percent / 100.0, 0.0), 1.0)
+    return max(100.0 * z * (p * (1.0 - p) / n) ** 0.5, 100.0 / n)
+
+
+def paired_drop_margin(before_correct: np.ndarray, after_correct: np.ndarray, z: float = 1.645) -> float:
+    """One-sided 95 % (z = 1.645) margin, in points, on the accuracy drop between two models
+    scored on the same `n` samples (McNemar's normal approximation: the drop's standard error is
+    sqrt(discordant pairs) / n), floored at one sample."""
+    n = len(before_correct)
+    discordant = int(np.sum(before_correct != after_correct))
+    return max(100.0 * z * discordant ** 0.5 / n, 100.0 / n)
+
+
 @functools.lru_cache(maxsize=None)
 def zoo_model(name: str):
     """(module, example_input) for a zoo model, built once."""
@@ -80,11 +101,11 @@ def record_layers(bundle, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
     import subprocess
     from pathlib import Path
 
-    from tinyc.backends import toolchain
+    from tinyc.backends.build import build
     bundle = Path(bundle)
     (bundle / "recorder.c").write_text(RECORDER)
-    exe = toolchain.build(bundle, "host", "model", "run", sanitize=True,
-                          extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
+    exe = build(bundle, "host", "model", "run", sanitize=True,
+                extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
     run_dir = bundle / "run"
     run_dir.mkdir()
     np.asarray(x, np.float32).tofile(run_dir / "input.bin")

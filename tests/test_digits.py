@@ -1,12 +1,18 @@
 """Real data: a CNN and an MLP trained on scikit-learn's digits keep their accuracy through
-fuse,quantize-int8 (int8 inference by the bit-exact integer interpreter)."""
+fuse,quantize-int8 (int8 inference by the bit-exact integer interpreter).
+
+The int8 checks start from the checked-in weights (tests/data/digits_*.npz), so only the code under
+test moves their results; the training check trains here and is judged with a margin that the
+test split's size justifies (tests/helpers.binomial_margin)."""
 import functools
 
 import numpy as np
 import pytest
 import torch
 
-from tinyc.digits import accuracy, train_digits_cnn, train_digits_mlp
+from helpers import binomial_margin
+from tinyc.compression_eval import pretrained
+from tinyc.digits import TRAINERS, accuracy
 from tinyc.frontend import from_torch
 from tinyc.interpreter import run
 from tinyc.passes import PassContext
@@ -21,8 +27,8 @@ def predict(graph, x: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def trained(which: str):
-    """(imported float graph, its test accuracy in percent, data), trained once per session."""
-    module, data = {"cnn": train_digits_cnn, "mlp": train_digits_mlp}[which](seed=0)
+    """(imported float graph, its test accuracy in percent, data) of the checked-in weights."""
+    module, data = pretrained(which)
     x_test, y_test = data[2:]
     graph = from_torch(module, (torch.from_numpy(x_test[:1]),), name=f"digits_{which}")
     with torch.no_grad():
@@ -40,9 +46,18 @@ def compiled(which: str, observer: str):
     return float_acc, accuracy(predict(q, x_test), y_test), q
 
 
-def test_cnn_trains_to_97_percent():
-    float_acc, _, _ = compiled("cnn", "minmax")
-    assert float_acc >= 97.0
+@pytest.mark.parametrize("which", ["cnn", "mlp"])
+def test_training_here_reaches_the_checked_in_accuracy(which):
+    """Training on this machine (seed 0) lands within the 99 % binomial interval of the checked-in
+    model's test accuracy (tests/data/digits_weights.json: CNN 99.17 %, MLP 97.50 % on 360 images):
+    training is not bit-reproducible across CPUs, but it must not be worse beyond sampling noise."""
+    import json
+    from pathlib import Path
+    info = json.loads((Path(__file__).parent / "data" / "digits_weights.json").read_text())["models"][which]
+    module, (_, _, x_test, y_test) = TRAINERS[which](seed=0)
+    with torch.no_grad():
+        acc = accuracy(module(torch.from_numpy(x_test)).numpy(), y_test)
+    assert acc >= info["test_accuracy"] - binomial_margin(info["test_accuracy"], info["test_samples"]), acc
 
 
 @pytest.mark.parametrize("which", ["cnn", "mlp"])

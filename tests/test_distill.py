@@ -21,9 +21,9 @@ from tinyc.text import print_graph
 
 @functools.lru_cache(maxsize=None)
 def digits_mlp():
-    """(fused float graph, x_train, x_test, y_test, module) of the digits MLP, trained once."""
-    from tinyc.digits import train_digits_mlp
-    module, (x_train, _, x_test, y_test) = train_digits_mlp(seed=0)
+    """(fused float graph, x_train, x_test, y_test, module) of the digits MLP (checked-in weights)."""
+    from tinyc.compression_eval import pretrained
+    module, (x_train, _, x_test, y_test) = pretrained("mlp")
     graph = PassManager("fuse").run(from_torch(module, (torch.from_numpy(x_test[:1]),), name="digits_mlp"))
     return graph, x_train, x_test, y_test, module
 
@@ -62,7 +62,10 @@ def test_distill_recovers_accuracy_of_a_pruned_mlp():
     print(f"\naccuracy: baseline {ctx.baseline:.2f}, pruned {s['score_before']:.2f}, distilled {s['score_after']:.2f};"
           f" loss {s['loss_before']:.4g} -> {s['loss_after']:.4g}")
     assert s["score_before"] < ctx.baseline - 5                # the damage is real
-    assert s["score_after"] >= s["score_before"] + 5           # and distillation recovers most of it
+    # and distillation recovers most of it (with the checked-in weights: 83.61 -> 97.50 of 97.50)
+    assert s["score_after"] - s["score_before"] >= 0.5 * (ctx.baseline - s["score_before"])
+    # distillation trains, so its figure moves from CPU to CPU: 3 points is wider than the 99 %
+    # binomial margin of a 97.5 % accuracy on 360 images (2.1 points, tests/helpers.binomial_margin)
     assert s["score_after"] >= ctx.baseline - 3
     assert s["loss_after"] < s["loss_before"] / 4 and s["losses"] == ["kl"] and not s["kept_weights"]
     assert pm.history[-1].accuracy == pytest.approx(s["score_after"])

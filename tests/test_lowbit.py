@@ -111,7 +111,9 @@ def test_low_bit_composes_with_prune_and_share():
         assert d.operands[1].type.dtype == "i4" and np.abs(s.const_value(d.operands[1])).max() <= 7
 
 
-# ---- digits (measured, seed 0; thresholds 0.5 point under the measured figures) -------------------------
+# ---- digits (checked-in weights, tests/data; no training in the pipeline) ---------------------------------
+# The pipeline trains nothing, so on the checked-in weights the figure moves only with float rounding in
+# calibration (a sample or so of 360 across CPUs): thresholds stay 0.5 point under the measured figures.
 
 @pytest.mark.parametrize("which,bits,measured", [("mlp", 4, 97.22), ("cnn", 4, 99.17), ("mlp", 2, 92.50), ("cnn", 2, 96.11)])
 def test_digits_low_bit_accuracy(which, bits, measured):

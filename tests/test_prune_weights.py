@@ -219,23 +219,38 @@ def test_distill_keeps_pruned_zeros():
         assert not np.array_equal(after, w)
 
 
-# ---- digits (seed 0, measured; thresholds 0.5 point under the measured figures) ------------------
+# ---- digits (checked-in weights, tests/data) -------------------------------------------------------
+# Without distill the pipeline trains nothing: on the checked-in weights its result moves only with
+# float rounding in calibration, so the broken-model check is a plain bound. With distill the result
+# comes out of training and moves from CPU to CPU: it is judged against the figure measured on the
+# machine in tests/data/digits_weights.json with the 99 % binomial margin of 360 test images.
 
 D = "distill{epochs=10 lr=0.003}"
 
 
-@pytest.mark.parametrize("which,pipeline,low,high", [
-    ("mlp", "fuse,prune-weights{sparsity=0.9}", 29.17 - 0.5, 29.17 + 0.5),      # before distill: broken
-    ("mlp", f"fuse,prune-weights{{sparsity=0.9}},{D},quantize-int8", 94.44 - 0.5, 100),
+@pytest.mark.parametrize("which,pipeline,measured", [
+    ("mlp", f"fuse,prune-weights{{sparsity=0.9}},{D},quantize-int8", 94.44),
     # layer scope leaves all-zero conv channels: their biases must survive int8 (was 73.89 %)
-    ("cnn", f"fuse,prune-weights{{sparsity=0.9 scope=layer}},{D},quantize-int8", 87.22 - 0.5, 100),
+    ("cnn", f"fuse,prune-weights{{sparsity=0.9 scope=layer}},{D},quantize-int8", 87.22),
 ])
-def test_digits_pruned_accuracy(which, pipeline, low, high):
-    if "distill" in pipeline and "distill" not in PASSES:
+def test_digits_pruned_and_distilled_accuracy(which, pipeline, measured):
+    if "distill" not in PASSES:
         pytest.skip("distill pass not available")
+    from helpers import binomial_margin
     from tinyc.compression_eval import accuracy, compile_digits
     g, ctx = compile_digits(which, pipeline)
-    assert low <= accuracy(g, which) <= high
+    assert accuracy(g, which) >= measured - binomial_margin(measured, 360)
+    assert abs(ctx.stats["prune-weights"]["sparsity"] - 0.9) < 1e-4
+
+
+def test_digits_global_90_percent_pruning_without_distill_breaks_the_mlp():
+    """90 % global magnitude pruning of the MLP, no recovery: the model is broken (29.17 % on the
+    checked-in weights, float 97.50 %); the sparsity is reached exactly and the zeros are where the
+    smallest magnitudes were."""
+    from tinyc.compression_eval import accuracy, compile_digits, trained
+    g, ctx = compile_digits("mlp", "fuse,prune-weights{sparsity=0.9}")
+    float_acc = accuracy(trained("mlp")[0], "mlp")
+    assert accuracy(g, "mlp") < float_acc - 50
     assert abs(ctx.stats["prune-weights"]["sparsity"] - 0.9) < 1e-4
 
 

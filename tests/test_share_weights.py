@@ -250,7 +250,7 @@ def test_layers_option_and_shared_const():
     assert next(op for op in out.compute_ops() if op.kind == "decode").result.name == "w1.shared"
 
 
-# ---- digits: within a point of int8 (measured figures, seed 0) --------------------------------------
+# ---- digits: within a point of int8 (checked-in weights, tests/data; k-means is seeded, nothing trains) --
 
 @pytest.mark.parametrize("which", ["mlp", "cnn"])
 def test_digits_int8_share_4bit_within_a_point_of_int8(which):

@@ -422,7 +422,7 @@ def _name_from_stem(stem: str) -> str:
 def _sniff(data: bytes) -> str:
     if data[:4] == b"PK\x03\x04":
         try:
-            names = zipfile.ZipFile(io.BytesIO(data)).namelist()
+            names = _open_zip(data).namelist()
         except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError):
             return "export" if _EXPORT_MARK.search(data[:65536]) else "broken-zip"
         export_marks = ("/archive_format", "/models/model.json", "serialized_exported_program.json")
@@ -440,6 +440,18 @@ def _sniff(data: bytes) -> str:
     lines = [ln.split("//")[0].strip() for ln in text.splitlines()]
     first = next((ln for ln in lines if ln), "")
     return "ir" if first.startswith("graph @") else "unknown"
+
+
+def _open_zip(data: bytes) -> zipfile.ZipFile:
+    """The zip whose first member starts the file. A cut-off archive can still hold a complete inner
+    zip (torch.save members are stored uncompressed), which zipfile would find and open instead."""
+    zf = zipfile.ZipFile(io.BytesIO(data))
+    infos = zf.infolist()
+    n = int.from_bytes(data[26:28], "little")
+    if not infos or infos[0].header_offset != 0 or data[30:30 + n] != infos[0].orig_filename.encode(
+            "utf-8" if infos[0].flag_bits & 0x800 else "cp437"):
+        raise zipfile.BadZipFile("the central directory does not describe the file's first member")
+    return zf
 
 
 # A local file header of a torch.export member: lets a truncated archive still be named as one.
@@ -486,7 +498,7 @@ def _read_archive(data: bytes, path) -> dict[str, bytes]:
     damaged = f"{path} is a damaged torch.export archive"
     hint = "the file is truncated or corrupt: copy it again or re-export the model"
     try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
+        zf = _open_zip(data)
         infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
         raise FrontendError(f"{damaged} (not a readable zip: {e})", hint=hint) from None

@@ -27,10 +27,10 @@ demo: setup
 	$(PYTHON) examples/demo.py
 
 bench: setup
-	$(PYTHON) -m tinyc.benchmarks --out docs/benchmarks.md
+	$(PYTHON) -m bench.benchmarks --out docs/benchmarks.md
 
 clean:
 	rm -rf demo-out build .pytest_cache
 
 compression-docs: setup
-	$(PYTHON) -m tinyc.compression_report --out docs/compression.md
+	$(PYTHON) -m bench.compression_report --out docs/compression.md

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinyc import zoo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the repo root: bench/
+from bench import zoo  # noqa: E402
 
 OUT = Path("demo-out")
 MODEL = "ds_cnn"  # MLPerf Tiny keyword-spotting DS-CNN, 1x49x10 input

@@ -31,7 +31,7 @@ def paired_drop_margin(before_correct: np.ndarray, after_correct: np.ndarray, z:
 @functools.lru_cache(maxsize=None)
 def zoo_model(name: str):
     """(module, example_input) for a zoo model, built once."""
-    from tinyc import zoo
+    from bench import zoo
     return zoo.get(name)
 
 

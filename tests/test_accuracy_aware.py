@@ -7,7 +7,7 @@ import pytest
 
 from tinyc.backends import toolchain
 from tinyc.backends.c_emitter import emit_bundle
-from tinyc.compression_eval import trained
+from bench.compression_eval import trained
 from tinyc.evaluate import make_context
 from tinyc.passmanager import PassManager
 from tinyc.stats import graph_stats
@@ -76,7 +76,7 @@ def test_svd_on_the_trained_autoencoder_lowers_params_and_instructions_and_repor
     import sys
 
     import torch
-    from tinyc.anomaly import train_autoencoder
+    from bench.anomaly import train_autoencoder
     module, (_, x_test) = train_autoencoder()
     torch.export.save(torch.export.export(module, (torch.from_numpy(x_test[:1]),)), str(tmp_path / "ae.pt2"))
     np.save(tmp_path / "x.npy", x_test[:64])

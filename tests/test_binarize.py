@@ -488,13 +488,13 @@ DIGITS = {
 
 @pytest.mark.parametrize("which,pipeline", list(DIGITS))
 def test_digits_binarized_accuracy(which, pipeline):
-    from tinyc.compression_eval import accuracy, compile_digits
+    from bench.compression_eval import accuracy, compile_digits
     g, _ = compile_digits(which, pipeline)
     assert accuracy(g, which) >= DIGITS[which, pipeline]
 
 
 def test_digits_cnn_binary_int8_layer_is_the_popcount_formula():
-    from tinyc.compression_eval import compile_digits, trained
+    from bench.compression_eval import compile_digits, trained
     g, _ = compile_digits("cnn", "fuse,binarize{activations=binary},quantize-int8")
     layer = next(op for op in g.compute_ops() if op.kind == "bin_conv2d")
     assert layer.operands[0].type.dtype == "u1" and layer.result.type.dtype == "i8"

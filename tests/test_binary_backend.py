@@ -241,13 +241,13 @@ def test_backend_errors():
 
 @functools.lru_cache(maxsize=None)
 def digits(which: str, pipeline: str):
-    from tinyc import compression_eval as ce
+    from bench import compression_eval as ce
     graph, _ = ce.compile_digits(which, pipeline)
     return graph
 
 
 def digits_rows(which: str, n: int):
-    from tinyc import compression_eval as ce
+    from bench import compression_eval as ce
     _, (_, _, x_test, _) = ce.trained(which)
     return [x.reshape(1, 1, 8, 8).astype(np.float32) for x in x_test[:n]]
 
@@ -257,13 +257,13 @@ def digits_rows(which: str, n: int):
 def test_digits_exact_on_host_and_accuracy(which, pipeline, tmp_path):
     """The whole test split through the sanitized host build: outputs equal the
     interpreter's, so the C model's accuracy is compression_eval's."""
-    from tinyc import compression_eval as ce
+    from bench import compression_eval as ce
     graph = digits(which, pipeline)
     rows = digits_rows(which, 360)
     got, want = run_bundle(graph, tmp_path, rows=rows, sanitize=True)
     assert_bits_equal(got, want)
     _, (_, _, _, y_test) = ce.trained(which)
-    from tinyc.digits import accuracy
+    from bench.digits import accuracy
     assert accuracy(got, y_test) == pytest.approx(ce.accuracy(graph, which))
     kinds = [op.kind for op in graph.compute_ops()]
     assert ("sign" in kinds) == (pipeline == BINARY_ACT) and ("bin_conv2d" in kinds or "bin_linear" in kinds)

@@ -11,7 +11,7 @@ import pytest
 
 from helpers import assert_close, fused_graph, zoo_graph
 from test_planner import Builder
-from tinyc import zoo
+from bench import zoo
 from tinyc.backends import toolchain
 from tinyc.backends.c_emitter import emit_bundle
 from tinyc.backends.c_ops import c_floats

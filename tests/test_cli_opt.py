@@ -10,7 +10,7 @@ import pytest
 from helpers import zoo_graph
 from tinyc.cli import main
 from tinyc.text import parse, print_graph
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 FILECHECK = Path(__file__).parent / "filecheck"
 CONV_BN = FILECHECK / "fuse_conv_bn_relu.tir"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from helpers import binomial_margin
-from tinyc.compression_eval import pretrained
-from tinyc.digits import TRAINERS, accuracy
+from bench.compression_eval import pretrained
+from bench.digits import TRAINERS, accuracy
 from tinyc.frontend import from_torch
 from tinyc.interpreter import run
 from tinyc.passes import PassContext

@@ -22,7 +22,7 @@ from tinyc.text import print_graph
 @functools.lru_cache(maxsize=None)
 def digits_mlp():
     """(fused float graph, x_train, x_test, y_test, module) of the digits MLP (checked-in weights)."""
-    from tinyc.compression_eval import pretrained
+    from bench.compression_eval import pretrained
     module, (x_train, _, x_test, y_test) = pretrained("mlp")
     graph = PassManager("fuse").run(from_torch(module, (torch.from_numpy(x_test[:1]),), name="digits_mlp"))
     return graph, x_train, x_test, y_test, module

@@ -15,7 +15,7 @@ from tinyc.evaluate import (SQNR_CAP, as_samples, batch_safe, make_context, make
                             sqnr_db)
 from tinyc.interpreter import run
 from tinyc.ir import Graph, Op, TensorType, Value
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 # linear 3 -> 4 picking x0, x1, x2 and a constant 0.5: the class is argmax(x0, x1, x2, 0.5)
 PICK = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], np.float32)

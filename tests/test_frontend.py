@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import zoo_graph, zoo_model
-from tinyc import zoo
+from bench import zoo
 from tinyc.errors import FrontendError
 from tinyc.frontend import from_torch, import_exported_program, load_model, supported_ops
 from tinyc.interpreter import run

@@ -4,7 +4,7 @@ import pytest
 from helpers import assert_close, fused_graph, zoo_graph, zoo_inputs
 from tinyc.interpreter import run
 from tinyc.stats import graph_stats
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 
 def kinds(graph):

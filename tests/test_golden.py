@@ -9,7 +9,7 @@ import pytest
 from helpers import assert_close, fused_graph, torch_outputs, zoo_inputs
 from tinyc.backends import toolchain
 from tinyc.backends.c_emitter import emit_bundle
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 RTOL = 1e-4
 

@@ -14,7 +14,8 @@ import pytest
 
 from helpers import fused_graph, layer_tensor, record_layers, zoo_inputs
 from test_planner import Builder
-from tinyc import quant, zoo
+from bench import zoo
+from tinyc import quant
 from tinyc.backends import int8_layout, int8_weights, toolchain
 from tinyc.backends.c_emitter import emit_bundle
 from tinyc.backends.targets import get_target

@@ -117,7 +117,7 @@ def test_low_bit_composes_with_prune_and_share():
 
 @pytest.mark.parametrize("which,bits,measured", [("mlp", 4, 97.22), ("cnn", 4, 99.17), ("mlp", 2, 92.50), ("cnn", 2, 96.11)])
 def test_digits_low_bit_accuracy(which, bits, measured):
-    from tinyc.compression_eval import accuracy, compile_digits
+    from bench.compression_eval import accuracy, compile_digits
     g, _ = compile_digits(which, f"fuse,quantize-int8{{weight-bits={bits}}}")
     assert accuracy(g, which) >= measured - 0.5
     if bits == 4:

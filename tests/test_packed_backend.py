@@ -18,7 +18,7 @@ import pytest
 from helpers import binomial_margin, layer_tensor, record_layers
 from test_int8_backend import assert_exact, quantize, sample_rows
 from test_planner import Builder
-from tinyc import compression_eval as ce
+from bench import compression_eval as ce
 from tinyc.backends import c_ops_packed, toolchain
 from tinyc.backends import weight_formats as wf
 from tinyc.backends.c_emitter import emit_bundle
@@ -371,7 +371,7 @@ def test_digits_packed_exact_on_host_layer_by_layer(tmp_path):
 
 
 def _firmware(graph, out, bench: bool):
-    from tinyc.benchmarks import model_flash
+    from bench.benchmarks import model_flash
     from tinyc.evaluate import as_samples, run_batch
     emit_bundle(graph, out, target_name="cortex-m4")
     toolchain.write_target_files(out, "cortex-m4", "model")
@@ -440,7 +440,7 @@ def test_packed_kernels_compile_warning_free_for_cortex_m(tmp_path):
 
 def test_one_bit_shared_weights_compile_and_match_the_interpreter(tmp_path):
     """share-weights{bits=1} stores u1 codebook indices: the binary-layer planner must leave them alone."""
-    from tinyc.compression_eval import compile_digits, trained
+    from bench.compression_eval import compile_digits, trained
     from tinyc.interpreter import run
     graph, _ = compile_digits("mlp", "fuse,quantize-int8,share-weights{bits=1}")
     _, (_, _, x_test, _) = trained("mlp")

@@ -15,7 +15,7 @@ from tinyc.passes.structure import ChannelAnalysis, Trial, budgeted_search, filt
 from tinyc.stats import graph_stats
 from tinyc.text import parse, print_graph
 from tinyc.verifier import verify
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 # sigmoid(0) != 0 and a batch-norm after a conv shifts zeros: there zeroed filters are not dead.
 DEAD_WHEN_ZERO = ["mlp", "cnn_bn", "ds_cnn", "resnet8", "mobilenet_v1_025", "fc_autoencoder"]

@@ -237,7 +237,7 @@ def test_digits_pruned_and_distilled_accuracy(which, pipeline, measured):
     if "distill" not in PASSES:
         pytest.skip("distill pass not available")
     from helpers import binomial_margin
-    from tinyc.compression_eval import accuracy, compile_digits
+    from bench.compression_eval import accuracy, compile_digits
     g, ctx = compile_digits(which, pipeline)
     assert accuracy(g, which) >= measured - binomial_margin(measured, 360)
     assert abs(ctx.stats["prune-weights"]["sparsity"] - 0.9) < 1e-4
@@ -247,7 +247,7 @@ def test_digits_global_90_percent_pruning_without_distill_breaks_the_mlp():
     """90 % global magnitude pruning of the MLP, no recovery: the model is broken (29.17 % on the
     checked-in weights, float 97.50 %); the sparsity is reached exactly and the zeros are where the
     smallest magnitudes were."""
-    from tinyc.compression_eval import accuracy, compile_digits, trained
+    from bench.compression_eval import accuracy, compile_digits, trained
     g, ctx = compile_digits("mlp", "fuse,prune-weights{sparsity=0.9}")
     float_acc = accuracy(trained("mlp")[0], "mlp")
     assert accuracy(g, "mlp") < float_acc - 50
@@ -255,7 +255,7 @@ def test_digits_global_90_percent_pruning_without_distill_breaks_the_mlp():
 
 
 def test_digits_sparsity_auto_stays_within_the_budget():
-    from tinyc.compression_eval import context, trained
+    from bench.compression_eval import context, trained
     graph, _ = trained("mlp")
     ctx = context("mlp")
     ctx.max_accuracy_drop = 2.0

@@ -22,7 +22,7 @@ from tinyc.passmanager import PassManager
 from tinyc.stats import graph_stats
 from tinyc.text import parse, print_graph
 from tinyc.verifier import verify
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 rng = np.random.default_rng(0)
 

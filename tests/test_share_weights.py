@@ -254,7 +254,7 @@ def test_layers_option_and_shared_const():
 
 @pytest.mark.parametrize("which", ["mlp", "cnn"])
 def test_digits_int8_share_4bit_within_a_point_of_int8(which):
-    from tinyc.compression_eval import accuracy, compile_digits
+    from bench.compression_eval import accuracy, compile_digits
     q, _ = compile_digits(which, "fuse,quantize-int8")
     s = PassManager("share-weights{bits=4}").run(q.copy())
     int8_acc, shared_acc = accuracy(q, which), accuracy(s, which)

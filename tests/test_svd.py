@@ -13,7 +13,7 @@ from tinyc.passes import PassContext, parse_pipeline
 from tinyc.stats import graph_stats
 from tinyc.text import parse, print_graph
 from tinyc.verifier import verify
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 
 def svd(graph, spec="svd", ctx=None):

@@ -13,7 +13,7 @@ from tinyc.ops import infer_type
 from tinyc.text import print_graph
 from tinyc.to_torch import TORCH_OPS, to_torch, update_graph
 from tinyc.verifier import verify
-from tinyc.zoo import names as zoo_names
+from bench.zoo import names as zoo_names
 
 GRAPHS = {"imported": zoo_graph, "fused": fused_graph}
 

@@ -1,7 +1,7 @@
 """`make bench`: the MLPerf Tiny reference architectures compiled for a Cortex-M4, int8 and float32,
 measured under QEMU and compared with TFLite Micro + CMSIS-NN. Writes docs/benchmarks.md.
 
-    python -m tinyc.benchmarks --out docs/benchmarks.md
+    python -m bench.benchmarks --out docs/benchmarks.md
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 TARGET = "cortex-m4"
-COMMAND = "make bench   (python -m tinyc.benchmarks --out docs/benchmarks.md)"
+COMMAND = "make bench   (python -m bench.benchmarks --out docs/benchmarks.md)"
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def model_flash(out: Path, name: str) -> int:
 
 
 def measure(model: str, precision: str, workdir: Path) -> Result:
-    from tinyc import zoo
+    from bench import zoo
     from tinyc.backends import toolchain
     from tinyc.backends.c_emitter import emit_bundle
     from tinyc.frontend import from_torch
@@ -188,7 +188,7 @@ def render(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyc.benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--models", default=",".join(BASELINES), help="comma-separated zoo names")
     parser.add_argument("--precisions", default="int8,float32")

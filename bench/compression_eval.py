@@ -1,9 +1,9 @@
 """Accuracy and size of the representation-compression passes on the digits models.
 
-Regenerates the figures of docs/compression_formats.md: `python -m tinyc.compression_eval`
+Regenerates the figures of docs/compression_formats.md: `python -m bench.compression_eval`
 prints the table (from the checked-in float weights tests/data/digits_*.npz; accuracies come from
 the reference interpreter, bit-exact integer arithmetic for the int8 graphs).
-`python -m tinyc.compression_eval --save-fixtures` retrains those weights here (seed 0) and
+`python -m bench.compression_eval --save-fixtures` retrains those weights here (seed 0) and
 records the machine; TINYC_DIGITS_RETRAIN=1 (and TINYC_DIGITS_SEED=N) trains instead of loading
 them, to see which figures depend on the training outcome.
 """
@@ -81,7 +81,7 @@ def pretrained(which: str, seed: int | None = None):
     """(trained torch module, data) of the digits CNN or MLP: the checked-in weights
     (tests/data/digits_WHICH.npz, trained on the seed-0 split) unless TINYC_DIGITS_RETRAIN=1 or
     another seed asks to train here, once per process."""
-    from tinyc.digits import TRAINERS, load_digits, load_weights
+    from bench.digits import TRAINERS, load_digits, load_weights
     seed = default_seed() if seed is None else seed
     if seed == 0 and os.environ.get(RETRAIN_ENV) != "1" and fixture_path(which).exists():
         return load_weights(which, fixture_path(which)), load_digits(0)
@@ -104,7 +104,7 @@ def save_fixtures(out_dir: Path = FIXTURES) -> None:
     were trained on (digits_weights.json)."""
     import json
 
-    from tinyc.digits import TRAINERS, accuracy as top1, machine, save_weights
+    from bench.digits import TRAINERS, accuracy as top1, machine, save_weights
     import torch
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {"machine": machine(), "seed": 0, "models": {}}
@@ -135,7 +135,7 @@ def compile_digits(which: str, pipeline: str, seed: int | None = None):
 
 def accuracy(graph, which: str, seed: int | None = None) -> float:
     """Top-1 accuracy (%) on the test split, through the interpreter."""
-    from tinyc.digits import accuracy as top1
+    from bench.digits import accuracy as top1
     from tinyc.evaluate import as_samples, run_batch
     _, (_, _, x_test, y_test) = trained(which, seed)
     (logits,) = run_batch(graph, as_samples(graph, x_test))

@@ -6,7 +6,7 @@ Each firmware's outputs are checked against the reference interpreter on QEMU be
 are used (equal for integer graphs, within 1e-4 for float), so no row describes a file that
 would not run.
 
-    python -m tinyc.compression_report --out docs/compression.md
+    python -m bench.compression_report --out docs/compression.md
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyc.digits import machine
+from bench.digits import machine
 from tinyc.errors import TinycError
 
 TARGET = "cortex-m4"
-COMMAND = "make compression-docs   (python -m tinyc.compression_report --out docs/compression.md)"
+COMMAND = "make compression-docs   (python -m bench.compression_report --out docs/compression.md)"
 CHECK_ROWS = 8  # inputs run on QEMU to check each firmware against the interpreter
 
 AUTOENCODER_PIPELINES = [("float", "fuse"), ("int8", "fuse,quantize-int8"),
@@ -75,7 +75,7 @@ def firmware(graph, inputs: np.ndarray, workdir: Path, tag: str) -> Firmware:
     from tinyc.backends.run import run_model
     from tinyc.backends.target_files import write_target_files
     from tinyc.backends.c_emitter import emit_bundle
-    from tinyc.benchmarks import model_flash
+    from bench.benchmarks import model_flash
     from tinyc.evaluate import as_samples, run_batch
 
     out = workdir / tag
@@ -98,7 +98,7 @@ def firmware(graph, inputs: np.ndarray, workdir: Path, tag: str) -> Firmware:
 
 
 def digits_rows(workdir: Path) -> list[Row]:
-    from tinyc import compression_eval as ce
+    from bench import compression_eval as ce
     from tinyc.stats import graph_stats
 
     rows = []
@@ -119,7 +119,7 @@ def autoencoder_rows(workdir: Path) -> list[Row]:
     reconstruction error (normal vs a machine with shifted harmonics)."""
     import torch
 
-    from tinyc.anomaly import anomalous_spectra, detection_auc, train_autoencoder
+    from bench.anomaly import anomalous_spectra, detection_auc, train_autoencoder
     from tinyc.evaluate import as_samples, make_context, run_batch
     from tinyc.frontend import from_torch
     from tinyc.passmanager import PassManager
@@ -144,7 +144,7 @@ def autoencoder_rows(workdir: Path) -> list[Row]:
 
 
 def mlperf_rows(workdir: Path) -> list[Row]:
-    from tinyc import zoo
+    from bench import zoo
     from tinyc.evaluate import make_context
     from tinyc.frontend import from_torch
     from tinyc.passmanager import PassManager
@@ -221,7 +221,7 @@ def plot(rows: list[Row], path: Path) -> bool:
 
 def digits_machine() -> str:
     import json
-    from tinyc.compression_eval import FIXTURES
+    from bench.compression_eval import FIXTURES
     try:
         return json.loads((FIXTURES / "digits_weights.json").read_text())["machine"]
     except (OSError, ValueError, KeyError):
@@ -254,7 +254,7 @@ def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted
     if plotted:
         lines += ["", f"![accuracy vs flash]({plot_name})"]
     lines += ["", "## FC autoencoder (MLPerf Tiny anomaly detection), trained on synthetic machine spectra", "",
-              "Trained in seconds on 2,048 synthetic 5-frame x 128-bin log spectra of a machine (`tinyc.anomaly`); the score is "
+              "Trained in seconds on 2,048 synthetic 5-frame x 128-bin log spectra of a machine (`bench.anomaly`); the score is "
               "the detection AUC of reconstruction error between 256 held-out normal samples and 256 of a machine whose "
               "harmonics moved. The note gives the output SQNR against the uncompressed float model.", ""]
     lines += table(autoencoder)
@@ -266,7 +266,7 @@ def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyc.compression_report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.compression_report", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/compression.md"))
     parser.add_argument("--skip-mlperf", action="store_true")
     args = parser.parse_args(argv)

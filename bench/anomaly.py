@@ -51,7 +51,7 @@ def detection_auc(outputs_normal: np.ndarray, x_normal: np.ndarray,
 
 def train_autoencoder(seed: int = 0, samples: int = 2048, epochs: int = 8):
     """(trained zoo fc_autoencoder in eval mode, (x_train, x_test))."""
-    from tinyc import zoo
+    from bench import zoo
 
     torch.manual_seed(seed)
     module, _ = zoo.get("fc_autoencoder")

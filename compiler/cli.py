@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model loading")
     g.add_argument("--trust-pickle", action="store_true",
-                   help="allow a whole pickled nn.Module (torch.save(model)); unpickling runs code from the file")
+                   help="load parts of a model file that run code from it: a whole pickled nn.Module "
+                        "(torch.save(model)), or .pt2 members torch unpickles or evaluates (pickled "
+                        "weights or objects, symbolic shapes); only for files you trust")
     g.add_argument("--input-shape", help="input shape for a pickled module, e.g. 1,3,32,32")
     g.add_argument("--allow-nonfinite", action="store_true",
                    help="only warn about NaN or infinite weights instead of refusing the model")

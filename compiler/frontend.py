@@ -103,10 +103,14 @@ def load_model(path, *, trust_pickle: bool = False, input_shape=None, name: str 
     are refused (naming the tensor) unless allow_nonfinite.
     """
     data = read_model_bytes(path)
+    if not data:
+        raise FrontendError(f"{path} is empty", hint=_SAVE_HINT)
     name = name or _name_from_stem(Path(path).stem)
     kind = _sniff(data)
     if kind == "export":
-        graph = import_exported_program(_load_export(data, path, trust_pickle), name)
+        program = _load_export(data, path, trust_pickle)
+        with _quiet_torch():
+            graph = import_exported_program(program, name)
     elif kind == "pickle":
         graph = _load_pickle(data, path, trust_pickle, input_shape, name)
     elif kind == "ir":
@@ -152,6 +156,9 @@ def _check_imported(graph: Graph, path, allow_nonfinite: bool) -> None:
     """The frontend's output verifies (else it is tinyc's bug) and has finite weights (else the file's)."""
     from tinyc.errors import VerifyError
     from tinyc.verifier import nonfinite_consts, verify, zero_size_values
+    for op in graph.ops:  # a source path with undecodable bytes arrives as lone surrogates
+        if op.loc is not None:
+            op.loc = op.loc.encode("utf-8", "replace").decode("utf-8")
     try:
         verify(graph)
     except VerifyError as e:

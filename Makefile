@@ -1,18 +1,18 @@
 # tinyc: two commands for a fresh Debian machine.
 #   make demo   compile an example model for cortex-m4, run it under QEMU, compare with PyTorch, bench it
 #   make test   run the test suite
-# Both install what is missing first (apt toolchain + QEMU, torch 2.13.0 CPU, the package).
+# Both install what is missing first (apt: Arm toolchain, QEMU, clang; torch 2.13.0 CPU, the package).
 
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang
 STAMP := .setup-done
 
 .PHONY: setup test demo bench compression-docs clean
 
 setup:
 	@command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
-	  && [ -f "$$(arm-none-eabi-gcc -print-file-name=libc.a)" ] \
+	  && command -v clang >/dev/null && [ -f "$$(arm-none-eabi-gcc -print-file-name=libc.a)" ] \
 	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
 	@# (re)install unless tinyc already imports from this checkout with its dev extras

@@ -24,8 +24,9 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from tinyc.backends import c_ops, c_ops_binary, c_ops_int8, c_ops_packed, int8_layout, planner
+from tinyc.backends import c_ops, c_ops_binary, c_ops_int8, c_ops_packed, int8_layout, limits, planner
 from tinyc.backends.c_ops import Call, Lowered, Param, Weight
+from tinyc.backends.manifest import Manifest, io_tensors, write_manifest
 from tinyc.backends.targets import get_target
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
@@ -208,9 +209,11 @@ class _Lowerer:
 # ---- emission ----------------------------------------------------------------------
 
 def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host") -> BundleInfo:
-    """Write OUT/NAME.h, OUT/NAME.c and the runtime files they need; see the module doc."""
+    """Write OUT/NAME.h, OUT/NAME.c, the runtime files they need and the manifest
+    OUT/bundle.json (tinyc.backends.manifest); see the module doc."""
     target = get_target(target_name)
     int8 = _check_graph(graph, name)
+    limits.check_tensors(graph, target)
     ops = list(graph.compute_ops())
     binl = c_ops_binary.BinaryLowering(graph)      # sign / bin_conv2d / bin_linear, any graph
     if int8:
@@ -236,6 +239,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                                   c_ops.inplace_operands(op), scratch=binl.scratch,
                                   is_view=lambda op: op.kind in ("reshape", "decode"))
     plan.check()
+    limits.check_arena(graph, plan.arena_size, plan.locations, target)   # before anything is written
     lowerer = _Lowerer(graph, name, plan)
     packing.register(lowerer)      # decoded (share-weights) weights: constants, no code
     lowerer.layouts = low8.lay if int8 else None
@@ -264,6 +268,12 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
             + (c_ops_packed.RUNTIME_FILES if uses_pk else ()):
         shutil.copyfile(RUNTIME_DIR / f, out / f)
         files.append(out / f)
+    kernels = {"f32": source.kernels, "s8": source.s8_kernels, "bin": source.bin_kernels,
+               "packed": source.pk_kernels}
+    files.append(write_manifest(out, Manifest(
+        name, target.name, io_tensors(graph.inputs), io_tensors(graph.outputs), plan.arena_size,
+        plan.lower_bound, graph.name, {k: v for k, v in kernels.items() if v},
+        tuple(f.name for f in files))))
     layers = tuple(LayerInfo(i, op.kind, op.result.name, op.loc, tuple(c.function for c in low.calls))
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return BundleInfo(name, target.name, header.input_size, header.output_size, plan.arena_size,

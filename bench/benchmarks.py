@@ -66,11 +66,11 @@ def calibration_data(shape: tuple[int, ...], rows: int = 32, seed: int = 0) -> n
 
 def model_flash(out: Path, name: str) -> int:
     """text + data of the model's own object (weights, kernels, invoke), without harness or libc."""
-    from tinyc.backends import toolchain
+    from tinyc.backends.build_flags import compile_flags
     from tinyc.backends.targets import get_target
 
     target = get_target(TARGET)
-    cflags, _, _ = toolchain.compile_flags(target)
+    cflags, _, _ = compile_flags(target)
     obj = out / f"{name}.o"
     subprocess.run([target.cc, *cflags, "-I", str(out), "-c", str(out / f"{name}.c"), "-o", str(obj)], check=True)
     size = subprocess.run([target.size_tool, str(obj)], capture_output=True, text=True, check=True).stdout
@@ -80,7 +80,9 @@ def model_flash(out: Path, name: str) -> int:
 
 def measure(model: str, precision: str, workdir: Path) -> Result:
     from bench import zoo
-    from tinyc.backends import toolchain
+    from tinyc.backends.bench import bench_model
+    from tinyc.backends.build import build
+    from tinyc.backends.target_files import write_target_files
     from tinyc.backends.c_emitter import emit_bundle
     from tinyc.frontend import from_torch
     from tinyc.passes import PassContext
@@ -94,10 +96,10 @@ def measure(model: str, precision: str, workdir: Path) -> Result:
     graph = PassManager(pipeline).run(graph, PassContext(calib=calibration_data(tuple(example.shape))))
     out = workdir / f"{model}-{precision}"
     info = emit_bundle(graph, out, name="model", target_name=TARGET)
-    toolchain.write_target_files(out, TARGET, "model")
-    toolchain.build(out, TARGET, "model", "run")
+    write_target_files(out, TARGET, "model")
+    build(out, TARGET, "model", "run")
     seconds = time.perf_counter() - t0
-    bench = toolchain.bench(out, TARGET, "model")
+    bench = bench_model(out, TARGET, "model")
     static = bench.ram - info.arena_size - bench.io_buffer_bytes
     layers = [{"name": op.result.name, "kind": op.kind, "macs": row.macs, "instructions": count}
               for op, row, count in zip(graph.compute_ops(), _layer_rows(graph), bench.layer_instructions)]

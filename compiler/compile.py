@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -60,19 +61,23 @@ def compile_model(args) -> int:
 
 def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:
     """Emit into a fresh folder beside OUT and move it into place only when everything worked."""
-    from tinyc.backends import toolchain
+    from tinyc.backends.budget import check_budget
+    from tinyc.backends.build import build
     from tinyc.backends.c_emitter import emit_bundle
+    from tinyc.backends.size import size
+    from tinyc.backends.target_files import write_target_files
 
     _check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        _honour_umask(tmp)
         info = emit_bundle(graph, tmp, name=name, target_name=target.name)
-        toolchain.write_target_files(tmp, target, name)
+        write_target_files(tmp, target, name)
         sizes = None
-        if target.bare_metal:
-            elf = toolchain.build(tmp, target, name, "run")
-            sizes = toolchain.check_budget(elf, board) if board else toolchain.size(elf)
+        if target.bare_metal:   # errors name OUT, not the temporary folder
+            sizes = (check_budget(tmp, board, name, where=str(out))[0] if board
+                     else size(build(tmp, target, name, "run", where=str(out))))
         report = make_report(graph, info, target, board, pm, sizes)
         _write_json(tmp / REPORT, report)
         if out.exists():
@@ -82,6 +87,13 @@ def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _honour_umask(path: Path) -> None:
+    """mkdtemp makes a drwx------ folder; a bundle gets the permissions of any new folder."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o777 & ~mask)
 
 
 def _check_replaceable(out: Path) -> None:
@@ -175,15 +187,15 @@ def as_rows(x: np.ndarray, shape: list[int]) -> tuple[np.ndarray, tuple[int, ...
 
 
 def run_bundle_cmd(args) -> int:
-    from tinyc.backends import toolchain
+    from tinyc.backends.run import run_model
 
     bundle = open_bundle(args.bundle)
     if len(bundle.report["inputs"]) != 1:
         raise TinycError("`tinyc run` takes models with one input",
-                         hint="call toolchain.run from Python with the inputs concatenated per row")
+                         hint="call tinyc.backends.run.run_model from Python with the inputs concatenated per row")
     x = load_npy(args.input, "input").astype(np.float32)
     rows, lead = as_rows(x, bundle.report["inputs"][0]["shape"])
-    y = toolchain.run(bundle.path, bundle.target, bundle.name, rows)
+    y = run_model(bundle.path, bundle.target, bundle.name, rows)
     out_shape = bundle.report["outputs"][0]["shape"]
     if len(bundle.report["outputs"]) == 1:
         y = y.reshape(lead + tuple(out_shape[1:] if lead else out_shape))
@@ -198,13 +210,13 @@ def run_bundle_cmd(args) -> int:
 
 
 def bench_bundle_cmd(args) -> int:
-    from tinyc.backends import toolchain
+    from tinyc.backends.bench import bench_model
 
     bundle = open_bundle(args.bundle)
     if bundle.target == "host":
         raise TinycError("tinyc bench measures on the emulator; this bundle is for the host",
                          hint="compile with --target cortex-m4 (or another Cortex-M)")
-    result = toolchain.bench(bundle.path, bundle.report["board"] or bundle.target, bundle.name)
+    result = bench_model(bundle.path, bundle.report["board"] or bundle.target, bundle.name)
     figures = bench_figures(bundle.report, result)
     print(format_bench(bundle.report, figures))
     if args.json:

@@ -3,8 +3,8 @@
  * Not a library of its own: a generated model source defines TINYC_F32_<KERNEL>
  * for each kernel it calls and then #includes this file, so each kernel becomes
  * a static function of that model (see tinyc_kernels_f32.h). Built on its own
- * the file defines no symbols. Helpers are `static inline` so that unused ones
- * draw no warning.
+ * the file defines no symbols. Helpers are TINYC_F32_HELPER: static inline, marked
+ * unused so that the ones a model does not call draw no warning (gcc or clang).
  *
  * Kernels marked "in place" may be called with y == x (or y == a/b for binary
  * ops whose operand has the output's shape): each output element is written
@@ -18,7 +18,7 @@
 /* ---- helpers --------------------------------------------------------- */
 
 /* In place: y = act(x) over n elements. Also the kernel for relu, clamp, leaky_relu. */
-static inline void tinyc_f32_act(const float *x, float *y, int32_t n, const tinyc_act *act)
+TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const tinyc_act *act)
 {
     int32_t i;
     switch (act->kind) {
@@ -40,7 +40,7 @@ static inline void tinyc_f32_act(const float *x, float *y, int32_t n, const tiny
 }
 
 /* Next multi-index (odometer, last dim fastest) over dims[0..rank). */
-static inline void tinyc_next(int32_t rank, const int32_t *dims, int32_t *idx)
+TINYC_F32_HELPER void tinyc_next(int32_t rank, const int32_t *dims, int32_t *idx)
 {
     int32_t d;
     for (d = rank - 1; d >= 0; --d) {
@@ -49,7 +49,7 @@ static inline void tinyc_next(int32_t rank, const int32_t *dims, int32_t *idx)
     }
 }
 
-static inline int32_t tinyc_dot(int32_t rank, const int32_t *idx, const int32_t *strides)
+TINYC_F32_HELPER int32_t tinyc_dot(int32_t rank, const int32_t *idx, const int32_t *strides)
 {
     int32_t d, off = 0;
     for (d = 0; d < rank; ++d) off += idx[d] * strides[d];
@@ -57,14 +57,14 @@ static inline int32_t tinyc_dot(int32_t rank, const int32_t *idx, const int32_t 
 }
 
 /* First tap k with start + k * dil >= 0. */
-static inline int32_t tinyc_tap_lo(int32_t start, int32_t dil)
+TINYC_F32_HELPER int32_t tinyc_tap_lo(int32_t start, int32_t dil)
 {
     if (start >= 0) return 0;
     return dil == 1 ? -start : (-start + dil - 1) / dil;  /* M0 has no divide instruction */
 }
 
 /* One past the last tap k < taps with start + k * dil < size. */
-static inline int32_t tinyc_tap_hi(int32_t start, int32_t dil, int32_t size, int32_t taps)
+TINYC_F32_HELPER int32_t tinyc_tap_hi(int32_t start, int32_t dil, int32_t size, int32_t taps)
 {
     int32_t hi;
     if (start >= size) return 0;

@@ -19,6 +19,16 @@
 /* Rank limit of the strided kernels, after the compiler merged contiguous dims. */
 #define TINYC_MAX_RANK 8
 
+/* Helpers are marked unused: a kernel file compiled on its own (a bundle's every .c file is
+ * compiled) or into a model that calls only some of its kernels leaves helpers unused, and
+ * clang's -Wunused-function reports unused static inline functions of a .c file (gcc does
+ * not). The attribute changes no code. */
+#if defined(__GNUC__)
+#define TINYC_F32_HELPER static inline __attribute__((unused))
+#else
+#define TINYC_F32_HELPER static inline
+#endif
+
 enum {
     TINYC_ACT_NONE = 0,
     TINYC_ACT_RELU = 1,

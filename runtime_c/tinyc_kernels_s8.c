@@ -6,7 +6,8 @@
  * always-inline functions that the generated code calls with literal shapes,
  * strides and quantization modes, one specialised copy per distinct layer shape:
  * loop bounds and strides become immediates and dead branches disappear.
- * Helpers are `static inline` so that unused ones draw no warning.
+ * Helpers are TINYC_S8_INLINE: static inline, marked unused so that the ones a model
+ * does not call draw no warning (gcc or clang).
  *
  * Layouts: every tensor is a dense block; kernels address it through element
  * strides the compiler derived (NHWC, NCHW, transposed views ...).

@@ -44,8 +44,12 @@ void TINYC_LAYER_OUTPUT_HOOK(int layer, const void *data, unsigned long bytes);
 #define TINYC_S8_WRAPPER static
 #endif
 
+/* Helpers are marked unused: a kernel file compiled on its own (a bundle's every .c file is
+ * compiled) or into a model that calls only some of its kernels leaves helpers unused, and
+ * clang's -Wunused-function reports unused static inline functions of a .c file (gcc does
+ * not). The attribute changes no code. */
 #if defined(__GNUC__)
-#define TINYC_S8_INLINE static inline __attribute__((always_inline))
+#define TINYC_S8_INLINE static inline __attribute__((always_inline, unused))
 /* 32-bit words of scratch and packed weights may alias the byte arena. */
 typedef int32_t __attribute__((__may_alias__)) tinyc_s8_word;
 #else

@@ -5,9 +5,11 @@ statistical margin; the emitted C runs on QEMU with correspondingly fewer instru
 import numpy as np
 import pytest
 
-from tinyc.backends import toolchain
+from tinyc.backends.bench import bench_model
 from tinyc.backends.c_emitter import emit_bundle
 from bench.compression_eval import trained
+from tinyc.backends.run import run_model
+from tinyc.backends.target_files import write_target_files
 from tinyc.evaluate import make_context
 from tinyc.passmanager import PassManager
 from tinyc.stats import graph_stats
@@ -51,12 +53,12 @@ def test_pruned_firmware_runs_on_qemu_with_fewer_instructions(pruned, tmp_path):
     counts = {}
     for tag, graph in (("dense", fused), ("pruned", out)):
         emit_bundle(graph, tmp_path / tag, target_name="cortex-m4")
-        toolchain.write_target_files(tmp_path / tag, "cortex-m4", "model")
-        got = toolchain.run(tmp_path / tag, "cortex-m4", "model", x[:4].reshape(4, -1))
+        write_target_files(tmp_path / tag, "cortex-m4", "model")
+        got = run_model(tmp_path / tag, "cortex-m4", "model", x[:4].reshape(4, -1))
         from tinyc.interpreter import run
         want = np.concatenate([run(graph, [x[i:i + 1]])[0] for i in range(4)])
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
-        counts[tag] = toolchain.bench(tmp_path / tag, "cortex-m4", "model", profile=False).instructions
+        counts[tag] = bench_model(tmp_path / tag, "cortex-m4", "model", profile=False).instructions
     assert counts["pruned"] * 2 <= counts["dense"], counts
 
 
@@ -86,7 +88,7 @@ def test_svd_on_the_trained_autoencoder_lowers_params_and_instructions_and_repor
                "-p", pipeline, "--eval", str(tmp_path / "x.npy"), "-o", str(tmp_path / tag)]
         assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
         report = json.loads((tmp_path / tag / "report.json").read_text())
-        bench = toolchain.bench(tmp_path / tag, "cortex-m4", "model", profile=False)
+        bench = bench_model(tmp_path / tag, "cortex-m4", "model", profile=False)
         figures[tag] = (report, bench.instructions)
     (dense, dense_instr), (svd, svd_instr) = figures["dense"], figures["svd"]
     assert svd["params"] < dense["params"] and svd_instr < dense_instr

@@ -16,8 +16,12 @@ import pytest
 
 from helpers import layer_tensor, record_layers
 from tinyc import quant
-from tinyc.backends import c_ops_binary, toolchain
+from tinyc.backends import c_ops_binary
+from tinyc.backends.bench import bench_model
+from tinyc.backends.build import build
 from tinyc.backends.c_emitter import emit_bundle
+from tinyc.backends.run import run_model
+from tinyc.backends.target_files import write_target_files
 from tinyc.backends.targets import get_target
 from tinyc.interpreter import run as interpret, run_all
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
@@ -116,8 +120,8 @@ def run_bundle(graph, out_dir, target="host", rows=None, **options):
     rows = rows if rows is not None else rows_for(graph)
     emit_bundle(graph, out_dir, target_name=target)
     if target != "host":
-        toolchain.write_target_files(out_dir, target, "model")
-    got = toolchain.run(out_dir, target, "model", np.stack([r.ravel() for r in rows]), **options)
+        write_target_files(out_dir, target, "model")
+    got = run_model(out_dir, target, "model", np.stack([r.ravel() for r in rows]), **options)
     want = np.stack([np.asarray(interpret(graph, [r])[0], np.float32).ravel() for r in rows])
     return got, want
 
@@ -364,12 +368,12 @@ def test_float_output_never_fuses_the_multiply_add(tmp_path):
     M4 code of the binary layer has no VFMA; without the kernel's guard it would."""
     graph = layer_graph(*CASES["conv_u1_f32_pad_relu"])
     emit_bundle(graph, tmp_path, target_name="cortex-m4")
-    toolchain.write_target_files(tmp_path, "cortex-m4", "model")
+    write_target_files(tmp_path, "cortex-m4", "model")
     fma = re.compile(r"\bvf(n?m[as]|ma|ms)\.f32")
 
     def conv_code(extra):
-        elf = toolchain.build(tmp_path, "cortex-m4", "model", "run", extra_cflags=["-ffp-contract=fast", *extra],
-                              force=True)
+        elf = build(tmp_path, "cortex-m4", "model", "run", extra_cflags=["-ffp-contract=fast", *extra],
+                    force=True)
         wrapper = re.search(r"void (model_s\d+)\(.*\n\{\n\s*tinyc_bin_conv_u1", (tmp_path / "model.c").read_text())
         text = _disassembly(elf)
         start = text.index(f"<{wrapper.group(1)}")
@@ -388,8 +392,8 @@ def test_binary_layers_cheaper_than_int8(tmp_path):
         for label, pipeline in (("int8", INT8), ("binary", BINARY_ACT)):
             out = tmp_path / f"{which}_{label}"
             info = emit_bundle(digits(which, pipeline), out, target_name="cortex-m4")
-            toolchain.write_target_files(out, "cortex-m4", "model")
-            result = toolchain.bench(out, "cortex-m4", "model")
+            write_target_files(out, "cortex-m4", "model")
+            result = bench_model(out, "cortex-m4", "model")
             counts[label] = {(li.kind, li.name): n for li, n in zip(info.layers, result.layer_instructions)}
         int8 = counts["int8"][("conv2d" if which == "cnn" else "linear", layer)]
         binary = sum(n for (kind, name), n in counts["binary"].items() if kind in c_ops_binary.KINDS)

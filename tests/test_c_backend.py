@@ -12,9 +12,9 @@ import pytest
 from helpers import assert_close, fused_graph, zoo_graph
 from test_planner import Builder
 from bench import zoo
-from tinyc.backends import toolchain
 from tinyc.backends.c_emitter import emit_bundle
 from tinyc.backends.c_ops import c_floats
+from tinyc.backends.run import run_model
 from tinyc.errors import BackendError
 from tinyc.interpreter import run as interpret
 from tinyc.ir import TensorType, Value
@@ -37,7 +37,7 @@ def check_on_host(graph, out_dir, *, rows: int = 2, scale: float = 1.0, name: st
     emit_bundle(graph, out_dir, name=name)
     samples = random_inputs(graph, rows, scale=scale)
     flat = np.stack([np.concatenate([x.ravel() for x in row]) for row in samples])
-    got = toolchain.run(out_dir, "host", name, flat, sanitize=True)
+    got = run_model(out_dir, "host", name, flat, sanitize=True)
     for row, xs in zip(got, samples):
         start = 0
         for want in interpret(graph, xs):

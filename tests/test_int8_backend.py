@@ -16,8 +16,11 @@ from helpers import fused_graph, layer_tensor, record_layers, zoo_inputs
 from test_planner import Builder
 from bench import zoo
 from tinyc import quant
-from tinyc.backends import int8_layout, int8_weights, toolchain
+from tinyc.backends import int8_layout, int8_weights
+from tinyc.backends.bench import bench_model
 from tinyc.backends.c_emitter import emit_bundle
+from tinyc.backends.run import run_model
+from tinyc.backends.target_files import write_target_files
 from tinyc.backends.targets import get_target
 from tinyc.interpreter import run as interpret, run_all
 from tinyc.ir import QuantParams, TensorType
@@ -53,10 +56,10 @@ def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, **run
     """Emit, build, run every row on `target`, and require the interpreter's outputs bit for bit."""
     info = emit_bundle(graph, out_dir, target_name=target)
     if target != "host":
-        toolchain.write_target_files(out_dir, target, "model")
+        write_target_files(out_dir, target, "model")
     samples = sample_rows(graph, rows, seed, scale)
     flat = np.stack([np.concatenate([x.ravel() for x in row]) for row in samples])
-    got = toolchain.run(out_dir, target, "model", flat, **run_options)
+    got = run_model(out_dir, target, "model", flat, **run_options)
     for r, xs in enumerate(samples):
         want = np.concatenate([np.asarray(o, np.float32).ravel() for o in interpret(graph, xs)])
         assert got[r].shape == want.shape
@@ -246,8 +249,8 @@ def test_quantize_special_values(target, tmp_path):
     x = np.concatenate([x, np.linspace(-3, 3, 64 - x.size, dtype=np.float32)])
     info = emit_bundle(graph, tmp_path, target_name=target)
     if target != "host":
-        toolchain.write_target_files(tmp_path, target, "model")
-    got = toolchain.run(tmp_path, target, "model", x[None], sanitize=target == "host")
+        write_target_files(tmp_path, target, "model")
+    got = run_model(tmp_path, target, "model", x[None], sanitize=target == "host")
     want = interpret(graph, [x[None]])[0]
     assert np.array_equal(got[0].view(np.uint32), want.ravel().view(np.uint32))
     assert info.arena_size > 0
@@ -388,8 +391,8 @@ TFLM = {  # instructions per inference and arena bytes, TFLite Micro + CMSIS-NN 
 @pytest.mark.parametrize("name", ["ds_cnn", "fc_autoencoder"])
 def test_faster_and_smaller_than_tflite_micro(name, tmp_path):
     info = emit_bundle(zoo_int8(name), tmp_path, target_name="cortex-m4")
-    toolchain.write_target_files(tmp_path, "cortex-m4", "model")
-    result = toolchain.bench(tmp_path, "cortex-m4", "model", profile=False)
+    write_target_files(tmp_path, "cortex-m4", "model")
+    result = bench_model(tmp_path, "cortex-m4", "model", profile=False)
     instructions, arena = TFLM[name]
     assert result.instructions < instructions
     assert info.arena_size < arena

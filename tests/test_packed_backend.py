@@ -19,9 +19,12 @@ from helpers import binomial_margin, layer_tensor, record_layers
 from test_int8_backend import assert_exact, quantize, sample_rows
 from test_planner import Builder
 from bench import compression_eval as ce
-from tinyc.backends import c_ops_packed, toolchain
+from tinyc.backends import c_ops_packed
 from tinyc.backends import weight_formats as wf
+from tinyc.backends.bench import bench_model
 from tinyc.backends.c_emitter import emit_bundle
+from tinyc.backends.run import run_model
+from tinyc.backends.target_files import write_target_files
 from tinyc.interpreter import run as interpret, run_all
 from tinyc.passes import PassContext
 from tinyc.passmanager import PassManager
@@ -163,7 +166,7 @@ def _close(graph, tmp_path, force, rows=3):
     with c_ops_packed.policy(force=force):
         emit_bundle(graph, tmp_path)
     samples = sample_rows(graph, rows)
-    got = toolchain.run(tmp_path, "host", "model", np.stack([x[0].ravel() for x in samples]), sanitize=True)
+    got = run_model(tmp_path, "host", "model", np.stack([x[0].ravel() for x in samples]), sanitize=True)
     for r, xs in enumerate(samples):
         want = interpret(graph, xs)[0].ravel()
         np.testing.assert_allclose(got[r], want, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(want).max())))
@@ -374,15 +377,15 @@ def _firmware(graph, out, bench: bool):
     from bench.benchmarks import model_flash
     from tinyc.evaluate import as_samples, run_batch
     emit_bundle(graph, out, target_name="cortex-m4")
-    toolchain.write_target_files(out, "cortex-m4", "model")
+    write_target_files(out, "cortex-m4", "model")
     rows = ce.trained("mlp")[1][2][:8]
-    got = toolchain.run(out, "cortex-m4", "model", rows.reshape(len(rows), -1))
+    got = run_model(out, "cortex-m4", "model", rows.reshape(len(rows), -1))
     want = np.concatenate([o.reshape(len(rows), -1) for o in run_batch(graph, as_samples(graph, rows))], axis=1)
     if any(op.kind == "quantize" for op in graph.ops):
         assert np.array_equal(got, want), out.name
     else:
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    instructions = toolchain.bench(out, "cortex-m4", "model", profile=False).instructions if bench else None
+    instructions = bench_model(out, "cortex-m4", "model", profile=False).instructions if bench else None
     return model_flash(out, "model"), _weight_bytes(out / "model.c"), instructions
 
 
@@ -445,8 +448,8 @@ def test_one_bit_shared_weights_compile_and_match_the_interpreter(tmp_path):
     graph, _ = compile_digits("mlp", "fuse,quantize-int8,share-weights{bits=1}")
     _, (_, _, x_test, _) = trained("mlp")
     emit_bundle(graph, tmp_path, target_name="host")
-    toolchain.write_target_files(tmp_path, "host", "model")
+    write_target_files(tmp_path, "host", "model")
     x = x_test[:5]
-    got = toolchain.run(tmp_path, "host", "model", x.reshape(len(x), -1), sanitize=True)
+    got = run_model(tmp_path, "host", "model", x.reshape(len(x), -1), sanitize=True)
     want = np.concatenate([run(graph, [x[i:i + 1]])[0] for i in range(len(x))])
     assert np.array_equal(got, want)

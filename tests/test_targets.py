@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from tinyc.backends import targets as tg
-from tinyc.backends import toolchain as tc
+from tinyc.backends import tools
+from tinyc.backends.bench import bench_model
+from tinyc.backends.build import build
+from tinyc.backends.manifest import Manifest, Tensor, write_manifest
+from tinyc.backends.run import run_model
+from tinyc.backends.size import size
+from tinyc.backends.target_files import PROFILE_HEADER, write_target_files
 from tinyc.errors import BackendError
 
 ARM_TARGETS = [n for n in tg.target_names() if n != "host"]
@@ -75,7 +81,9 @@ def make_bundle(root: Path, name: str = "model", work: int = 0, extra: str = "")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.h").write_text(MODEL_H.format(name=name, NAME=name.upper()))
     (out / f"{name}.c").write_text(MODEL_C.format(name=name, work=work, extra=extra))
-    shutil.copyfile(tc.PROFILE_HEADER, out / "tinyc_profile.h")
+    shutil.copyfile(PROFILE_HEADER, out / "tinyc_profile.h")
+    write_manifest(out, Manifest(name, "host", (Tensor("x", (1, 4), "f32", 0, 4),),
+                                 (Tensor("y", (1, 4), "f32", 0, 4),), 16))
     return out
 
 
@@ -126,50 +134,50 @@ def test_unknown_names_give_clear_errors():
         tg.get_board("arduino")
     assert "nucleo-l432kc" in str(e.value)
     with pytest.raises(BackendError):
-        tc.build("/nonexistent", "cortex-m99")
+        build("/nonexistent", "cortex-m99")
 
 
 def test_missing_tool_names_the_package(bundle, monkeypatch):
-    monkeypatch.setattr(tc.shutil, "which", lambda exe: None)
+    monkeypatch.setattr(tools.shutil, "which", lambda exe: None)
     with pytest.raises(BackendError) as e:
-        tc.build(bundle, "cortex-m4")
+        build(bundle, "cortex-m4")
     assert "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm" in str(e.value)
 
 
 # ---------------------------------------------------------------- host
 
 def test_host_build_and_run(bundle, rows):
-    exe = tc.build(bundle, "host")
+    exe = build(bundle, "host")
     assert exe.exists() and _log(exe) == ""
-    np.testing.assert_array_equal(tc.run(bundle, "host", "model", rows), expected(rows))
-    np.testing.assert_array_equal(tc.run(bundle, "host", "model", rows[0]), expected(rows[:1]))
-    assert tc.run(bundle, "host", "model", rows[:0]).shape == (0, 4)
+    np.testing.assert_array_equal(run_model(bundle, "host", "model", rows), expected(rows))
+    np.testing.assert_array_equal(run_model(bundle, "host", "model", rows[0]), expected(rows[:1]))
+    assert run_model(bundle, "host", "model", rows[:0]).shape == (0, 4)
 
 
 def test_host_sanitizers(bundle, rows):
-    y = tc.run(bundle, "host", "model", rows, sanitize=True, profile=True)
+    y = run_model(bundle, "host", "model", rows, sanitize=True, profile=True)
     np.testing.assert_array_equal(y, expected(rows))
 
 
 def test_bad_inputs_and_failing_model(bundle, tmp_path):
     with pytest.raises(BackendError, match="rows of 4"):
-        tc.run(bundle, "host", "model", np.zeros((2, 3), np.float32))
+        run_model(bundle, "host", "model", np.zeros((2, 3), np.float32))
     with pytest.raises(BackendError, match="bench needs a Cortex-M"):
-        tc.bench(bundle, "host")
+        bench_model(bundle, "host")
     failing = make_bundle(tmp_path, "bad", extra="if (input[0] > 100.0f) { return 7; }")
     with pytest.raises(BackendError, match="exit status 2") as e:
-        tc.run(failing, "host", "bad", np.full((1, 4), 200, np.float32))
+        run_model(failing, "host", "bad", np.full((1, 4), 200, np.float32))
     assert "row" in str(e.value)
     broken = make_bundle(tmp_path, "broken", extra="int unused_var;")
     with pytest.raises(BackendError, match="unused") as e:  # -Werror
-        tc.build(broken, "host", "broken")
+        build(broken, "host", "broken")
     assert "failed" in str(e.value)
 
 
 def test_makefile(bundle, tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make not installed")
-    tc.write_target_files(bundle, "host", "model")
+    write_target_files(bundle, "host", "model")
     proc = subprocess.run(["make", "-s"], cwd=bundle, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert (bundle / "build" / "host" / "model_run").exists()
@@ -190,9 +198,9 @@ def test_makefile(bundle, tmp_path):
 @pytest.mark.parametrize("target", ARM_TARGETS)
 def test_cortex_m_builds_warning_free(bundle, target):
     for kind, profile in (("run", False), ("bench", False), ("bench", True)):
-        elf = tc.build(bundle, target, "model", kind, profile)
+        elf = build(bundle, target, "model", kind, profile)
         assert elf.suffix == ".elf" and _log(elf) == "", _log(elf)
-    info = tc.size(elf)
+    info = size(elf)
     assert info.text > 0 and info.ram == info.data + info.bss
     assert info.flash == info.text + info.rodata + info.data
     assert info.stack_reserved == tg.get_target(target).stack_size
@@ -202,7 +210,7 @@ def test_cortex_m_builds_warning_free(bundle, target):
 def test_makefile_cortex_m(bundle):
     if shutil.which("make") is None:
         pytest.skip("make not installed")
-    tc.write_target_files(bundle, "cortex-m4", "model")
+    write_target_files(bundle, "cortex-m4", "model")
     assert (bundle / "target" / "cortex-m4.ld").exists()
     proc = subprocess.run(["make", "-s", "all", "bench", "size"], cwd=bundle,
                           capture_output=True, text=True)
@@ -214,21 +222,21 @@ def test_makefile_cortex_m(bundle):
 @needs_qemu
 @pytest.mark.parametrize("target", ARM_TARGETS)
 def test_qemu_run(bundle, rows, target):
-    np.testing.assert_array_equal(tc.run(bundle, target, "model", rows), expected(rows))
+    np.testing.assert_array_equal(run_model(bundle, target, "model", rows), expected(rows))
 
 
 @pytest.mark.qemu
 @needs_qemu
 def test_qemu_board_name_and_failure_exit(bundle, rows, tmp_path):
-    np.testing.assert_array_equal(tc.run(bundle, "nucleo-l432kc", "model", rows[:2]),
+    np.testing.assert_array_equal(run_model(bundle, "nucleo-l432kc", "model", rows[:2]),
                                   expected(rows[:2]))
     failing = make_bundle(tmp_path, "bad", extra="if (input[0] > 100.0f) { return 7; }")
     with pytest.raises(BackendError, match="exit status 2"):
-        tc.run(failing, "cortex-m3", "bad", np.full((2, 4), 200, np.float32))
+        run_model(failing, "cortex-m3", "bad", np.full((2, 4), 200, np.float32))
     # a CPU fault is reported through semihosting and fails the run
     faulting = make_bundle(tmp_path, "crash", extra='__asm__ volatile("udf #0");')
     with pytest.raises(BackendError) as e:
-        tc.run(faulting, "cortex-m4", "crash", rows[:1])
+        run_model(faulting, "cortex-m4", "crash", rows[:1])
     assert "exit status 3" in str(e.value) and "fatal exception" in str(e.value)
 
 
@@ -236,7 +244,7 @@ def test_qemu_board_name_and_failure_exit(bundle, rows, tmp_path):
 @needs_qemu
 def test_bench_linear_layers_and_stack(tmp_path):
     work = {n: make_bundle(tmp_path, work=n) for n in (1000, 2000)}
-    res = {n: tc.bench(b, "cortex-m4", method="systick") for n, b in work.items()}
+    res = {n: bench_model(b, "cortex-m4", method="systick") for n, b in work.items()}
     r1, r2 = res[1000], res[2000]
     assert r1.method == "systick" and r1.resolution == 40.0  # 25 MHz SysTick, 1 ns/insn
     assert abs(r1.instructions_per_tick - 40.0) < 0.1
@@ -255,11 +263,11 @@ def test_bench_linear_layers_and_stack(tmp_path):
         assert not r.notes
 
     # exact counts from the TCG plugin agree with SysTick within its resolution
-    p1 = tc.bench(work[1000], "cortex-m4", method="plugin")
+    p1 = bench_model(work[1000], "cortex-m4", method="plugin")
     assert p1.method == "plugin" and p1.resolution == 1.0
     assert abs(p1.instructions - r1.instructions) <= 3 * r1.resolution
     assert abs(sum(p1.layer_instructions) - p1.profiled_instructions) <= 100
-    p2 = tc.bench(work[2000], "cortex-m4", method="plugin", profile=False)
+    p2 = bench_model(work[2000], "cortex-m4", method="plugin", profile=False)
     assert abs((p2.instructions - p1.instructions) - (p1.instructions - 0)) <= 0.01 * p1.instructions
 
 
@@ -268,7 +276,7 @@ def test_no_emulator_and_timeout(bundle, tmp_path):
     ghost = replace(tg.get_target("cortex-m4"), name="cortex-m4-noemu", qemu_machine=None,
                     no_emulator_reason="no QEMU machine for this core")
     with pytest.raises(BackendError, match="has no emulator"):
-        tc.run(bundle, ghost, "model", np.zeros((1, 4), np.float32))
+        run_model(bundle, ghost, "model", np.zeros((1, 4), np.float32))
     hang = make_bundle(tmp_path, "hang", extra="for (;;) { acc[0] += 1.0f; }")
     with pytest.raises(BackendError, match="did not finish"):
-        tc.run(hang, "host", "hang", np.zeros((1, 4), np.float32), timeout=1.0)
+        run_model(hang, "host", "hang", np.zeros((1, 4), np.float32), timeout=1.0)

@@ -13,7 +13,7 @@
  *      pattern, then invokes it again between two stamps; in a TINYC_PROFILE
  *      build every TINYC_LAYER_MARK(i) adds a stamp,
  *   5. scans the stack for the high-water mark and prints everything as
- *      "tinyc-bench ..." lines (see backends/toolchain.py: _parse_bench).
+ *      "tinyc-bench ..." lines (see backends/bench.py: _parse_bench).
  * Every stamp also calls tinyc_bench_point(), a no-op function whose entry the
  * optional QEMU TCG plugin (icount_plugin.c) watches to count instructions
  * exactly; the n-th plugin record belongs to stamp n.

@@ -3,7 +3,7 @@
  * the instruction at the marker address (tinyc_bench_point in bench_main.c)
  * executes, appends the running count to the output file, one per line.
  *
- * Built with the host C compiler by backends/toolchain.py:
+ * Built with the host C compiler by backends/bench.py:
  *   gcc -shared -fPIC -O2 -o icount_plugin.so icount_plugin.c
  * Loaded as:
  *   qemu-system-arm ... -plugin ./icount_plugin.so,addr=0x1234,out=counts.txt

@@ -9,7 +9,7 @@
  * The same source builds for the host (io_host.c; optional argv[1]/argv[2]
  * override the file names) and for Cortex-M (io_semihost.c, -DTINYC_BARE_METAL;
  * the files are opened in QEMU's working directory).  The model is selected by
- * tinyc_bundle.h, which toolchain.write_target_files() generates: it includes
+ * tinyc_bundle.h, which target_files.write_target_files() generates: it includes
  * NAME.h and maps TINYC_INVOKE / TINYC_INPUT_SIZE / TINYC_OUTPUT_SIZE to the
  * model's NAME_invoke / NAME_INPUT_SIZE / NAME_OUTPUT_SIZE.
  */

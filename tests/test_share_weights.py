@@ -90,9 +90,10 @@ def test_decode_index_out_of_range_is_an_error():
     y = Value("w", TensorType((2,)))
     g.ops.append(Op("decode", [iv, bv], y, {}))
     g.outputs = [y]
-    verify(g)
+    with pytest.raises(TinycError, match="decode index 3 is outside the codebook's 3 entries"):
+        verify(g)  # constant indices are checked against the codebook (issue 13)
     with pytest.raises(TinycError, match="index 3 is out of range"):
-        run(g, [])
+        run(g, [])  # and the interpreter still refuses them when verification is skipped
 
 
 @pytest.mark.parametrize("types,msg", [

@@ -15,6 +15,7 @@ import numpy as np
 
 from tinyc.errors import BackendError
 from tinyc.ir import Op, Value
+from tinyc.ops import ACTIVATIONS
 
 MAX_RANK = 8  # TINYC_MAX_RANK in tinyc_kernels_f32.h
 
@@ -98,36 +99,27 @@ def c_floats(values: np.ndarray) -> list[str]:
     return [s + "f" if ("." in s or "e" in s) else s + ".0f" for s in map(str, flat)]
 
 
-_ACT_KINDS = {"relu": "TINYC_ACT_RELU", "clamp": "TINYC_ACT_CLAMP", "leaky_relu": "TINYC_ACT_LEAKY_RELU"}
-
-
-def _act_fields(kind: str | None, lo: float = 0.0, hi: float = 0.0) -> tuple[tuple[str, str], ...]:
+def _act_fields(kind: str | None, params: dict) -> tuple[tuple[str, str], ...]:
+    """tinyc_act {kind, lo, hi} of an activation (its registry entry's c_code and c_args)."""
     if kind is None:
         return (("kind", "TINYC_ACT_NONE"), ("lo", "0.0f"), ("hi", "0.0f"))
-    if kind not in _ACT_KINDS:
-        raise BackendError(f"unknown activation {kind!r}", hint="expected relu, clamp or leaky_relu")
-    return (("kind", _ACT_KINDS[kind]), ("lo", c_float(lo)), ("hi", c_float(hi)))
+    a = ACTIVATIONS[kind]
+    if a.c_code is None:
+        raise BackendError(f"activation {kind!r} has no tinyc_act form in the float C kernels")
+    lo, hi = a.c_args(params)
+    return (("kind", f"TINYC_ACT_{kind.upper()}"), ("lo", c_float(lo)), ("hi", c_float(hi)))
 
 
 def fused_act(attrs: dict) -> str:
     """tinyc_act initializer for an op's optional fused `act` attribute."""
     kind = attrs.get("act")
-    if kind == "clamp":
-        fields = _act_fields(kind, attrs["act_min"], attrs["act_max"])
-    elif kind == "leaky_relu":
-        fields = _act_fields(kind, attrs["act_alpha"])
-    else:
-        fields = _act_fields(kind)
-    return "{" + ", ".join(v for _, v in fields) + "}"
+    params = ACTIVATIONS[kind].params_of(attrs, fused=True) if kind else {}
+    return "{" + ", ".join(v for _, v in _act_fields(kind, params)) + "}"
 
 
 def standalone_act(op: Op) -> tuple[tuple[str, str], ...]:
-    """tinyc_act fields for a relu / clamp / leaky_relu op."""
-    if op.kind == "clamp":
-        return _act_fields("clamp", op.attrs["min"], op.attrs["max"])
-    if op.kind == "leaky_relu":
-        return _act_fields("leaky_relu", op.attrs["alpha"])
-    return _act_fields(op.kind)
+    """tinyc_act fields for an activation op with a tinyc_act form (relu, clamp, leaky_relu, gelu...)."""
+    return _act_fields(op.kind, op.attrs)
 
 
 # ---- shape helpers ----------------------------------------------------------
@@ -254,7 +246,7 @@ def lower_batch_norm(op: Op, ctx: Context) -> Lowered:
 
 
 def lower_act(op: Op, ctx: Context) -> Lowered:
-    """relu, clamp, leaky_relu: the fused-activation helper as a kernel of its own."""
+    """Activations with a tinyc_act form: the fused-activation helper as a kernel of its own."""
     param = Param("tinyc_act", ctx.param_name(), standalone_act(op))
     call = Call("tinyc_f32_act", (ctx.ref(op.operands[0]), ctx.ref(op.result), str(op.result.type.numel),
                                   "&" + param.cname))
@@ -400,12 +392,8 @@ LOWERINGS: dict[str, Lowering] = {
     "linear": Lowering(lower_linear, _none),
     "matmul": Lowering(lower_matmul, _none),
     "batch_norm": Lowering(lower_batch_norm, _first),
-    "relu": Lowering(lower_act, _first),
-    "clamp": Lowering(lower_act, _first),
-    "leaky_relu": Lowering(lower_act, _first),
-    "sigmoid": Lowering(lower_unary, _first),
-    "tanh": Lowering(lower_unary, _first),
-    "hardswish": Lowering(lower_unary, _first),
+    # activations: the tinyc_act helper where the registry gives one (c_code), else tinyc_f32_<kind>
+    **{k: Lowering(lower_act if a.c_code is not None else lower_unary, _first) for k, a in ACTIVATIONS.items()},
     "add": Lowering(lower_binary, _same_size_operands),
     "sub": Lowering(lower_binary, _same_size_operands),
     "mul": Lowering(lower_binary, _same_size_operands),

@@ -36,13 +36,12 @@ from tinyc.backends.c_ops import Lowered, Weight
 from tinyc.backends.int8_layout import _decompose, channels_last_perm, dim_strides, perm_offsets, row_major
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
-from tinyc.ops import BINARY_LAYER_OPS
+from tinyc.ops import ACTIVATIONS, OPS, Trait, has
 
-KINDS = ("sign", *BINARY_LAYER_OPS)
 SIGN_RANK = 4                     # dims of the sign kernel's walk
 RUNTIME_FILES = ("tinyc_kernels_bin.h", "tinyc_kernels_bin.c")
 KERNEL_PREFIX = "BIN:"            # Lowered.kernels entries that are TINYC_BIN_<KERNEL> macros
-ACT_CODES = {None: 0, "relu": 1, "clamp": 2, "leaky_relu": 3}
+
 CONV, ROWS = "channels-last", "row-major"   # packing orders of u1 activations
 # Kernels load and store whole words of a u1 tensor of ceil(numel / 8) bytes: its slot must
 # be padded to a word boundary, which the planner's alignment guarantees.
@@ -50,7 +49,14 @@ assert planner.ALIGN % 4 == 0
 
 
 def handles(op: Op) -> bool:
-    return op.kind in KINDS
+    """sign (its int8 rule: threshold codes) and the binary layers."""
+    return has(op, Trait.BINARY_LAYER) or OPS[op.kind].int8 == "threshold_codes"
+
+
+def act_code(attrs: dict) -> int:
+    """The tinyc_act kind code of a fused activation (0: none)."""
+    act = attrs.get("act")
+    return 0 if act is None else ACTIVATIONS[act].c_code
 
 
 def accepts(op: Op) -> bool:
@@ -166,12 +172,12 @@ class BinaryLowering:
             for i, v in enumerate(op.operands):
                 if v.type.dtype != "u1":
                     continue
-                if op.kind in BINARY_LAYER_OPS and i == 1:
+                if has(op, Trait.BINARY_LAYER) and i == 1:
                     if not producers[v.name].is_const:
                         raise BackendError(f"%{op.result.name} = {op.kind}: the sign weights must be a constant",
                                            where=op.loc)
                     continue
-                if op.kind in BINARY_LAYER_OPS and i == 0 and not producers.get(v.name, op).is_const:
+                if has(op, Trait.BINARY_LAYER) and i == 0 and not producers.get(v.name, op).is_const:
                     readers.setdefault(v.name, set()).add(CONV if op.kind == "bin_conv2d" else ROWS)
                     continue
                 raise BackendError(f"the C backend reads binary (u1) activations only as the input of "
@@ -196,7 +202,7 @@ class BinaryLowering:
 
     def scratch(self, op: Op) -> int:
         """Arena bytes the op's kernel needs while it runs (0 for ops of other kinds)."""
-        if op.kind not in BINARY_LAYER_OPS:
+        if not has(op, Trait.BINARY_LAYER):
             return 0
         g = _geometry(op)
         kw = g.kwords
@@ -278,12 +284,9 @@ class BinaryLowering:
         has_bias = len(op.operands) > 3
         bias = _const(op, ctx, 3, "bias").astype(np.float32) if has_bias else np.zeros(g.o, np.float32)
         a = op.attrs
-        act = a.get("act")
-        if act not in ACT_CODES:
-            raise BackendError(f"unknown activation {act!r}", where=op.loc)
         extra = np.array([a.get("act_min", 0.0), a.get("act_max", 0.0), a.get("act_alpha", 0.0)], np.float32)
         f = Weight(ctx.weight_name("f"), np.concatenate([alpha, bias, extra]), "float")
-        return f, [int(has_bias), ACT_CODES[act]]
+        return f, [int(has_bias), act_code(a)]
 
     def _out_strides(self, ctx, op: Op, g: _Geometry) -> list[int]:
         """Element strides (n, o, oy, ox) of the result."""

@@ -89,7 +89,7 @@ class Packing:
         producers = graph.producers()
         consts = {op.result.name: op.attrs["value"] for op in graph.const_ops()}
         self.decoded: dict[str, np.ndarray] = {}
-        from tinyc.interpreter import KERNELS
+        from tinyc.interpreter import run_op
         for op in graph.compute_ops():
             if op.kind != "decode":
                 continue
@@ -97,7 +97,7 @@ class Packing:
             if not all(s is not None and s.is_const for s in srcs):
                 raise BackendError(f"%{op.result.name} = decode: the C backend needs constant indices and codebook",
                                    where=op.loc)
-            self.decoded[op.result.name] = np.asarray(KERNELS["decode"](op, *(consts[s.result.name] for s in srcs)))
+            self.decoded[op.result.name] = np.asarray(run_op(op, *(consts[s.result.name] for s in srcs)))
         self.values = {**consts, **self.decoded}
         self.choices: dict[str, Choice] = {}
         if _state.get("disable"):

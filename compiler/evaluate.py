@@ -98,33 +98,9 @@ def batch_safe(graph: Graph) -> bool:
 
 
 def _keeps_batch(kind: str, a: dict, types: list[TensorType], flags: list[bool], result: TensorType) -> bool:
-    x = types[0]
-    if kind in ("conv2d", "linear", "bin_conv2d", "bin_linear", "batch_norm", "lut", "max_pool2d", "avg_pool2d",
-                "relu", "sigmoid", "tanh", "hardswish", "clamp", "leaky_relu", "quantize", "dequantize"):
-        return flags[0] and not any(flags[1:]) and (kind not in ("linear", "bin_linear") or x.rank >= 2)
-    if kind in ("add", "sub", "mul", "div", "sign"):
-        r = result.rank
-        return all(t.rank == r if f else (t.rank < r or t.shape[0] == 1) for t, f in zip(types, flags))
-    if kind == "matmul":
-        (ta, tb), (fa, fb) = types, flags
-        if fa and fb:
-            return ta.rank == tb.rank >= 3
-        if fa:
-            return ta.rank == 2 and tb.rank == 2 or ta.rank > tb.rank or (ta.rank == tb.rank and tb.shape[0] == 1)
-        return tb.rank >= 3 and (ta.rank < tb.rank or ta.shape[0] == 1)
-    if kind == "mean":
-        return 0 not in a["axes"]
-    if kind == "reshape":
-        return bool(a["shape"]) and a["shape"][0] == x.shape[0]
-    if kind == "transpose":
-        return a["perm"][0] == 0
-    if kind == "cat":
-        return all(flags) and a["axis"] != 0
-    if kind == "softmax":
-        return flags[0] and not any(flags[1:]) and a["axis"] != 0
-    if kind == "pad":
-        return a["pads"][0] == 0 and a["pads"][x.rank] == 0
-    return False
+    """The op's own rule (its definition's `keeps_batch` facet); ops without one do not."""
+    rule = OPS[kind].keeps_batch
+    return rule is not None and rule(a, types, flags, result)
 
 
 def batch_graph(graph: Graph, n: int) -> Graph:

@@ -72,22 +72,69 @@ def from_torch(module: torch.nn.Module, example_inputs, name: str = "model") -> 
 
 
 def import_exported_program(ep: ExportedProgram, name: str = "model") -> Graph:
-    """Lower an ExportedProgram to a tinyc Graph (decomposing only if an op needs it)."""
-    first = None
-    if not _mutates(ep):  # already functional: lower the exported graph as is (the common, fast case)
+    """Lower an ExportedProgram to a tinyc Graph (decomposing only if an op needs it). A model with
+    ops tinyc cannot lower, directly or through PyTorch's decompositions, gets one error naming
+    every such op (as the user wrote it), its node and source line."""
+    # already functional: lower the exported graph as is (the common, fast case); in-place ops
+    # (relu_, x += y): functionalize, still without decomposing
+    direct = ep if not _mutates(ep) else _run_decompositions(ep, {})
+    if not _unsupported_nodes(direct):
         try:
-            return _lower_program(ep, name)
-        except _Unsupported as e:
-            first = e.error
-    else:  # in-place ops (relu_, x += y): functionalize, still without decomposing
-        try:
-            return _lower_program(_run_decompositions(ep, {}), name)
-        except _Unsupported as e:
-            first = e.error
-    try:  # last chance: decompose what tinyc does not lower directly
-        return _lower_program(_run_decompositions(ep, _decomp_table()), name)
-    except (_Unsupported, FrontendError):
-        raise first from None  # report the op as the user wrote it, not its decomposition
+            return _lower_program(direct, name)
+        except _Unsupported:
+            pass
+    decomposed = _run_decompositions(ep, _decomp_table())   # decompose what tinyc does not lower directly
+    missing = _unsupported_nodes(decomposed)
+    if not missing:
+        return _lower_program(decomposed, name)
+    raise _unsupported_error(missing)
+
+
+def _unsupported_nodes(ep: ExportedProgram) -> list:
+    """The call nodes no lowering handles, in graph order (nodes computing constants fold instead)."""
+    specs = {s.arg.name: s.kind for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
+    const = {n for n in ep.graph.nodes if n.op == "placeholder"
+             and specs.get(n.name) in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR)}
+    out = []
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        inputs_const = all(n in const for n in node.all_input_nodes)
+        if node.target is operator.getitem:
+            if inputs_const:
+                const.add(node)
+            continue
+        fn = LOWERINGS.get(_target_name(node.target))
+        if inputs_const and (fn in PASSTHROUGH or isinstance(node.target, torch._ops.OpOverload)):
+            const.add(node)   # folded with PyTorch (or handed through) at import
+        elif fn is None:
+            out.append(node)
+    return out
+
+
+def _target_name(target) -> str:
+    return str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
+
+
+def _unsupported_error(nodes: list) -> FrontendError:
+    """One error for every unsupported node, each named by the op the user wrote (a decomposed
+    node by its original aten op) with its node and source line."""
+    seen, lines = set(), []
+    for node in nodes:
+        original = node.meta.get("original_aten")
+        op = _target_name(original) if original is not None else _target_name(node.target)
+        loc = _source_loc(node)
+        key = (op, loc)
+        if key in seen:
+            continue
+        seen.add(key)
+        needs = "" if op == _target_name(node.target) else f" (its decomposition needs {_target_name(node.target)})"
+        lines.append((op, f"node {node.name}" + (f" ({loc})" if loc else ""), needs))
+    if len(lines) == 1:
+        op, where, needs = lines[0]
+        return FrontendError(f"unsupported PyTorch op {op}{needs}", where=where, hint=OPS_HINT)
+    listing = "\n".join(f"  {op} at {where}{needs}" for op, where, needs in lines)
+    return FrontendError(f"{len(lines)} unsupported PyTorch ops:\n{listing}", where=lines[0][1], hint=OPS_HINT)
 
 
 def load_model(path, *, trust_pickle: bool = False, input_shape=None, name: str | None = None,
@@ -272,7 +319,7 @@ def _call(b: Builder, node, env):
     target = node.target
     if target is operator.getitem:
         return _getitem(b, node, env)
-    name = str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
+    name = _target_name(target)
     fn = LOWERINGS.get(name)
     if fn not in PASSTHROUGH and _all_const(node, env) and isinstance(target, torch._ops.OpOverload):
         return _fold(b, node, env, name)

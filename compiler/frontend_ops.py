@@ -16,6 +16,7 @@ import torch
 
 from tinyc.errors import FrontendError
 from tinyc.ir import Graph, Op, TensorType, Value, unique_name
+from tinyc.ops import ACTIVATIONS, OpError, Trait, infer_type, kinds_with
 
 OPS_HINT = ("supported ops: see `tinyc ops` or docs/ir.md; rewrite this part of the model "
             "with supported ops, or file an issue")
@@ -97,12 +98,23 @@ class Builder:
             self.placed[id(ref)] = (ref, v)
         return self.placed[id(ref)][1]
 
-    def emit(self, kind: str, operands: list[Value], shape, attrs: dict | None = None,
+    def emit(self, kind: str, operands: list[Value], shape=None, attrs: dict | None = None,
              tag: str | None = None) -> Value:
-        """Append an op. The node's main result is named after the fx node; helpers get `_tag`."""
+        """Append an op; its type comes from the registry's type inference (a `shape` the lowering
+        computed must agree). The node's main result is named after the fx node; helpers get `_tag`."""
         base = self.node.name if tag is None else f"{self.node.name}_{tag}"
-        v = Value(self.unique(clean_node_name(base)), TensorType(tuple(int(d) for d in shape)))
-        self.body.append(Op(kind, list(operands), v, dict(attrs or {}), self.loc))
+        attrs = dict(attrs or {})
+        try:
+            t = infer_type(kind, [v.type for v in operands], attrs)
+        except OpError as e:
+            raise FrontendError(f"internal error: the {kind} built for {self.node.target} does not type-check: {e}",
+                                where=self.where(), hint="please file an issue with this model") from None
+        if shape is not None and tuple(int(d) for d in shape) != t.shape:
+            raise FrontendError(f"internal error: tinyc computed shape {list(shape)} for the {kind} of "
+                                f"{self.node.target}, type inference {list(t.shape)}", where=self.where(),
+                                hint="please file an issue with this model")
+        v = Value(self.unique(clean_node_name(base)), t)
+        self.body.append(Op(kind, list(operands), v, attrs, self.loc))
         return v
 
     def reshape(self, x: Value, shape, tag: str | None = None) -> Value:
@@ -299,6 +311,11 @@ def unary(kind: str) -> Callable:
         x = b.value(a["self"])
         return b.emit(kind, [x], _shape(x))
     return lower
+
+
+def gelu(b, a):
+    x = b.value(a["self"])
+    return b.emit("gelu", [x], _shape(x), {"approximate": str(a["approximate"])})
 
 
 def _clamp(b: Builder, x, lo, hi) -> Value:
@@ -553,14 +570,16 @@ def _table() -> dict[str, Callable]:
     add("batch_norm.default _native_batch_norm_legit_no_training.default "
         "native_batch_norm.default _native_batch_norm_legit.default "
         "_native_batch_norm_legit_functional.default", batch_norm)  # training forms are rejected
-    for kind in ("relu", "sigmoid", "tanh", "hardswish"):
-        add(f"{kind}.default", unary(kind))
+    for kind, act in ACTIVATIONS.items():   # the registry's activations: aten.<kind>.default
+        if not act.params:
+            add(f"{kind}.default", unary(kind))
+    add("gelu.default", gelu)
     add("clamp.default", clamp)
     add("hardtanh.default", hardtanh)
     add("relu6.default", relu6)
     add("leaky_relu.default", leaky_relu)
     add("softmax.int _softmax.default", softmax)
-    for kind in ("add", "sub", "mul", "div"):
+    for kind in kinds_with(Trait.ELEMENTWISE):   # add, sub, mul, div: aten.<kind>.Tensor / .Scalar
         add(f"{kind}.Tensor {kind}.Scalar", binary(kind))
     add("div.Tensor_mode div.Scalar_mode", binary("div"))  # rejected unless rounding_mode is None
     add("rsub.Tensor rsub.Scalar", binary("sub", reverse=True))

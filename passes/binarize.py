@@ -26,9 +26,9 @@ from typing import Literal
 
 import numpy as np
 
-from tinyc.interpreter import KERNELS
+from tinyc.interpreter import run_op
 from tinyc.ir import Graph, Op, TensorType, Value
-from tinyc.ops import infer_type, is_int_form
+from tinyc.ops import Trait, has, infer_type, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.prune_weights import weight_const, weight_layers
 
@@ -87,14 +87,14 @@ class Binarize(Pass):
                 "auto: mean-abs for float activations, fit for binary")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
-        check(not any(op.kind == "quantize" or is_int_form(op.kind, [v.type for v in op.operands])
+        check(not any(has(op, Trait.INT_ONLY) or is_int_form(op.kind, [v.type for v in op.operands])
                       for op in graph.compute_ops()), "binarize runs on float graphs; this graph is quantized",
               "binarize before quantize-int8, e.g. -p 'fuse,binarize,quantize-int8'")
         graph = graph.copy()
         if self.layers:
             layers, _ = weight_layers(graph, self.layers, self.name, skip_scalar=False)
         else:
-            every = [op for op in graph.compute_ops() if op.kind in ("conv2d", "linear")]
+            every = [op for op in graph.compute_ops() if has(op, Trait.LAYER)]
             chosen, _ = weight_layers(graph, (), self.name, skip_scalar=False)
             inner = {id(op) for op in every[1:-1]}
             layers = [op for op in chosen if id(op) in inner]
@@ -178,7 +178,7 @@ class Binarize(Pass):
         plain = Op(ref_op.kind, ref_op.operands, ref_op.result, probe_attrs, ref_op.loc)
         consts = [reference.const_value(v) for v in ref_op.operands[1:]]
         x_shape = ref_op.operands[0].type.shape
-        y = KERNELS[ref_op.kind](plain, xr.reshape((-1,) + x_shape[1:]).astype(np.float32), *consts)
+        y = run_op(plain, xr.reshape((-1,) + x_shape[1:]).astype(np.float32), *consts)
         y = y.astype(np.float64).reshape(s.shape)
         # channel-major: [O, samples * positions]
         ch = 2 if kind == "bin_conv2d" else s.ndim - 1

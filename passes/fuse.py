@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from tinyc.ir import Graph, Op, Value
-from tinyc.ops import FUSABLE_ACT_OPS
+from tinyc.ops import ACTIVATIONS, OPS, Trait, has
 from tinyc.passes.base import Pass, PassContext, register
 
 
@@ -56,7 +56,7 @@ def fold_batch_norm(rw: Rewriter, bn: Op) -> bool:
     """conv/linear -> batch_norm  ==>  conv/linear with scaled weights and shifted bias."""
     x = bn.operands[0]
     layer = rw.producer.get(id(x))
-    if layer is None or layer.kind not in ("conv2d", "linear") or "act" in layer.attrs:
+    if layer is None or not has(layer, Trait.LAYER) or "act" in layer.attrs:
         return False
     if rw.sole_user(x) is not bn or (layer.kind == "linear" and x.type.rank != 2):
         return False
@@ -82,26 +82,18 @@ def fold_batch_norm(rw: Rewriter, bn: Op) -> bool:
     return True
 
 
-def _act_attrs(op: Op) -> dict | None:
-    if op.kind == "relu":
-        return {"act": "relu"}
-    if op.kind == "clamp":
-        return {"act": "clamp", "act_min": float(op.attrs["min"]), "act_max": float(op.attrs["max"])}
-    if op.kind == "leaky_relu":
-        return {"act": "leaky_relu", "act_alpha": float(op.attrs["alpha"])}
-    return None
-
-
 def fold_activation(rw: Rewriter, act: Op) -> bool:
-    """layer -> relu/clamp/leaky_relu  ==>  layer {act = ...}."""
-    attrs = _act_attrs(act)
+    """layer -> activation  ==>  layer {act = ...}, for a fusable activation (relu, clamp,
+    leaky_relu, gelu, silu, hardsigmoid) and a producer that accepts it."""
+    a = ACTIVATIONS[act.kind]
     x = act.operands[0]
     layer = rw.producer.get(id(x))
-    if attrs is None or layer is None or layer.kind not in FUSABLE_ACT_OPS or "act" in layer.attrs:
+    if not a.fusable or layer is None or "act" in layer.attrs:
         return False
-    if rw.sole_user(x) is not act:
+    d = OPS[layer.kind]
+    if not d.has(Trait.FUSABLE) or not d.accepts_act(a) or rw.sole_user(x) is not act:
         return False
-    layer.attrs.update(attrs)
+    layer.attrs.update(a.fused_attrs(act.attrs))
     rw.graph.replace_uses(act.result, layer.result)
     rw.graph.ops.remove(act)
     return True
@@ -122,63 +114,45 @@ def fold_pad_into_conv(rw: Rewriter, conv: Op) -> bool:
     return True
 
 
-def _all(array: np.ndarray | None, value: float) -> bool:
-    return array is not None and array.size > 0 and bool(np.all(array == value))
-
-
-def _neutral(rw: Rewriter, op: Op, keep: Value, other: Value, value: float) -> bool:
-    """True if `other` is a constant `value` and the op's result is just `keep`."""
-    return "act" not in op.attrs and keep.type == op.result.type and _all(rw.const(other), value)
+def collapse_views(rw: Rewriter, op: Op) -> bool:
+    """view of a view  ==>  one view of the original (reshape chains)."""
+    inner = rw.producer.get(id(op.operands[0]))
+    if inner is None or inner.kind != op.kind:
+        return False
+    op.operands = [inner.operands[0]]
+    return True
 
 
 def drop_noop(rw: Rewriter, op: Op) -> bool:
-    """Remove ops that compute their input: same-shape reshape, identity transpose, zero pad,
-    x+0, x-0, x*1, x/1, unbounded clamp; collapse reshape chains."""
-    x = op.operands[0] if op.operands else None
-    k = op.kind
-    if k == "reshape":
-        inner = rw.producer.get(id(x))
-        if inner is not None and inner.kind == "reshape":
-            op.operands = [inner.operands[0]]
-            return True
-        return x.type.shape == op.result.type.shape and rw.forward(op, x)
-    if k == "transpose" and list(op.attrs["perm"]) == sorted(op.attrs["perm"]):
-        return rw.forward(op, x)
-    if k == "pad" and not any(op.attrs["pads"]):
-        return rw.forward(op, x)
-    if k == "clamp" and op.attrs["min"] == -np.inf and op.attrs["max"] == np.inf:
-        return rw.forward(op, x)
-    if k in ("add", "sub", "mul", "div"):
-        a, b = op.operands
-        unit = 0.0 if k in ("add", "sub") else 1.0
-        if _neutral(rw, op, a, b, unit):
-            return rw.forward(op, a)
-        if k in ("add", "mul") and _neutral(rw, op, b, a, unit):
-            return rw.forward(op, b)
-    return False
+    """Remove an op that computes one of its operands, by its definition's `identity` facet:
+    same-shape reshape, identity transpose, zero pad, x+0, x-0, x*1, x/1, unbounded clamp."""
+    keep = OPS[op.kind].identity(op, rw.const)
+    return keep is not None and rw.forward(op, op.operands[keep])
 
 
-REWRITES: dict[str, tuple[Callable[[Rewriter, Op], bool], ...]] = {
-    "batch_norm": (fold_batch_norm,),
-    "relu": (fold_activation,),
-    "clamp": (drop_noop, fold_activation),
-    "leaky_relu": (fold_activation,),
-    "conv2d": (fold_pad_into_conv,),
-    "reshape": (drop_noop,),
-    "transpose": (drop_noop,),
-    "pad": (drop_noop,),
-    "add": (drop_noop,),
-    "sub": (drop_noop,),
-    "mul": (drop_noop,),
-    "div": (drop_noop,),
-}
+def rewrites(op: Op) -> tuple[Callable[[Rewriter, Op], bool], ...]:
+    """The rewrites that may apply at `op`, read from its definition's traits and facets."""
+    d = OPS[op.kind]
+    found = []
+    if d.has(Trait.CHANNEL_AFFINE):
+        found.append(fold_batch_norm)
+    if d.has(Trait.VIEW):
+        found.append(collapse_views)
+    if d.identity is not None:
+        found.append(drop_noop)
+    if d.has(Trait.ACTIVATION):
+        found.append(fold_activation)
+    if d.has(Trait.PADDED_WINDOW):
+        found.append(fold_pad_into_conv)
+    return tuple(found)
 
 
 @register
 @dataclass(frozen=True)
 class Fuse(Pass):
     """Layer fusion: fold batch-norm into the preceding conv/linear, attach a following
-    relu/relu6/clamp/leaky_relu to its producer, fold a zero pad into conv padding, remove no-ops."""
+    fusable activation (relu, relu6/clamp, leaky_relu, gelu, silu, hardsigmoid) to its producer, fold a
+    zero pad into conv padding, remove no-ops."""
 
     name = "fuse"
 
@@ -189,7 +163,7 @@ class Fuse(Pass):
         while changed:
             changed = False
             for op in list(graph.ops):
-                if any(rewrite(rw, op) for rewrite in REWRITES.get(op.kind, ())):
+                if any(rewrite(rw, op) for rewrite in rewrites(op)):
                     rw.refresh()
                     changed = True
                     break

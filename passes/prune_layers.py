@@ -8,6 +8,7 @@ import numpy as np
 
 from tinyc.interpreter import run_all
 from tinyc.ir import Graph, Op, Value
+from tinyc.ops import ACTIVATIONS, Trait, has
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.structure import accuracy_budget, refuse_quantized
 from tinyc.stats import graph_stats
@@ -47,7 +48,7 @@ def candidates(graph: Graph) -> list[Removal]:
             if a is not b and a.type.shape == b.type.shape == shape:
                 out += [Removal("block", op.result.name, a.name, b.name),
                         Removal("block", op.result.name, b.name, a.name)]
-        elif op.kind in ("conv2d", "linear") and all(id(v) in consts for v in op.operands[1:]):
+        elif has(op, Trait.LAYER) and all(id(v) in consts for v in op.operands[1:]):
             x = op.operands[0]
             if id(x) not in consts and x.type.shape == shape:
                 out.append(Removal("layer", op.result.name, x.name, x.name))
@@ -57,18 +58,15 @@ def candidates(graph: Graph) -> list[Removal]:
 def _act_op(attrs: dict) -> tuple[str, dict] | None:
     """The standalone op equal to a fused activation."""
     act = attrs.get("act")
-    if act == "relu":
-        return "relu", {}
-    if act == "clamp":
-        return "clamp", {"min": attrs["act_min"], "max": attrs["act_max"]}
-    if act == "leaky_relu":
-        return "leaky_relu", {"alpha": attrs["act_alpha"]}
-    return None
+    if act is None:
+        return None
+    a = ACTIVATIONS[act]
+    return act, a.params_of(attrs, fused=True)
 
 
 def _already_applied(producer: Op | None, act: tuple[str, dict]) -> bool:
     """True if `producer` already ends in the idempotent activation `act` (relu, clamp)."""
-    if producer is None or act[0] == "leaky_relu":
+    if producer is None or not ACTIVATIONS[act[0]].idempotent:
         return False
     if producer.kind == act[0] and producer.attrs == act[1]:
         return True
@@ -96,13 +94,10 @@ def remove(graph: Graph, r: Removal) -> Graph:
 
 def _apply_act(x: np.ndarray, attrs: dict) -> np.ndarray:
     act = attrs.get("act")
-    if act == "relu":
-        return np.maximum(x, 0)
-    if act == "clamp":
-        return np.clip(x, attrs["act_min"], attrs["act_max"])
-    if act == "leaky_relu":
-        return np.where(x >= 0, x, x * attrs["act_alpha"])
-    return x
+    if act is None:
+        return x
+    a = ACTIVATIONS[act]
+    return a.numpy(x, a.params_of(attrs, fused=True))
 
 
 def data_scores(graph: Graph, cands: list[Removal], samples) -> list[float]:
@@ -163,7 +158,6 @@ def weight_scores(graph: Graph, cands: list[Removal]) -> list[float]:
     producers = {id(op.result): op for op in graph.ops}
     ops = {op.result.name: op for op in graph.ops}
     values = {v.name: v for v in graph.inputs} | {op.result.name: op.result for op in graph.ops}
-    layers = ("conv2d", "linear")
     out = []
     for r in cands:
         op = ops[r.op]
@@ -173,7 +167,7 @@ def weight_scores(graph: Graph, cands: list[Removal]) -> list[float]:
             continue
         keep, drop = _ancestors(producers, values[r.keep]), _ancestors(producers, values[r.drop])
         gain = lambda side, other: float(np.prod([_gain(consts, o) for k, o in side.items()  # noqa: E731
-                                                  if k not in other and o.kind in layers]))
+                                                  if k not in other and has(o, Trait.LAYER)]))
         out.append(gain(drop, keep) / max(gain(keep, drop), 1e-30))
     return out
 

@@ -24,17 +24,17 @@ from typing import Literal
 import numpy as np
 
 from tinyc.ir import Graph, Op
+from tinyc.ops import Trait, has, kinds_with
 from tinyc.passes.base import Pass, PassContext, check, option, register
 
-LAYER_KINDS = ("conv2d", "linear")
 AUTO_STEPS = 8            # sparsity=auto: bisection steps over [0, 1] (resolution 1/256)
 
 
 # ---- shared by the weight-compression passes (share-weights, binarize) -------------------------
 
 def weight_layers(graph: Graph, names: tuple[str, ...], pass_name: str, *, skip_scalar: bool = True,
-                  kinds=LAYER_KINDS) -> tuple[list[Op], list[str]]:
-    """(layers, skipped): the conv2d / linear ops (by result name) whose weight is a const.
+                  trait: Trait = Trait.LAYER) -> tuple[list[Op], list[str]]:
+    """(layers, skipped): the layers (ops with `trait`: conv2d / linear) whose weight is a const.
 
     Without `names`, every such layer except those with one weight per output channel (a 1x1
     depthwise conv is a per-channel scale, e.g. a lowered batch_norm) when `skip_scalar`;
@@ -42,12 +42,12 @@ def weight_layers(graph: Graph, names: tuple[str, ...], pass_name: str, *, skip_
     """
     producers = graph.producers()
     by_name = {op.result.name: op for op in graph.compute_ops()}
-    unknown = [n for n in names if n not in by_name or by_name[n].kind not in kinds]
-    check(not unknown, f"{pass_name}: layers names no {' / '.join(kinds)} op: {', '.join(unknown)}",
+    unknown = [n for n in names if n not in by_name or not has(by_name[n], trait)]
+    check(not unknown, f"{pass_name}: layers names no {' / '.join(kinds_with(trait))} op: {', '.join(unknown)}",
           "use the result names of conv2d / linear ops in the IR dump (tinyc opt --print-ir-after-all)")
     chosen, skipped = [], []
     for op in graph.compute_ops():
-        if op.kind not in kinds or (names and op.result.name not in names):
+        if not has(op, trait) or (names and op.result.name not in names):
             continue
         w = producers.get(id(op.operands[1]))
         if w is None or not w.is_const:

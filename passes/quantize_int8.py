@@ -19,13 +19,11 @@ from typing import Callable, Literal
 import numpy as np
 
 from tinyc import quant
-from tinyc.interpreter import KERNELS
+from tinyc.interpreter import run_op
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value, unique_name
-from tinyc.ops import BINARY_LAYER_OPS, SAME_QUANT_OPS, infer_type, is_int_form
+from tinyc.ops import ACTIVATIONS, OPS, Trait, has, infer_type, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
-
-LUT_OPS = ("relu", "clamp", "leaky_relu", "sigmoid", "tanh", "hardswish")
 
 
 # ---- float rewrites: give every op an integer form ---------------------------------------------
@@ -72,16 +70,35 @@ def div_by_const_to_mul(graph: Graph, div: Op) -> None:
     div.kind, div.operands[1] = "mul", v
 
 
+def split_activation(graph: Graph, op: Op) -> None:
+    """op {act = a} ==> op; a, for a fused activation that no int8 requantization computes
+    (gelu, silu, hardsigmoid): the activation becomes its own op, lowered to a table."""
+    a = ACTIVATIONS[op.attrs["act"]]
+    out = op.result
+    pre = Value(graph.fresh_name(out.name + ".pre"), out.type)
+    attrs = a.params_of(op.attrs, fused=True)
+    for k in [k for k in op.attrs if k == "act" or k in a.fused]:
+        del op.attrs[k]
+    op.result = pre
+    graph.ops.insert(graph.ops.index(op) + 1, Op(a.kind, [pre], out, attrs, op.loc))
+
+
+# The float rewrites, by the `prepare` rule of an op's definition.
 PREPARE: dict[str, Callable[[Graph, Op], None]] = {
-    "batch_norm": batch_norm_to_conv,
-    "div": div_by_const_to_mul,
+    "batch_norm_to_conv": batch_norm_to_conv,
+    "div_by_const": div_by_const_to_mul,
 }
 
 
 def prepare(graph: Graph, keep: set[str]) -> Graph:
     for op in list(graph.ops):
-        if op.kind in PREPARE and op.result.name not in keep:
-            PREPARE[op.kind](graph, op)
+        if op.result.name in keep:
+            continue
+        if "act" in op.attrs and not ACTIVATIONS[op.attrs["act"]].requant:
+            split_activation(graph, op)
+        rule = OPS[op.kind].prepare
+        if rule is not None:
+            PREPARE[rule](graph, op)
     graph.remove_dead()
     return graph
 
@@ -91,7 +108,8 @@ def prepare(graph: Graph, keep: set[str]) -> Graph:
 def assign_quant(graph: Graph, ranges: dict[str, tuple[float, float]], keep: set[str]) -> dict[str, QuantParams]:
     """name -> activation quant. Ops that keep their input's quantization (SAME_QUANT_OPS) put
     input and result in one group whose range is the union of the members' ranges; a group
-    holding an int8 softmax result takes softmax's fixed output quantization."""
+    holding an int8 softmax result takes softmax's fixed output quantization. Which ops do is
+    a facet of their definition (Trait.SAME_QUANT, the int8 rule "exp_table")."""
     ranges = dict(ranges)
     for op in graph.const_ops():
         a = op.attrs["value"]
@@ -104,12 +122,13 @@ def assign_quant(graph: Graph, ranges: dict[str, tuple[float, float]], keep: set
         return n
 
     for op in graph.compute_ops():
-        if op.kind in SAME_QUANT_OPS and op.result.name not in keep:
+        if has(op, Trait.SAME_QUANT) and op.result.name not in keep:
             parent[find(op.result.name)] = find(op.operands[0].name)
     groups: dict[str, list[str]] = {}
     for name in ranges:
         groups.setdefault(find(name), []).append(name)
-    fixed = {op.result.name for op in graph.compute_ops() if op.kind == "softmax" and op.result.name not in keep}
+    fixed = {op.result.name for op in graph.compute_ops()
+             if OPS[op.kind].int8 == "exp_table" and op.result.name not in keep}
     qmap = {}
     for members in groups.values():
         lo, hi = min(ranges[m][0] for m in members), max(ranges[m][1] for m in members)
@@ -127,7 +146,7 @@ class Lowering:
     def __init__(self, src: Graph, qmap: dict[str, QuantParams], keep: set[str], weight_bits: int = 8):
         self.src, self.qmap, self.keep, self.weight_bits = src, qmap, keep, weight_bits
         self.consts = {op.result.name: op.attrs["value"] for op in src.const_ops()}
-        self.decodes = {op.result.name: op for op in src.compute_ops() if op.kind == "decode"}
+        self.decodes = {op.result.name: op for op in src.compute_ops() if OPS[op.kind].int8 == "codebook"}
         self.bits: dict[str, Value] = {}        # u1 results of lowered sign ops
         self.decode_names: set[str] = set()     # decode results emitted under their own name
         self.out = Graph(src.name, list(src.inputs), [])
@@ -139,17 +158,18 @@ class Lowering:
     def run(self) -> Graph:
         for op in self.src.compute_ops():
             name = op.result.name
-            if op.kind == "decode":
+            rule = OPS[op.kind].int8
+            if rule == "codebook":
                 continue        # emitted where used: as an integer weight, or in float (float_of)
-            if op.kind in SPECIAL and name not in self.keep:
-                SPECIAL[op.kind](self, op)
+            if rule in SPECIAL and name not in self.keep:
+                SPECIAL[rule](self, op)
             elif name in self.keep or op.result.type.dtype != "f32":
                 operands = [self.float_of(v) for v in op.operands]
                 self.floats[name] = self._emit(op.kind, operands, name, op.result.type, dict(op.attrs), op.loc)
             else:
-                check(op.kind in LOWER, f"%{name} = {op.kind}: no int8 form",
+                check(rule in LOWER, f"%{name} = {op.kind}: no int8 form",
                       f"keep it in float: quantize-int8{{keep-float={name}}}")
-                kind, operands, attrs = LOWER[op.kind](self, op)
+                kind, operands, attrs = LOWER[rule](self, op)
                 t = TensorType(op.result.type.shape, "i8", self.qmap[name])
                 self.ints[name] = self._emit(kind, operands, name, t, attrs, op.loc)
         self.out.outputs = [self.float_of(v) for v in self.src.outputs]
@@ -279,7 +299,7 @@ def _same(lw: Lowering, op: Op):
 def _lut(lw: Lowering, op: Op):
     """Unary activations become a 256-entry table of the float op on every input code."""
     x = lw.int_of(op.operands[0])
-    table = quant.lut_table(lambda a: KERNELS[op.kind](op, a), x.type.quant, lw.qmap[op.result.name])
+    table = quant.lut_table(lambda a: run_op(op, a), x.type.quant, lw.qmap[op.result.name])
     return "lut", [x, lw.const((op.result.name + ".table",), table, "i8", None)], {}
 
 
@@ -326,21 +346,13 @@ def _bin_layer(lw: Lowering, op: Op) -> None:
     lw.ints[op.result.name] = lw._emit(op.kind, operands, op.result.name, t, dict(op.attrs), op.loc)
 
 
-# Ops lowered by a function that emits the op itself (their results are not plain i8 activations).
-SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {
-    "sign": _sign,
-    **{k: _bin_layer for k in BINARY_LAYER_OPS},
-}
+# By the `int8` rule of an op's definition. Rules lowered by a function that emits the op itself
+# (their results are not plain i8 activations):
+SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, "bin_layer": _bin_layer}
 
-
-LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {
-    "conv2d": _layer,
-    "linear": _layer,
-    **{k: _same for k in ("matmul", "add", "sub", "mul", "div", "max_pool2d", "avg_pool2d", "mean",
-                          "reshape", "transpose", "cat", "pad")},
-    **{k: _lut for k in LUT_OPS},
-    "softmax": _softmax,
-}
+# Rules whose function returns (kind, operands, attrs) of the int8 op:
+LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
+                                                     "exp_table": _softmax}
 
 
 @register
@@ -365,7 +377,7 @@ class QuantizeInt8(Pass):
             raise ValueError(f"weight-bits must be 8, 4 or 2, got {self.weight_bits}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
-        check(not any(is_int_form(op.kind, [v.type for v in op.operands]) or op.kind == "quantize"
+        check(not any(is_int_form(op.kind, [v.type for v in op.operands]) or has(op, Trait.INT_ONLY)
                       for op in graph.compute_ops()), "the graph is already quantized",
               "run quantize-int8 once, on the float graph")
         keep = set(self.keep_float)

@@ -25,17 +25,14 @@ import numpy as np
 
 from tinyc.errors import PassError
 from tinyc.ir import Graph, Op
-from tinyc.ops import OpError, infer_type
+from tinyc.ops import OPS, OpError, Trait, has, infer_type
 from tinyc.passes.base import PassContext, check
 
 # ---- preconditions -------------------------------------------------------------------------
 
-QUANT_OPS = ("quantize", "dequantize", "lut")
-
-
 def is_quantized(graph: Graph) -> bool:
     """True once quantize-int8 (or anything else) has put integer tensors or quant params in."""
-    return any(op.kind in QUANT_OPS or op.result.type.quant is not None
+    return any(has(op, Trait.INT_ONLY) or op.result.type.quant is not None
                or (not op.is_const and op.result.type.dtype != "f32") for op in graph.ops)
 
 
@@ -166,7 +163,7 @@ class ChannelAnalysis:
     # ---- propagation, one rule per op kind ----
     def _visit(self, op: Op) -> None:
         lays = [self.layout.get(id(v)) for v in op.operands]
-        rule = RULES.get(op.kind)
+        rule = RULES.get(OPS[op.kind].channels)
         if rule is None:
             for L in lays:
                 self._freeze(L, f"%{op.result.name} = {op.kind} has no channel-pruning rule")
@@ -424,21 +421,21 @@ class ChannelAnalysis:
             op.attrs["shape"] = shape
 
 
+# By the `channels` rule of an op's definition (tinyc.ops); an op without one freezes its channels.
 RULES: dict[str, Callable[[ChannelAnalysis, Op, list], Layout | None]] = {
-    "conv2d": ChannelAnalysis.rule_conv2d,
-    "linear": ChannelAnalysis.rule_linear,
-    "batch_norm": ChannelAnalysis.rule_batch_norm,
-    **{k: ChannelAnalysis.rule_same for k in ("relu", "sigmoid", "tanh", "hardswish", "clamp", "leaky_relu")},
-    **{k: ChannelAnalysis.rule_binary for k in ("add", "sub", "mul", "div")},
-    "max_pool2d": ChannelAnalysis.rule_pool,
-    "avg_pool2d": ChannelAnalysis.rule_pool,
-    "mean": ChannelAnalysis.rule_mean,
-    "reshape": ChannelAnalysis.rule_reshape,
-    "transpose": ChannelAnalysis.rule_transpose,
-    "pad": ChannelAnalysis.rule_pad,
-    "softmax": ChannelAnalysis.rule_softmax,
-    "cat": ChannelAnalysis.rule_cat,
-    "matmul": ChannelAnalysis.rule_matmul,
+    "filters": ChannelAnalysis.rule_conv2d,
+    "features": ChannelAnalysis.rule_linear,
+    "per_channel": ChannelAnalysis.rule_batch_norm,
+    "same": ChannelAnalysis.rule_same,
+    "broadcast": ChannelAnalysis.rule_binary,
+    "window": ChannelAnalysis.rule_pool,
+    "reduce": ChannelAnalysis.rule_mean,
+    "regroup": ChannelAnalysis.rule_reshape,
+    "permute": ChannelAnalysis.rule_transpose,
+    "pad_axes": ChannelAnalysis.rule_pad,
+    "along_axis": ChannelAnalysis.rule_softmax,
+    "concat": ChannelAnalysis.rule_cat,
+    "contract": ChannelAnalysis.rule_matmul,
 }
 
 

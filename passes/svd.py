@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyc.ir import Graph, Op, Value
-from tinyc.ops import infer_type
+from tinyc.ops import Trait, has, infer_type
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.structure import Trial, accuracy_budget, budgeted_search, refuse_quantized
 from tinyc.stats import graph_stats
@@ -45,7 +45,7 @@ def factorable(graph: Graph) -> list[Op]:
     """linear and conv2d (groups=1) ops with constant weights and bias."""
     consts = {id(op.result) for op in graph.const_ops()}
     return [op for op in graph.compute_ops()
-            if op.kind in ("linear", "conv2d") and op.attrs.get("groups", 1) == 1
+            if has(op, Trait.LAYER) and op.attrs.get("groups", 1) == 1
             and all(id(v) in consts for v in op.operands[1:])]
 
 

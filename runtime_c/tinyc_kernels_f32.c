@@ -34,6 +34,25 @@ TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const t
     case TINYC_ACT_LEAKY_RELU:
         for (i = 0; i < n; ++i) y[i] = x[i] >= 0.0f ? x[i] : x[i] * act->lo;
         break;
+    case TINYC_ACT_GELU:
+        if (act->lo != 0.0f) {
+            for (i = 0; i < n; ++i) {
+                const float v = x[i];
+                y[i] = 0.5f * v * (1.0f + tanhf(0.7978845608f * (v + 0.044715f * v * v * v)));
+            }
+        } else {
+            for (i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067812f));
+        }
+        break;
+    case TINYC_ACT_SILU:
+        for (i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf(-x[i]));
+        break;
+    case TINYC_ACT_HARDSIGMOID:
+        for (i = 0; i < n; ++i) {
+            const float g = x[i] + 3.0f;
+            y[i] = (g < 0.0f ? 0.0f : (g > 6.0f ? 6.0f : g)) / 6.0f;
+        }
+        break;
     default:
         break;
     }

@@ -33,7 +33,10 @@ enum {
     TINYC_ACT_NONE = 0,
     TINYC_ACT_RELU = 1,
     TINYC_ACT_CLAMP = 2,      /* lo = min, hi = max (relu6: 0, 6) */
-    TINYC_ACT_LEAKY_RELU = 3  /* lo = negative slope */
+    TINYC_ACT_LEAKY_RELU = 3, /* lo = negative slope */
+    TINYC_ACT_GELU = 4,       /* lo = 0: x Phi(x) with erf; lo = 1: the tanh approximation */
+    TINYC_ACT_SILU = 5,       /* x / (1 + exp(-x)) */
+    TINYC_ACT_HARDSIGMOID = 6 /* relu6(x + 3) / 6 */
 };
 
 /* A fused activation applied to each output element of conv2d/linear/matmul/binary. */

@@ -5,11 +5,12 @@ statistical margin; the emitted C runs on QEMU with correspondingly fewer instru
 import numpy as np
 import pytest
 
+from helpers import paired_drop_margin
 from tinyc.backends.bench import bench_model
 from tinyc.backends.c_emitter import emit_bundle
-from bench.compression_eval import trained
 from tinyc.backends.run import run_model
 from tinyc.backends.target_files import write_target_files
+from bench.compression_eval import trained
 from tinyc.evaluate import make_context
 from tinyc.passmanager import PassManager
 from tinyc.stats import graph_stats

@@ -132,8 +132,16 @@ def test_inplace_ops_and_aliasing_are_functionalized():
 
 
 def test_ops_outside_the_table_import_by_decomposition():
-    g, m = import_fn(lambda self, x: F.silu(x) + F.hardsigmoid(x), torch.randn(1, 8))
-    assert {op.kind for op in g.compute_ops()} <= {"sigmoid", "mul", "add", "clamp", "div"}
+    g, m = import_fn(lambda self, x: F.tanhshrink(x) + x, torch.randn(1, 8))   # x - tanh(x)
+    assert {op.kind for op in g.compute_ops()} <= {"tanh", "sub", "add"}
+    check_matches(g, m, torch.randn(1, 8) * 4)
+
+
+def test_silu_hardsigmoid_gelu_import_as_registry_ops():
+    g, m = import_fn(lambda self, x: F.silu(x) + F.hardsigmoid(x) + F.gelu(x) + F.gelu(x, approximate="tanh"),
+                     torch.randn(1, 8))
+    assert sorted(op.kind for op in g.compute_ops() if op.kind != "add") == ["gelu", "gelu", "hardsigmoid", "silu"]
+    assert sorted(op.attrs["approximate"] for op in g.compute_ops() if op.kind == "gelu") == ["none", "tanh"]
     check_matches(g, m, torch.randn(1, 8) * 4)
 
 
@@ -208,6 +216,26 @@ def test_unsupported_op_names_op_node_and_source_line():
     assert "aten.sort" in e.what
     assert "sort" in e.where and f"{THIS_FILE}:{line_of('SORT-LINE')}" in e.where
     assert "tinyc ops" in e.hint and "docs/ir.md" in e.hint
+
+
+class ManyUnsupported(nn.Module):
+    def forward(self, x):
+        y = torch.cumsum(x, 1)  # CUMSUM-LINE
+        z = F.mish(x) + F.silu(x) + F.gelu(x)  # MISH-LINE
+        return torch.sort(y + z, dim=-1)[0]  # SORT2-LINE
+
+
+def test_every_unsupported_op_is_listed_in_one_error_and_no_supported_one():
+    with pytest.raises(FrontendError) as info:
+        from_torch(ManyUnsupported(), (torch.randn(1, 5),))
+    what = info.value.what
+    assert what.startswith("3 unsupported PyTorch ops")
+    for op, tag in (("aten.cumsum.default", "CUMSUM-LINE"), ("aten.mish.default", "MISH-LINE"),
+                    ("aten.sort.default", "SORT2-LINE")):
+        line = next(x for x in what.splitlines() if op in x)
+        assert f"{THIS_FILE}:{line_of(tag)}" in line, line
+    assert "silu" not in what and "gelu" not in what and "add" not in what
+    assert "cumsum" in info.value.where
 
 
 @pytest.mark.parametrize("fn, words", [

@@ -13,7 +13,7 @@ import pytest
 from helpers import fused_graph, zoo_inputs
 from tinyc import quant
 from tinyc.errors import PassError, TinycError, VerifyError
-from tinyc.interpreter import KERNELS, run, run_all
+from tinyc.interpreter import run, run_all, run_op
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
 from tinyc.ops import check_result_quant, infer_type
 from tinyc.passes import PassContext, parse_pipeline, print_pipeline
@@ -537,7 +537,7 @@ def fake_quant_run(g: Graph, q: Graph, x: np.ndarray) -> np.ndarray:
             weight = mirror is not None and mirror.result.type.dtype == "i8" and mirror.result.type.quant.per_channel
             env[op.result.name] = fake(op.attrs["value"], mirror.result.type) if weight else op.attrs["value"]
         else:
-            y = KERNELS[op.kind](op, *(env[v.name] for v in op.operands))
+            y = run_op(op, *(env[v.name] for v in op.operands))
             env[op.result.name] = fake(y, mirror.result.type) if mirror.result.type.quant else y
     return env[g.outputs[0].name]
 

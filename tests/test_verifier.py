@@ -191,7 +191,7 @@ def test_attribute_values_checked_by_shape_rules():
 # ---- fused act -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("attrs,expected", [
-    (dict(act="gelu"), "unknown act 'gelu'"),
+    (dict(act="frobnicate"), "unknown act 'frobnicate'"),
     (dict(act="clamp", act_min=0.0), "act 'clamp' takes attributes [act_max, act_min]"),
     (dict(act="relu", act_alpha=0.1), "act 'relu' takes attributes []"),
     (dict(act="clamp", act_min=6.0, act_max=0.0), "act_min 6.0 > act_max 0.0"),

@@ -1,0 +1,127 @@
+"""Constants, views and data movement: const, reshape, transpose, cat, pad."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tinyc import quant
+from tinyc.ir import TensorType, dtype_of
+from tinyc.ops import refs
+from tinyc.ops.core import (OpDef, OpError, Trait, axis_attr, fmt_shape, int_all, need, register, same_dtype,
+                            sample, torch)
+from tinyc.ops.refs import qparams, requant_out
+
+
+def _const_type(ts, a) -> TensorType:
+    try:
+        return TensorType(tuple(a["value"].shape), dtype_of(a["value"]))
+    except TypeError as e:
+        raise OpError(str(e)) from None
+
+
+register(OpDef("const", lambda ts, a: tuple(a["value"].shape), 0, 0, {"value": np.ndarray},
+               doc="a constant (weights live in the text form's resource section)",
+               ref_exact=lambda op: op.attrs["value"], result_type=_const_type))
+
+
+# ---- reshape ----------------------------------------------------------------------------------
+
+def _reshape_shape(ts, a):
+    shape = a["shape"]
+    need(all(d >= 0 for d in shape), f"shape {shape} has a negative dimension", "reshape dimensions are explicit (no -1)")
+    need(math.prod(shape) == ts[0].numel,
+         f"cannot reshape {fmt_shape(ts[0].shape)} ({ts[0].numel} elements) to {fmt_shape(shape)}")
+    return tuple(shape)
+
+
+def _reshape(op, x):
+    return x.reshape(op.attrs["shape"])
+
+
+register(OpDef(
+    "reshape", _reshape_shape, 1, 1, {"shape": list[int]}, traits=Trait.VIEW | Trait.SAME_QUANT,
+    doc="row-major reshape; the result aliases its operand", ref=_reshape, ref_int=_reshape, torch=_reshape,
+    int_operands=int_all, int8="same", channels="regroup",
+    keeps_batch=lambda a, types, flags, result: bool(a["shape"]) and a["shape"][0] == types[0].shape[0],
+    identity=lambda op, const: 0 if op.operands[0].type.shape == op.result.type.shape else None,
+    samples=lambda rng: [sample((2, 3, 4), shape=[2, 12])]))
+
+
+# ---- transpose --------------------------------------------------------------------------------
+
+def _transpose_shape(ts, a):
+    perm, shape = a["perm"], ts[0].shape
+    need(sorted(perm) == list(range(len(shape))), f"perm {perm} is not a permutation of rank {len(shape)}")
+    return tuple(shape[p] for p in perm)
+
+
+def _transpose(op, x):
+    return x.transpose(op.attrs["perm"])
+
+
+register(OpDef(
+    "transpose", _transpose_shape, 1, 1, {"perm": list[int]}, traits=Trait.SAME_QUANT,
+    doc="permute axes", ref=_transpose, ref_int=_transpose, torch=lambda op, x: x.permute(op.attrs["perm"]),
+    int_operands=int_all, int8="same", channels="permute",
+    keeps_batch=lambda a, types, flags, result: a["perm"][0] == 0,
+    identity=lambda op, const: 0 if list(op.attrs["perm"]) == sorted(op.attrs["perm"]) else None,
+    samples=lambda rng: [sample((2, 3, 4), perm=[0, 2, 1]), sample((1, 2, 3, 4), perm=[0, 3, 1, 2])]))
+
+
+# ---- cat --------------------------------------------------------------------------------------
+
+def _cat_shape(ts, a):
+    first = ts[0].shape
+    axis = axis_attr(a, "axis", len(first))
+    same_dtype(ts)
+    for t in ts[1:]:
+        need(len(t.shape) == len(first) and all(d == e for i, (d, e) in enumerate(zip(t.shape, first)) if i != axis),
+             f"cannot concatenate {fmt_shape(first)} and {fmt_shape(t.shape)} along axis {axis}")
+    return first[:axis] + (sum(t.shape[axis] for t in ts),) + first[axis + 1:]
+
+
+def _cat_int(op, *xs):
+    out = op.result.type.quant
+    parts = [requant_out(op, refs.centered(op, i, x), quant.rescale_ratio(qparams(op, i), out))
+             for i, x in enumerate(xs)]
+    return np.concatenate(parts, axis=op.attrs["axis"])
+
+
+register(OpDef(
+    "cat", _cat_shape, 1, None, {"axis": int}, doc="concatenate along axis",
+    ref=lambda op, *xs: np.concatenate(xs, axis=op.attrs["axis"]), ref_int=_cat_int,
+    torch=lambda op, *xs: torch.cat(xs, dim=op.attrs["axis"]), int_operands=int_all, int8="same",
+    channels="concat", keeps_batch=lambda a, types, flags, result: all(flags) and a["axis"] != 0,
+    samples=lambda rng: [sample((2, 3), (2, 4), axis=1), sample((1, 2, 3), (1, 2, 3), axis=2)]))
+
+
+# ---- pad --------------------------------------------------------------------------------------
+
+def _pad_shape(ts, a):
+    shape, pads = ts[0].shape, a["pads"]
+    r = len(shape)
+    need(len(pads) == 2 * r, f"pads needs {2 * r} entries (begins then ends) for rank {r}, got {len(pads)}")
+    out = tuple(d + b + e for d, b, e in zip(shape, pads[:r], pads[r:]))
+    need(all(d >= 0 for d in out), f"negative pads crop {fmt_shape(shape)} below zero size")
+    return out
+
+
+def _pad_int(op, x):
+    code = int(quant.quantize(np.float32(op.attrs["value"]), qparams(op, 0)))
+    return refs.crop_pad(x, op.attrs["pads"], code, refs.np_pad)
+
+
+def _pad_keeps_batch(a, types, flags, result) -> bool:
+    return a["pads"][0] == 0 and a["pads"][types[0].rank] == 0
+
+
+register(OpDef(
+    "pad", _pad_shape, 1, 1, {"pads": list[int], "value": float}, traits=Trait.SAME_QUANT,
+    doc="constant pad, pads = begins then ends; negative pads crop",
+    ref=lambda op, x: refs.crop_pad(x, op.attrs["pads"], op.attrs["value"], refs.np_pad), ref_int=_pad_int,
+    torch=lambda op, x: refs.crop_pad(x, op.attrs["pads"], op.attrs["value"], refs.torch_pad),
+    int_operands=int_all, int8="same", channels="pad_axes", keeps_batch=_pad_keeps_batch,
+    identity=lambda op, const: None if any(op.attrs["pads"]) else 0,
+    samples=lambda rng: [sample((1, 2, 3, 3), pads=[0, 0, 1, 2, 0, 0, 2, 1], value=0.0),
+                         sample((2, 5), pads=[0, -1, 0, 2], value=0.5)]))

@@ -372,4 +372,6 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     from tinyc.compile import bench_bundle_cmd
+    if args.json:
+        check_output_path(args.json, "--json")
     return bench_bundle_cmd(args)

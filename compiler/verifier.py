@@ -15,6 +15,7 @@ from tinyc.ir import DTYPE_BITS, DTYPES, Graph, Op, TensorType, Value
 from tinyc.ops import OpError, check_result_quant, check_signature, fmt_shape, infer_type
 
 _NAME = re.compile(r"[A-Za-z0-9_.]+")
+_LOC_BAD = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def verify(graph: Graph) -> None:
@@ -55,6 +56,15 @@ def _check_op(op: Op, defined: dict[str, Value], label: str) -> None:
         _fail(known is not None, label, f"operand %{v.name} is not defined before this op", op.loc)
         _fail(known is v, label, f"operand %{v.name} is a different Value object from the one defined "
               "under that name", op.loc, "passes must reuse the defining Value, not a copy")
+    if op.loc is not None:  # locs land in generated C comments and reports
+        _fail(isinstance(op.loc, str), label, f"loc is a {type(op.loc).__name__}, not a string", None)
+        bad = _LOC_BAD.search(op.loc)
+        _fail(bad is None, label, f"loc {op.loc!r} holds the control character "
+              f"U+{ord(bad.group()) if bad else 0:04X}", None, "a loc is printable text on one line")
+    for key, a in op.attrs.items():
+        if key != "value" or not op.is_const:
+            _fail(not _has_nan(a), label, f"attribute {key} is NaN", op.loc,
+                  "NaN has no meaning as an op parameter; give a number")
     declared = op.result.type
     try:
         # A const's type is declared, not inferred: i4 and friends share int8 storage.
@@ -73,6 +83,14 @@ def _check_op(op: Op, defined: dict[str, Value], label: str) -> None:
         _fail(declared.dtype == inferred.dtype, label, f"result dtype {declared.dtype} does not match "
               f"inferred {inferred.dtype}", op.loc)
     _check_type(declared, label, op.loc)
+
+
+def _has_nan(a) -> bool:
+    if isinstance(a, (float, np.floating)):
+        return math.isnan(a)
+    if isinstance(a, (list, tuple)):
+        return any(_has_nan(x) for x in a)
+    return False
 
 
 def _check_const(value: np.ndarray, t: TensorType, label: str, loc: str | None) -> None:

@@ -414,3 +414,22 @@ def test_real_cli_debug_flag_traces_user_errors(tmp_path):
     assert result.returncode == 1 and "no such file" in result.stderr and "Traceback" in result.stderr
     result = tinyc("opt", tmp_path / "missing.tir")
     assert_user_error(result, "no such file")
+
+
+def test_control_characters_in_strings_are_refused(ir, tmp_path):
+    ir.write_text(MLP_IR.replace('loc("net.py:7', 'loc("net\\u0000.py:7'))
+    assert_user_error(tinyc("compile", ir, "-o", tmp_path / "out"), "control character U+0000", str(ir))
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_attribute_is_refused(tmp_path):
+    path = tmp_path / "clamp.tir"
+    path.write_text('graph @m(%x: tensor<2xf32>) -> (tensor<2xf32>) {\n'
+                    '  %y = clamp(%x) {max = 1.0, min = nan} : tensor<2xf32>\n  return %y\n}\n')
+    result = tinyc("compile", path, "-o", tmp_path / "out")
+    assert_user_error(result, "attribute min is NaN")
+    assert "bug in tinyc" not in result.stderr
+
+
+def test_bench_json_onto_a_directory_is_refused_before_running(bundle, tmp_path):
+    assert_user_error(tinyc("bench", bundle, "--json", tmp_path), "--json", "is a directory")

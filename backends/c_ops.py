@@ -110,6 +110,13 @@ def _act_fields(kind: str | None, params: dict) -> tuple[tuple[str, str], ...]:
     return (("kind", f"TINYC_ACT_{kind.upper()}"), ("lo", c_float(lo)), ("hi", c_float(hi)))
 
 
+def act_kernels(kind: str | None) -> tuple[str, ...]:
+    """TINYC_F32_ACT_<KIND> for an activation outside tinyc_f32_act's always-compiled cases (relu,
+    clamp, leaky_relu: the ones an int8 requantization applies too): a bundle compiles the libm
+    activations (gelu, silu, hardsigmoid) only when it uses them."""
+    return () if kind is None or ACTIVATIONS[kind].requant else (f"ACT_{kind.upper()}",)
+
+
 def fused_act(attrs: dict) -> str:
     """tinyc_act initializer for an op's optional fused `act` attribute."""
     kind = attrs.get("act")
@@ -198,7 +205,7 @@ def lower_conv2d(op: Op, ctx: Context) -> Lowered:
                   tuple((k, str(v)) for k, v in fields) + (("act", fused_act(a)),))
     x, wt = (ctx.ref(v) for v in op.operands[:2])
     call = Call(f"tinyc_f32_{kernel}", (x, wt, _bias(op, ctx), ctx.ref(op.result), "&" + param.cname))
-    return Lowered((kernel.upper(),), (param,), (), (call,))
+    return Lowered((kernel.upper(), *act_kernels(a.get("act"))), (param,), (), (call,))
 
 
 def lower_linear(op: Op, ctx: Context) -> Lowered:
@@ -208,7 +215,7 @@ def lower_linear(op: Op, ctx: Context) -> Lowered:
                    ("act", fused_act(op.attrs))))
     x, wt = (ctx.ref(v) for v in op.operands[:2])
     call = Call("tinyc_f32_linear", (x, wt, _bias(op, ctx), ctx.ref(op.result), "&" + param.cname))
-    return Lowered(("LINEAR",), (param,), (), (call,))
+    return Lowered(("LINEAR", *act_kernels(op.attrs.get("act"))), (param,), (), (call,))
 
 
 def lower_matmul(op: Op, ctx: Context) -> Lowered:
@@ -225,7 +232,7 @@ def lower_matmul(op: Op, ctx: Context) -> Lowered:
                    ("rank", str(len(dims))), ("dims", c_ints(dims)), ("a_strides", c_ints(a_str)),
                    ("b_strides", c_ints(b_str)), ("act", fused_act(op.attrs))))
     call = Call("tinyc_f32_matmul", (ctx.ref(a), ctx.ref(b), ctx.ref(op.result), "&" + param.cname))
-    return Lowered(("MATMUL",), (param,), (), (call,))
+    return Lowered(("MATMUL", *act_kernels(op.attrs.get("act"))), (param,), (), (call,))
 
 
 def lower_batch_norm(op: Op, ctx: Context) -> Lowered:
@@ -250,7 +257,7 @@ def lower_act(op: Op, ctx: Context) -> Lowered:
     param = Param("tinyc_act", ctx.param_name(), standalone_act(op))
     call = Call("tinyc_f32_act", (ctx.ref(op.operands[0]), ctx.ref(op.result), str(op.result.type.numel),
                                   "&" + param.cname))
-    return Lowered((), (param,), (), (call,))
+    return Lowered(act_kernels(op.kind), (param,), (), (call,))
 
 
 def lower_unary(op: Op, ctx: Context) -> Lowered:
@@ -269,7 +276,7 @@ def lower_binary(op: Op, ctx: Context) -> Lowered:
                    ("dims", c_ints(dims)), ("a_strides", c_ints(a_str)), ("b_strides", c_ints(b_str)),
                    ("act", fused_act(op.attrs))))
     call = Call("tinyc_f32_binary", (ctx.ref(a), ctx.ref(b), ctx.ref(op.result), "&" + param.cname))
-    return Lowered(("BINARY",), (param,), (), (call,))
+    return Lowered(("BINARY", *act_kernels(op.attrs.get("act"))), (param,), (), (call,))
 
 
 def lower_pool2d(op: Op, ctx: Context) -> Lowered:

@@ -29,7 +29,7 @@ import numpy as np
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
 from tinyc.backends import weight_formats as wf
-from tinyc.backends.c_ops import Lowered, Param, Weight, fused_act
+from tinyc.backends.c_ops import Lowered, Param, Weight, act_kernels, fused_act
 from tinyc.backends.int8_layout import dim_strides, is_depthwise, is_int8_op
 from tinyc.backends.planner import Location
 from tinyc.errors import BackendError
@@ -261,7 +261,7 @@ def _emit_float(op: Op, ctx, choice: Choice) -> Lowered:
                                                               fused_act(op.attrs)[1:-1].split(", "))))
         call = ctx.specialize("tinyc_pk_f32_fc", pointers + [("const tinyc_act *", "&" + act.cname)],
                               [op.operands[0].type.numel // k, k, n] + tail)
-        return Lowered(("PK:F32_FC",), (act,), tuple(weights), (call,))
+        return Lowered(("PK:F32_FC", *act_kernels(op.attrs.get("act"))), (act,), tuple(weights), (call,))
     (n, c, h, w), (o, _, kh, kw) = op.operands[0].type.shape, op.operands[1].type.shape
     _, _, oh, ow = op.result.type.shape
     a = op.attrs
@@ -273,7 +273,7 @@ def _emit_float(op: Op, ctx, choice: Choice) -> Lowered:
                   tuple((f, str(v)) for f, v in fields) + (("act", fused_act(a)),))
     call = ctx.specialize("tinyc_pk_f32_conv2d", pointers + [("const tinyc_f32_conv2d_params *", "&" + param.cname)],
                           tail)
-    return Lowered(("PK:F32_CONV2D",), (param,), tuple(weights), (call,))
+    return Lowered(("PK:F32_CONV2D", *act_kernels(a.get("act"))), (param,), tuple(weights), (call,))
 
 
 # ---- int8 -----------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@
 
 /* ---- helpers --------------------------------------------------------- */
 
-/* In place: y = act(x) over n elements. Also the kernel for relu, clamp, leaky_relu. */
+/* In place: y = act(x) over n elements. Also the kernel for relu, clamp, leaky_relu, and for gelu,
+ * silu and hardsigmoid, whose cases a model compiles in with TINYC_F32_ACT_<KIND>. */
 TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const tinyc_act *act)
 {
     int32_t i;
@@ -34,6 +35,7 @@ TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const t
     case TINYC_ACT_LEAKY_RELU:
         for (i = 0; i < n; ++i) y[i] = x[i] >= 0.0f ? x[i] : x[i] * act->lo;
         break;
+#ifdef TINYC_F32_ACT_GELU
     case TINYC_ACT_GELU:
         if (act->lo != 0.0f) {
             for (i = 0; i < n; ++i) {
@@ -44,15 +46,20 @@ TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const t
             for (i = 0; i < n; ++i) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067812f));
         }
         break;
+#endif
+#ifdef TINYC_F32_ACT_SILU
     case TINYC_ACT_SILU:
         for (i = 0; i < n; ++i) y[i] = x[i] / (1.0f + expf(-x[i]));
         break;
+#endif
+#ifdef TINYC_F32_ACT_HARDSIGMOID
     case TINYC_ACT_HARDSIGMOID:
         for (i = 0; i < n; ++i) {
             const float g = x[i] + 3.0f;
             y[i] = (g < 0.0f ? 0.0f : (g > 6.0f ? 6.0f : g)) / 6.0f;
         }
         break;
+#endif
     default:
         break;
     }

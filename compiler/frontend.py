@@ -547,6 +547,9 @@ _TRUST_HINT = ("re-export the model with plain tensor weights and static shapes 
                "or pass --trust-pickle if you trust the file")
 
 
+_MAX_ARCHIVE_BYTES = 4 << 30
+
+
 def _read_archive(data: bytes, path) -> dict[str, bytes]:
     """Every member of the zip, CRC-checked; refuses truncated, damaged and ambiguous archives."""
     damaged = f"{path} is a damaged torch.export archive"
@@ -556,6 +559,11 @@ def _read_archive(data: bytes, path) -> dict[str, bytes]:
         infos = zf.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
         raise FrontendError(f"{damaged} (not a readable zip: {e})", hint=hint) from None
+    declared = sum(i.file_size for i in infos)
+    if declared > _MAX_ARCHIVE_BYTES:  # a zip bomb, or a model far beyond any microcontroller
+        raise FrontendError(f"{path} declares {declared:,} bytes of content, more than the "
+                            f"{_MAX_ARCHIVE_BYTES:,} tinyc reads from a model archive",
+                            hint="tinyc compiles models for microcontrollers; check that this is the right file")
     names = [i.filename for i in infos]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:  # zip readers disagree on which copy counts: what is checked must be what torch loads

@@ -324,3 +324,11 @@ def test_nan_constant_in_ir_text_is_refused(tmp_path):
     assert "%w (net.py:3 in forward): 1 NaN of 2 values" in result.stderr
     result = tinyc("opt", path, "--allow-nonfinite")
     assert result.returncode == 0 and "warning" in result.stderr
+
+
+def test_archive_declaring_too_much_content_is_refused_before_reading(clean_archive, monkeypatch):
+    """A zip bomb (or a model far beyond a microcontroller) is refused from its central directory."""
+    import tinyc.frontend as frontend
+    monkeypatch.setattr(frontend, "_MAX_ARCHIVE_BYTES", 1000)
+    with pytest.raises(FrontendError, match="declares .* bytes of content"):
+        load_model(clean_archive)

@@ -32,6 +32,8 @@ BUNDLES = {
     "packed_float": ("conv1d", "fuse,share-weights{bits=2}", False),
     "binary": ("cnn_bn", "fuse,binarize", False),
     "binary_act": ("resnet8", "fuse,binarize{activations=binary}", False),
+    "binary_int8": ("cnn_bn", "fuse,binarize,quantize-int8", True),
+    "binary_act_int8": ("cnn_bn", "fuse,binarize{activations=binary},quantize-int8", True),
 }
 
 

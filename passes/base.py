@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar
 
 from tinyc.errors import ParseError, PassError
 from tinyc.ir import Graph
+from tinyc.ops import Trait, has
 
 PASSES: dict[str, type["Pass"]] = {}
 
@@ -188,3 +189,15 @@ def check(condition: bool, what: str, hint: str | None = None) -> None:
     """Raise a PassError unless `condition` holds."""
     if not condition:
         raise PassError(what, hint=hint)
+
+
+def is_quantized(graph: Graph) -> bool:
+    """True once quantize-int8 (or anything else) has put integer tensors or quant params in."""
+    return any(has(op, Trait.INT_ONLY) or op.result.type.quant is not None
+               or (not op.is_const and op.result.type.dtype != "f32") for op in graph.ops)
+
+
+def refuse_quantized(graph: Graph, name: str) -> None:
+    """The structural passes (prune-channels, prune-layers, svd) work on float graphs only."""
+    check(not is_quantized(graph), f"{name} works on float graphs; @{graph.name} is already quantized",
+          f"run {name} before quantize-int8, e.g. -p fuse,{name},quantize-int8")

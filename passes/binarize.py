@@ -27,10 +27,11 @@ from typing import Literal
 import numpy as np
 
 from tinyc.interpreter import run_op
-from tinyc.ir import Graph, Op, TensorType, Value
-from tinyc.ops import Trait, has, infer_type, is_int_form
+from tinyc.ir import Graph, Op, Value
+from tinyc.ops import Trait, has, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.prune_weights import weight_const, weight_layers
+from tinyc.rewrite import Rewriter
 
 FIT_SAMPLES = 1024       # calibration inputs used at most (the first ones)
 ALPHA_FLOOR = 1e-3       # alpha[c] >= ALPHA_FLOOR * max(alpha): int8 biases are in units of alpha
@@ -54,12 +55,6 @@ def _values(graph: Graph, samples: list[np.ndarray], names: list[str]) -> list[n
     """[N, *shape] arrays of the named values over the samples (float64)."""
     from tinyc.evaluate import run_batch
     return [a.astype(np.float64) for a in run_batch(graph, samples, names)]
-
-
-def _emit(graph: Graph, before: Op, kind: str, operands: list[Value], name: str, attrs: dict) -> Value:
-    v = Value(graph.fresh_name(name), infer_type(kind, [o.type for o in operands], attrs))
-    graph.ops.insert(graph.ops.index(before), Op(kind, operands, v, attrs, before.loc))
-    return v
 
 
 def _channel_axes(x_rank: int, kind: str) -> tuple[int, ...]:
@@ -107,70 +102,74 @@ class Binarize(Pass):
                               f"scale={scale}") if needs_data and layers else None
         reference = graph.copy()
         stats: dict = {"activations": self.activations, "threshold": self.threshold, "scale": scale, "layers": {}}
+        rw = Rewriter(graph)
         for op in layers:
-            stats["layers"][op.result.name] = self._binarize(graph, reference, op, scale, samples)
+            stats["layers"][op.result.name] = self._binarize(rw, reference, op, scale, samples)
         graph.remove_dead()
         ctx.stats[self.name] = stats
         if not layers:
             ctx.notes.append("binarize: no layer selected (the first and last conv/linear stay)")
         return graph
 
-    def _binarize(self, graph: Graph, reference: Graph, op: Op, scale: str, samples) -> dict:
+    def _binarize(self, rw: Rewriter, reference: Graph, op: Op, scale: str, samples) -> dict:
+        graph = rw.graph
         w = weight_const(graph, op).attrs["value"].astype(np.float64)
         o = w.shape[0]
         bits = (w >= 0).astype(np.uint8)
         alpha = alpha_floor(np.abs(w.reshape(o, -1)).mean(axis=1))
-        bias = graph.const_value(op.operands[2]) if len(op.operands) == 3 else None
+        bias = rw.const(op.operands[2]) if len(op.operands) == 3 else None
         check(len(op.operands) < 3 or bias is not None, f"binarize: %{op.result.name}: the bias is not a constant")
         x = op.operands[0]
         info: dict = {"weights": int(w.size)}
 
         # the binary input
+        b = rw.before(op)
         if self.activations == "binary":
             operands = [x]
             if self.threshold == "mean":
                 (xs,) = _values(graph, samples, [x.name])
                 t = xs.mean(axis=_channel_axes(x.type.rank, op.kind))
                 t = t.reshape((-1, 1, 1) if op.kind == "conv2d" else (-1,)).astype(np.float32)
-                operands.append(graph.add_const(x.name + ".threshold", t, before=op))
-            x_in = _emit(graph, op, "sign", operands, x.name + ".sign", {})
+                operands.append(b.const(x.name + ".threshold", t))
+            x_in = b.create("sign", operands, {}, x.name + ".sign")
         else:
             x_in = x
 
         attrs = dict(op.attrs)
         kind = "bin_" + op.kind
-        w_v = graph.add_const(op.operands[1].name + ".bits", bits, before=op, dtype="u1")
+        w_v = b.const(op.operands[1].name + ".bits", bits, dtype="u1")
         if scale == "fit":
-            alpha, bias, flip = self._fit(graph, reference, op, kind, x_in, w_v, samples, alpha)
+            alpha, bias, flip = self._fit(rw, reference, op, kind, x_in, w_v, samples, alpha)
             if flip.any():
                 bits = bits.copy()
                 bits[flip] ^= 1
-                graph.producers()[id(w_v)].attrs["value"] = bits
+                rw.producer(w_v).attrs["value"] = bits
             info["flipped_channels"] = int(flip.sum())
-        a_v = graph.add_const(op.result.name + ".alpha", alpha.astype(np.float32), before=op)
+        a_v = b.const(op.result.name + ".alpha", alpha.astype(np.float32))
         operands = [x_in, w_v, a_v]
         if bias is not None:
-            b_v = op.operands[2] if scale != "fit" else graph.add_const(op.result.name + ".bias", bias.astype(np.float32), before=op)
+            b_v = op.operands[2] if scale != "fit" else b.const(op.result.name + ".bias", bias.astype(np.float32))
             operands.append(b_v)
-        new = Op(kind, operands, op.result, attrs, op.loc)
-        new.result.type = infer_type(kind, [v.type for v in operands], attrs)
-        graph.ops[graph.ops.index(op)] = new
+        # the binary layer takes over the layer's place and name
+        rw.replace_op(op, b.create(kind, operands, attrs, op.result.name, fresh=False))
         info["alpha_mean"] = float(np.mean(alpha))
         return info
 
-    def _fit(self, graph: Graph, reference: Graph, op: Op, kind: str, x_in: Value, w_v: Value,
+    def _fit(self, rw: Rewriter, reference: Graph, op: Op, kind: str, x_in: Value, w_v: Value,
              samples, alpha0: np.ndarray):
         """Per output channel, least squares y = a * s + b of the float layer's pre-activation y
         (the reference graph's layer on its own inputs) on the binary sum s (this graph's input)."""
         o = alpha0.shape[0]
         # the binary layer's sum s: alpha 1, no bias, no act, on this graph's (binarized) input
         probe_attrs = {k: v for k, v in op.attrs.items() if not k.startswith("act")}
-        ones = graph.add_const(op.result.name + ".probe", np.ones(o, np.float32), before=op)
-        probe = _emit(graph, op, kind, [x_in, w_v, ones], op.result.name + ".probe", probe_attrs)
+        b = rw.before(op)
+        ones = b.const(op.result.name + ".probe", np.ones(o, np.float32))
+        probe = b.create(kind, [x_in, w_v, ones], probe_attrs, op.result.name + ".probe")
         try:
-            (s,) = _values(graph, samples, [probe.name])
+            (s,) = _values(rw.graph, samples, [probe.name])
         finally:
-            graph.ops = [p for p in graph.ops if p.result is not probe and p.result is not ones]
+            for p in reversed(b.created):
+                rw.erase(p)
         # the reference's pre-activation: the float layer on the reference's own input, all
         # samples stacked on the batch axis
         ref_op = next(p for p in reference.ops if p.result.name == op.result.name)

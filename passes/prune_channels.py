@@ -9,9 +9,9 @@ from typing import Literal
 import numpy as np
 
 from tinyc.ir import Graph
-from tinyc.passes.base import Pass, PassContext, check, option, register
-from tinyc.passes.structure import (ChannelAnalysis, ChannelGroup, Trial, accuracy_budget, budgeted_search, recovery,
-                                    filter_norms, refuse_quantized, remove_channels)
+from tinyc.passes.base import Pass, PassContext, check, option, refuse_quantized, register
+from tinyc.passes.budget import Trial, accuracy_budget, budgeted_search, recovery
+from tinyc.passes.channels import ChannelAnalysis, ChannelGroup, filter_norms, remove_channels
 from tinyc.stats import graph_stats
 
 AUTO_RATIOS = (0.25, 0.5, 0.75, 0.875)   # the sensitivity analysis tries each group at these

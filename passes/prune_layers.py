@@ -9,8 +9,9 @@ import numpy as np
 from tinyc.interpreter import run_all
 from tinyc.ir import Graph, Op, Value
 from tinyc.ops import ACTIVATIONS, Trait, has
-from tinyc.passes.base import Pass, PassContext, check, option, register
-from tinyc.passes.structure import accuracy_budget, refuse_quantized
+from tinyc.passes.base import Pass, PassContext, check, option, refuse_quantized, register
+from tinyc.passes.budget import accuracy_budget
+from tinyc.rewrite import Rewriter
 from tinyc.stats import graph_stats
 
 PROXY_SAMPLES = 16   # inputs the data proxy runs
@@ -81,11 +82,10 @@ def remove(graph: Graph, r: Removal) -> Graph:
     values = {v.name: v for v in g.inputs} | {name: op.result for name, op in producers.items()}
     op, keep = producers[r.op], values[r.keep]
     act = _act_op(op.attrs)
-    if act is not None and not _already_applied(producers.get(r.keep), act):
-        op.kind, op.operands, op.attrs = act[0], [keep], dict(act[1])
-    else:
-        g.replace_uses(op.result, keep)
-        g.ops.remove(op)
+    rw = Rewriter(g)
+    if act is not None and not _already_applied(producers.get(r.keep), act):   # the activation stays
+        keep = rw.before(op).create(act[0], [keep], dict(act[1]), op.result.name, fresh=False)
+    rw.replace_op(op, keep)
     g.remove_dead()
     return g
 

@@ -21,84 +21,84 @@ import numpy as np
 from tinyc import quant
 from tinyc.interpreter import run_op
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value, unique_name
-from tinyc.ops import ACTIVATIONS, OPS, Trait, has, infer_type, is_int_form
+from tinyc.ops import ACTIVATIONS, OPS, Trait, has, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
+from tinyc.rewrite import Rewriter
 
 
 # ---- float rewrites: give every op an integer form ---------------------------------------------
 
-def _emit(graph: Graph, before: Op, kind: str, operands: list[Value], name: str, **attrs) -> Value:
-    """Insert `kind(operands)` before `before`, named `name` (fresh unless it is `before`'s own)."""
-    if name != before.result.name:
-        name = graph.fresh_name(name)
-    result = Value(name, infer_type(kind, [v.type for v in operands], attrs))
-    graph.ops.insert(graph.ops.index(before), Op(kind, operands, result, attrs, before.loc))
-    return result
-
-
-def batch_norm_to_conv(graph: Graph, bn: Op) -> None:
+def batch_norm_to_conv(rw: Rewriter, bn: Op) -> None:
     """batch_norm(x) ==> conv2d 1x1 depthwise (reshaped to [N, C, 1, L] unless x is 4-D):
     its one-element channels quantize exactly, so batch_norm needs no integer form."""
     x, name = bn.operands[0], bn.result.name
-    params = [graph.const_value(v) for v in bn.operands[1:]]
+    params = [rw.const(v) for v in bn.operands[1:]]
     check(all(p is not None for p in params), f"%{name} = batch_norm: mean, var, weight and bias must be "
           "constants to quantize", f"keep it in float: quantize-int8{{keep-float={name}}}")
     mean, var, gamma, beta = (p.astype(np.float64) for p in params)
     scale = gamma / np.sqrt(var + bn.attrs["eps"])
     n, c = x.type.shape[:2]
-    w = graph.add_const(name + ".weight", scale.astype(np.float32).reshape(c, 1, 1, 1), before=bn)
-    b = graph.add_const(name + ".bias", (beta - mean * scale).astype(np.float32), before=bn)
-    flat = x.type.rank != 4
-    x4 = _emit(graph, bn, "reshape", [x], name + ".in", shape=[n, c, 1, x.type.numel // (n * c)]) if flat else x
-    conv = _emit(graph, bn, "conv2d", [x4, w, b], name + ".conv" if flat else name,
-                 stride=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], groups=c)
-    y = _emit(graph, bn, "reshape", [conv], name, shape=list(x.type.shape)) if flat else conv
-    graph.replace_uses(bn.result, y)
-    graph.ops.remove(bn)
+    b = rw.before(bn)
+    w = b.const(name + ".weight", scale.astype(np.float32).reshape(c, 1, 1, 1))
+    bias = b.const(name + ".bias", (beta - mean * scale).astype(np.float32))
+    conv = {"stride": [1, 1], "padding": [0, 0, 0, 0], "dilation": [1, 1], "groups": c}
+    if x.type.rank == 4:    # the conv takes over bn's name
+        y = b.create("conv2d", [x, w, bias], conv, name, fresh=False)
+    else:
+        x4 = b.create("reshape", [x], {"shape": [n, c, 1, x.type.numel // (n * c)]}, name + ".in")
+        y4 = b.create("conv2d", [x4, w, bias], conv, name + ".conv")
+        y = b.create("reshape", [y4], {"shape": list(x.type.shape)}, name, fresh=False)
+    rw.replace_op(bn, y)
 
 
-def div_by_const_to_mul(graph: Graph, div: Op) -> None:
+def div_by_const_to_mul(rw: Rewriter, div: Op) -> None:
     """div(x, c) ==> mul(x, 1/c) for a constant c without zeros: a scalar 1/c is an exact int8
     constant, and a multiplication rounds once where the integer division rounds twice."""
-    c = graph.const_value(div.operands[1])
-    if c is None or not np.all(c != 0) or graph.const_value(div.operands[0]) is not None:
+    c = rw.const(div.operands[1])
+    if c is None or not np.all(c != 0) or rw.const(div.operands[0]) is not None:
         return
     recip = (1.0 / c.astype(np.float64)).astype(np.float32)
-    v = Value(graph.fresh_name(div.operands[1].name + ".recip"), TensorType(recip.shape, "f32"))
-    graph.ops.insert(graph.ops.index(div), Op("const", [], v, {"value": recip}))  # add_const would make 0-d 1-d
-    div.kind, div.operands[1] = "mul", v
+    b = rw.before(div)
+    r = b.const(div.operands[1].name + ".recip", recip)
+    rw.replace_op(div, b.create("mul", [div.operands[0], r], dict(div.attrs), div.result.name, fresh=False))
 
 
-def split_activation(graph: Graph, op: Op) -> None:
+def split_activation(rw: Rewriter, op: Op) -> None:
     """op {act = a} ==> op; a, for a fused activation that no int8 requantization computes
-    (gelu, silu, hardsigmoid): the activation becomes its own op, lowered to a table."""
+    (gelu, silu, hardsigmoid): the activation becomes its own op, lowered to a table. The
+    activation's result keeps the name; op's result is renamed NAME.pre."""
     a = ACTIVATIONS[op.attrs["act"]]
     out = op.result
-    pre = Value(graph.fresh_name(out.name + ".pre"), out.type)
+    pre_name = rw.graph.fresh_name(out.name + ".pre")
     attrs = a.params_of(op.attrs, fused=True)
     for k in [k for k in op.attrs if k == "act" or k in a.fused]:
         del op.attrs[k]
-    op.result = pre
-    graph.ops.insert(graph.ops.index(op) + 1, Op(a.kind, [pre], out, attrs, op.loc))
+    y = rw.after(op).create(a.kind, [out], attrs, out.name, fresh=False)
+    rw.replace_all_uses(out, y, exclude=[rw.producer(y)])
+    out.name = pre_name
+    rw.changed(op)
 
 
 # The float rewrites, by the `prepare` rule of an op's definition.
-PREPARE: dict[str, Callable[[Graph, Op], None]] = {
+PREPARE: dict[str, Callable[[Rewriter, Op], None]] = {
     "batch_norm_to_conv": batch_norm_to_conv,
     "div_by_const": div_by_const_to_mul,
 }
 
 
 def prepare(graph: Graph, keep: set[str]) -> Graph:
+    """The float rewrites, one sweep in graph order (each op is rewritten at most once, and
+    what a rewrite creates needs none)."""
+    rw = Rewriter(graph)
     for op in list(graph.ops):
         if op.result.name in keep:
             continue
         if "act" in op.attrs and not ACTIVATIONS[op.attrs["act"]].requant:
-            split_activation(graph, op)
+            split_activation(rw, op)
         rule = OPS[op.kind].prepare
         if rule is not None:
-            PREPARE[rule](graph, op)
+            PREPARE[rule](rw, op)
     graph.remove_dead()
     return graph
 

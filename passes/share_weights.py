@@ -27,10 +27,11 @@ from typing import Literal
 import numpy as np
 
 from tinyc import quant
-from tinyc.ir import Graph, Op, TensorType, Value
+from tinyc.ir import Graph, Op, Value
 from tinyc.ops import WEIGHT_DTYPES
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.prune_weights import weight_const, weight_layers
+from tinyc.rewrite import Rewriter
 
 INDEX_DTYPE = {1: "u1", 2: "u2", 3: "u4", 4: "u4", 5: "u8", 6: "u8", 7: "u8", 8: "u8"}
 
@@ -145,18 +146,19 @@ class ShareWeights(Pass):
         k, idx_dtype = 2 ** self.bits, INDEX_DTYPE[self.bits]
         stats: dict = {"bits": self.bits, "index_dtype": idx_dtype, "per_channel": self.per_channel,
                        "skipped": skipped, "layers": {}}
+        rw = Rewriter(graph)
         done: dict[int, Value] = {}
         for i, op in enumerate(layers):
             w = op.operands[1]
             if id(w) not in done:
-                done[id(w)] = self._share(graph, op, k, idx_dtype, np.random.default_rng([self.seed, i]), stats)
-            op.operands[1] = done[id(w)]
+                done[id(w)] = self._share(rw, op, k, idx_dtype, np.random.default_rng([self.seed, i]), stats)
+            rw.set_operand(op, 1, done[id(w)])
         graph.remove_dead()
         ctx.stats[self.name] = stats
         return graph
 
-    def _share(self, graph: Graph, op: Op, k: int, idx_dtype: str, rng, stats: dict) -> Value:
-        c = weight_const(graph, op)
+    def _share(self, rw: Rewriter, op: Op, k: int, idx_dtype: str, rng, stats: dict) -> Value:
+        c = weight_const(rw.graph, op)
         w, t = c.attrs["value"], c.result.type
         check(t.dtype == "f32" or t.dtype in WEIGHT_DTYPES, f"share-weights: %{op.result.name}: weight dtype "
               f"{t.dtype} cannot be shared")
@@ -169,11 +171,11 @@ class ShareWeights(Pass):
             book, idx = share(w, k, self.init, self.iters, rng, qmax)
         storage = np.float32 if qmax is None else np.int8
         book = book.astype(storage)
-        idx_v = graph.add_const(w_name(c) + ".idx", idx.astype(np.uint8), before=op, dtype=idx_dtype)
-        book_v = graph.add_const(w_name(c) + ".codebook", book, before=op, dtype=t.dtype)
-        name = graph.fresh_name(w_name(c) + ".shared")
-        result = Value(name, TensorType(t.shape, t.dtype, t.quant))
-        graph.ops.insert(graph.ops.index(op), Op("decode", [idx_v, book_v], result, {}, op.loc))
+        b = rw.before(op)
+        idx_v = b.const(w_name(c) + ".idx", idx.astype(np.uint8), dtype=idx_dtype)
+        book_v = b.const(w_name(c) + ".codebook", book, dtype=t.dtype)
+        result = b.create("decode", [idx_v, book_v], {}, w_name(c) + ".shared", quant=t.quant)
+        assert result.type == t, (result.type, t)   # decode yields the weight's type
         decoded = book[idx] if book.ndim == 1 else np.take_along_axis(book, idx.reshape(len(idx), -1), 1).reshape(w.shape)
         distinct = [len(np.unique(r)) for r in decoded] if self.per_channel else [len(np.unique(decoded))]
         stats["layers"][op.result.name] = {

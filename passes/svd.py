@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tinyc.ir import Graph, Op, Value
-from tinyc.ops import Trait, has, infer_type
-from tinyc.passes.base import Pass, PassContext, check, option, register
-from tinyc.passes.structure import Trial, accuracy_budget, budgeted_search, refuse_quantized
+from tinyc.ir import Graph, Op
+from tinyc.ops import Trait, has
+from tinyc.passes.base import Pass, PassContext, check, option, refuse_quantized, register
+from tinyc.passes.budget import Trial, accuracy_budget, budgeted_search
+from tinyc.rewrite import Rewriter
 from tinyc.stats import graph_stats
 
 AUTO_FRACTIONS = (0.75, 0.5, 0.25, 0.125)   # rank=auto tries these fractions of the break-even rank
@@ -65,10 +66,11 @@ def _split(graph: Graph, op: Op, f: Factors, r: int) -> None:
     if op.kind == "conv2d":
         attrs = {k: op.attrs[k] for k in ("stride", "padding", "dilation", "groups")}
         b = b.reshape(f.out, r, 1, 1)
-    a_value = graph.add_const(w.name + ".v", a, before=op)
-    mid = Value(graph.fresh_name(op.result.name + ".lowrank"), infer_type(op.kind, [x.type, a_value.type], attrs))
-    graph.ops.insert(graph.ops.index(op), Op(op.kind, [x, a_value], mid, attrs, op.loc))
-    op.operands = [mid, graph.add_const(w.name + ".u", b, before=op)] + op.operands[2:]
+    rw = Rewriter(graph)
+    build = rw.before(op)
+    a_value = build.const(w.name + ".v", a)
+    mid = build.create(op.kind, [x, a_value], attrs, op.result.name + ".lowrank")
+    rw.set_operands(op, [mid, build.const(w.name + ".u", b)] + op.operands[2:])
     if op.kind == "conv2d":
         op.attrs.update(stride=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], groups=1)
 

@@ -11,7 +11,8 @@ from tinyc.ir import Graph, Op, TensorType, Value
 from tinyc.ops import infer_type
 from tinyc.passes import PassContext, parse_pipeline
 from tinyc.passes.prune_channels import choose_kept, kept_count
-from tinyc.passes.structure import ChannelAnalysis, Trial, budgeted_search, filter_norms, greedy_plan
+from tinyc.passes.budget import Trial, budgeted_search, greedy_plan
+from tinyc.passes.channels import ChannelAnalysis, filter_norms
 from tinyc.stats import graph_stats
 from tinyc.text import parse, print_graph
 from tinyc.verifier import verify

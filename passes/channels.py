@@ -1,11 +1,11 @@
-"""Shared machinery of the structural compression passes (prune-channels, prune-layers, svd).
+"""Channel analysis for prune-channels: which output channels of which layers are tied together,
+and the rewrite that drops channels and keeps the graph valid.
 
-- `refuse_quantized`: these passes work on float graphs, before quantize-int8.
-- `ChannelAnalysis`: which output channels of which layers are tied together and what every
-  consumer must do when some of them go (the channel-dependency analysis of prune-channels).
-- `remove_channels`: the rewrite that drops channels and keeps the graph valid.
-- `accuracy_budget`, `budgeted_search`: the `auto` modes' sensitivity analysis and greedy,
-  verified choice of per-layer settings within `ctx.max_accuracy_drop`.
+- `ChannelAnalysis`: the channel layout of every value, the channel groups and what every
+  consumer must do when some channels go (one rule per `channels` facet of an op's definition,
+  `RULES`; an op without one freezes the channels that reach it).
+- `remove_channels`: a copy of a graph without the channels not kept.
+- `filter_norms`: the l1/l2 importance of each channel of a group.
 
 Channel layouts. A value whose elements along one axis are channels of prunable layers
 carries a `Layout`: the axis, the segments of channels along it (group, count), and `inner`,
@@ -19,36 +19,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
-from tinyc.errors import PassError
 from tinyc.ir import Graph, Op
-from tinyc.ops import OPS, OpError, Trait, has, infer_type
-from tinyc.passes.base import PassContext, check
-
-# ---- preconditions -------------------------------------------------------------------------
-
-def is_quantized(graph: Graph) -> bool:
-    """True once quantize-int8 (or anything else) has put integer tensors or quant params in."""
-    return any(has(op, Trait.INT_ONLY) or op.result.type.quant is not None
-               or (not op.is_const and op.result.type.dtype != "f32") for op in graph.ops)
-
-
-def refuse_quantized(graph: Graph, name: str) -> None:
-    check(not is_quantized(graph), f"{name} works on float graphs; @{graph.name} is already quantized",
-          f"run {name} before quantize-int8, e.g. -p fuse,{name},quantize-int8")
-
-
-def reinfer(op: Op) -> None:
-    """Recompute the result shape of `op` after its operands or attributes changed."""
-    try:
-        shape = infer_type(op.kind, [v.type for v in op.operands], op.attrs).shape
-    except OpError as e:  # a bug in a pass, not in the user's model
-        raise PassError(f"internal error: %{op.result.name} = {op.kind} no longer type-checks: {e}",
-                        hint="this is a bug in tinyc; please report it with the model") from None
-    op.result.type = op.result.type.with_shape(shape)
+from tinyc.ops import OPS
+from tinyc.rewrite import Builder, reinfer
 
 
 # ---- channel layouts and groups ----------------------------------------------------------
@@ -377,7 +354,7 @@ class ChannelAnalysis:
             self.consts[id(v)].attrs["value"] = array
             v.type = v.type.with_shape(array.shape)
         else:
-            op.operands[i] = self.graph.add_const(v.name, array, before=op)
+            op.operands[i] = Builder.before(self.graph, op).const(v.name, array)
 
     def _do_layer(self, keep, users, op: Op, slice_in: bool) -> None:
         x, w = op.operands[:2]
@@ -476,86 +453,3 @@ def filter_norms(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str)
         w = analysis.consts[id(p.operands[1])].attrs["value"].astype(np.float64).reshape(group.size, -1)
         total += np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1))
     return total
-
-
-# ---- accuracy-budgeted search (the `auto` modes) -----------------------------------------
-
-def accuracy_budget(graph: Graph, ctx: PassContext, what: str) -> tuple[float, float]:
-    """(baseline score, allowed drop) for an `auto` mode; PassError without evaluation data."""
-    check(ctx.evaluate is not None, f"{what} needs evaluation data to measure the accuracy it costs",
-          "pass --eval data and --max-accuracy-drop POINTS, or give a fixed setting instead of auto")
-    check(ctx.max_accuracy_drop is not None, f"{what} needs an accuracy budget",
-          "pass --max-accuracy-drop POINTS (the score may fall at most that much below the baseline)")
-    baseline = ctx.baseline if ctx.baseline is not None else ctx.evaluate(graph)
-    return float(baseline), float(ctx.max_accuracy_drop)
-
-
-def recovery(ctx: PassContext, epochs: int, what: str) -> Callable[[Graph], Graph]:
-    """graph -> the graph after `epochs` of distillation (the distill pass, in a scratch context
-    so its notes don't pile up), or the graph itself when epochs is 0. Accuracy-aware passes
-    score candidates after recovery, so a choice is judged as it will ship: pruned and retrained."""
-    if epochs == 0:
-        return lambda graph: graph
-    check(ctx.train is not None, f"{what} with recover={epochs} needs training inputs to retrain candidates",
-          "pass --train X.npy, or recover=0")
-    import dataclasses
-    from tinyc.passes.distill import Distill
-
-    retrain = Distill(epochs=epochs)
-    return lambda graph: retrain.apply(graph, dataclasses.replace(ctx, notes=[], stats={}))
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One layer's setting tried alone: MACs it saves and accuracy points it costs."""
-
-    setting: Any
-    saved: int
-    drop: float
-
-
-def greedy_plan(trials: dict[str, list[Trial]], budget: float) -> list[tuple[str, Trial | None, Trial]]:
-    """Steps (key, previous trial, new trial): each moves one layer to a more aggressive
-    setting, most MACs saved per predicted point lost first, while the summed drops of the
-    chosen settings stay within `budget`."""
-    current: dict[str, Trial] = {}
-    predicted, plan = 0.0, []
-    while True:
-        best = None
-        for key, options in trials.items():
-            cur = current.get(key)
-            saved0, drop0 = (cur.saved, max(cur.drop, 0.0)) if cur else (0, 0.0)
-            for t in options:
-                gain, cost = t.saved - saved0, max(t.drop, 0.0) - drop0
-                if gain <= 0 or predicted + cost > budget:
-                    continue
-                rank = (gain / max(cost, 1e-9), gain)
-                if best is None or rank > best[0]:
-                    best = (rank, key, t, cost)
-        if best is None:
-            return plan
-        _, key, t, cost = best
-        plan.append((key, current.get(key), t))
-        current[key] = t
-        predicted += cost
-
-
-def budgeted_search(trials: dict[str, list[Trial]], budget: float, baseline: float,
-                    build: Callable[[dict[str, Any]], Graph],
-                    evaluate: Callable[[Graph], float]) -> tuple[dict[str, Any], Graph, float, int]:
-    """Plan greedily, then verify the combined choice with `evaluate`, undoing the last steps
-    until it is within budget. Returns (settings, graph, drop, steps undone)."""
-    plan = greedy_plan(trials, budget)
-    settings = {key: t.setting for key, _, t in plan}
-    undone = 0
-    while True:
-        graph = build(settings)
-        drop = baseline - evaluate(graph)
-        if drop <= budget or not plan:
-            return settings, graph, drop, undone
-        key, prev, _ = plan.pop()
-        undone += 1
-        if prev is None:
-            del settings[key]
-        else:
-            settings[key] = prev.setting

@@ -74,11 +74,15 @@ def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:
         _honour_umask(tmp)
         info = emit_bundle(graph, tmp, name=name, target_name=target.name)
         write_target_files(tmp, target, name)
-        sizes = None
+        sizes = use = None
         if target.bare_metal:   # errors name OUT, not the temporary folder
-            sizes = (check_budget(tmp, board, name, where=str(out))[0] if board
-                     else size(build(tmp, target, name, "run", where=str(out))))
+            sizes, use = (check_budget(tmp, board, name, where=str(out)) if board
+                          else (size(build(tmp, target, name, "run", where=str(out))), None))
         report = make_report(graph, info, target, board, pm, sizes)
+        report["board_memory"] = ({"flash": use.flash, "ram": use.ram, "arena": use.arena, "static": use.static,
+                                   "stack": use.stack, "stack_how": use.stack_how,
+                                   "flash_budget": board.flash_bytes, "ram_budget": board.ram_bytes}
+                                  if use else None)
         _write_json(tmp / REPORT, report)
         if out.exists():
             shutil.rmtree(out)
@@ -144,6 +148,11 @@ def summary(report: dict) -> str:
     if report["flash"] is not None:
         lines.append(f"  firmware with run harness: flash {report['flash']:,} bytes, "
                      f"static RAM {report['ram']:,} bytes (arena included)")
+    m = report.get("board_memory")
+    if m:
+        lines.append(f"  counted against {report['board']}: RAM {m['ram']:,} of {m['ram_budget']:,} bytes "
+                     f"(arena {m['arena']:,} + static {m['static']:,} + stack {m['stack']:,}, {m['stack_how']}), "
+                     f"flash {m['flash']:,} of {m['flash_budget']:,} bytes")
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ inference measured on QEMU), says what it counted and names the bundle the user 
 temporary folder; a bundle folder gets the permissions the umask gives."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -98,6 +99,10 @@ def test_board_counts_the_models_ram_not_the_harness_buffers(tmp_path):
     proc = tinyc("compile", src, "--board", "nucleo-l432kc", "-o", out)
     assert proc.returncode == 0, proc.stderr
     assert (out / "bundle.json").exists()
+    m = json.loads((out / "report.json").read_text())["board_memory"]
+    assert m["ram"] == m["arena"] + m["static"] + m["stack"] <= m["ram_budget"] == 64 * 1024 < 96_000
+    assert m["stack_how"] == "measured on the emulator" and 0 < m["stack"] < 4096
+    assert f"counted against nucleo-l432kc: RAM {m['ram']:,} of 65,536 bytes" in proc.stdout, proc.stdout
 
 
 @pytest.mark.qemu

@@ -433,3 +433,14 @@ def test_nan_attribute_is_refused(tmp_path):
 
 def test_bench_json_onto_a_directory_is_refused_before_running(bundle, tmp_path):
     assert_user_error(tinyc("bench", bundle, "--json", tmp_path), "--json", "is a directory")
+
+
+def test_closed_stdout_is_not_a_traceback(monkeypatch):
+    """`tinyc opt big.tir | head -1`: the reader leaving early is no reason for a traceback."""
+    import tinyc.commands as commands
+
+    def reader_left(args):
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(commands, "cmd_opt", reader_left)
+    code, out, err = tinyc_main("opt", "whatever.tir")
+    assert code == 1 and err == "" and out == ""

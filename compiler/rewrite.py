@@ -138,9 +138,10 @@ def reinfer(op: Op) -> None:
 
 class Rewriter:
     """Edits `graph` and answers def/use questions about it. The def/use maps are rebuilt after
-    any edit made through the rewriter (graphs are small); an edit made behind its back (assigning
-    `op.attrs` in place is fine, `op.operands` is not) must be followed by `changed(op)`.
-    Every op edited, created or erased is recorded in `touched` for the driver."""
+    any edit made through the rewriter (graphs are small). Change operands through
+    `set_operands`/`replace_all_uses`; after editing an op's attributes, kind or result type in
+    place, call `changed(op)` so the driver revisits it and its neighbours. Every op edited or
+    created is recorded in `touched`, every op erased in `erased`."""
 
     def __init__(self, graph: Graph):
         self.graph = graph

@@ -9,6 +9,7 @@ hardsigmoid then arrive as sigmoid/mul and add/clamp/div).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -564,8 +565,8 @@ def _read_archive(data: bytes, path) -> dict[str, bytes]:
         raise FrontendError(f"{path} declares {declared:,} bytes of content, more than the "
                             f"{_MAX_ARCHIVE_BYTES:,} tinyc reads from a model archive",
                             hint="tinyc compiles models for microcontrollers; check that this is the right file")
-    names = [i.filename for i in infos]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(i.filename for i in infos)
+    dup = sorted(n for n, c in counts.items() if c > 1)
     if dup:  # zip readers disagree on which copy counts: what is checked must be what torch loads
         raise FrontendError(f"{path} holds the archive member {dup[0]!r} twice", hint=hint)
     members = {}

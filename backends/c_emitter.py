@@ -25,15 +25,16 @@ import jinja2
 import numpy as np
 
 from tinyc.backends import c_ops, c_ops_binary, c_ops_int8, c_ops_packed, int8_layout, limits, planner
-from tinyc.backends.c_ops import Call, Lowered, Param, Weight
+from tinyc.backends.c_ops import Call, Kernel, Lowered, Param, Weight
 from tinyc.backends.manifest import Manifest, io_tensors, write_manifest
 from tinyc.backends.targets import get_target
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
+from tinyc.ops import OPS
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
-RUNTIME_FILES = ("tinyc_kernels_f32.h", "tinyc_kernels_f32.c", "tinyc_profile.h")
-RUNTIME_FILES_S8 = ("tinyc_kernels_s8.h", "tinyc_kernels_s8.c")
+# The kernel libraries, in the order a model source includes them.
+LIBRARIES = (c_ops.LIBRARY, c_ops_int8.LIBRARY, c_ops_binary.LIBRARY, c_ops_packed.LIBRARY)
 VALUES_PER_LINE = 8
 INTS_PER_LINE = 16
 _CTYPES = {"f32": "float", "i8": "int8_t", "i32": "int32_t", "i16": "int16_t", "u8": "uint8_t"}
@@ -121,11 +122,18 @@ class HeaderCtx:
 
 
 @dataclass(frozen=True)
+class LibraryCtx:
+    macro: str                  # TINYC_F32_, TINYC_S8_, ...
+    source: str                 # the kernel file the model source #includes
+    kernels: tuple[str, ...]    # the kernels this model calls (sorted)
+
+
+@dataclass(frozen=True)
 class SourceCtx:
     name: str
     graph_name: str
     target: str
-    kernels: tuple[str, ...]
+    libraries: tuple[LibraryCtx, ...]
     weights: tuple[WeightCtx, ...]
     params: tuple[Param, ...]
     arena_size: int
@@ -133,10 +141,8 @@ class SourceCtx:
     copies: tuple[CopyCtx, ...]
     n_layers: int
     int8: bool = False
-    s8_kernels: tuple[str, ...] = ()
     wrappers: tuple[str, ...] = ()
-    bin_kernels: tuple[str, ...] = ()     # TINYC_BIN_<K>: binary layers (c_ops_binary)
-    pk_kernels: tuple[str, ...] = ()      # TINYC_PK_<K>: packed weights (c_ops_packed)
+    i8_arena: bool = False      # the arena has an int8 view (int8 or binary layers)
 
 
 # ---- lowering context ------------------------------------------------------------
@@ -228,7 +234,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
 
         def is_view(op: Op) -> bool:
             return low8.is_view(op) if op.result.name in plans or op.kind == "transpose" and \
-                int8_layout.is_int8(op.result) else op.kind in ("reshape", "decode")
+                int8_layout.is_int8(op.result) else _no_code(op)
 
         plan = planner.plan_graph(graph, inplace, is_view=is_view,
                                   scratch=lambda op: plans[op.result.name].scratch if op.result.name in plans
@@ -237,7 +243,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
         packing = c_ops_packed.Packing(graph)
         plan = planner.plan_graph(graph, lambda op: binl.inplace(op) if binl.handles(op) else
                                   c_ops.inplace_operands(op), scratch=binl.scratch,
-                                  is_view=lambda op: op.kind in ("reshape", "decode"))
+                                  is_view=_no_code)
     plan.check()
     limits.check_arena(graph, plan.arena_size, plan.locations, target)   # before anything is written
     lowerer = _Lowerer(graph, name, plan)
@@ -247,13 +253,13 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     for i, op in enumerate(ops):
         lowerer.layer, lowerer.op = i, op
         if int8 and _is_int8_op(op):
-            low = low8.emit(op, lowerer)
-            lowered.append(Lowered(tuple(k if k.startswith(c_ops_packed.KERNEL_PREFIX) else "S8:" + k
-                                         for k in low.kernels), low.params, low.weights, low.calls))
+            low, library = low8.emit(op, lowerer), c_ops_int8.LIBRARY
         elif binl.handles(op):
-            lowered.append(binl.emit(op, lowerer))
+            low, library = binl.emit(op, lowerer), c_ops_binary.LIBRARY
         else:
-            lowered.append(packing.emit(op, lowerer) or c_ops.lowering(op).emit(op, lowerer))
+            low, library = packing.emit(op, lowerer) or c_ops.lowering(op).emit(op, lowerer), c_ops.LIBRARY
+        lowered.append(Lowered(tuple(k if isinstance(k, Kernel) else Kernel(library.key, k) for k in low.kernels),
+                               low.params, low.weights, low.calls))
     copies = tuple(_output_copy(graph, c, lowerer) for c in plan.output_copies)
 
     out = Path(out_dir)
@@ -262,14 +268,11 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     source = _source_ctx(graph, name, target.name, plan, ops, lowered, copies, lowerer, int8)
     files = [_write(out / f"{name}.h", _render("model.h.j2", header)),
              _write(out / f"{name}.c", _render("model.c.j2", source))]
-    uses_bin = any(k.startswith(c_ops_binary.KERNEL_PREFIX) for low in lowered for k in low.kernels)
-    uses_pk = bool(source.pk_kernels)
-    for f in RUNTIME_FILES + (RUNTIME_FILES_S8 if int8 else ()) + (c_ops_binary.RUNTIME_FILES if uses_bin else ()) \
-            + (c_ops_packed.RUNTIME_FILES if uses_pk else ()):
-        shutil.copyfile(RUNTIME_DIR / f, out / f)
-        files.append(out / f)
-    kernels = {"f32": source.kernels, "s8": source.s8_kernels, "bin": source.bin_kernels,
-               "packed": source.pk_kernels}
+    for lib in _included(lowered, int8):
+        for f in lib.files:
+            shutil.copyfile(RUNTIME_DIR / f, out / f)
+            files.append(out / f)
+    kernels = {lib.key: _used(lowered, lib) for lib in LIBRARIES}
     files.append(write_manifest(out, Manifest(
         name, target.name, io_tensors(graph.inputs), io_tensors(graph.outputs), plan.arena_size,
         plan.lower_bound, graph.name, {k: v for k, v in kernels.items() if v},
@@ -281,10 +284,24 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                       dict(low8.lay.offsets) if int8 else {})
 
 
+def _used(lowered: list[Lowered], lib: c_ops.KernelLibrary) -> tuple[str, ...]:
+    return tuple(sorted({k.name for low in lowered for k in low.kernels if k.library == lib.key}))
+
+
+def _included(lowered: list[Lowered], int8: bool) -> list[c_ops.KernelLibrary]:
+    """The libraries a model includes: those it calls, the float one always, the int8 one for int8 graphs."""
+    return [lib for lib in LIBRARIES if lib.always or (lib.with_int8 and int8) or _used(lowered, lib)]
+
+
+def _no_code(op: Op) -> bool:
+    """Float views and decoded weights: the planner gives them their operand's storage (or a constant)."""
+    return OPS[op.kind].c in ("view", "decoded_weight")
+
+
 def _is_int8_op(op: Op) -> bool:
     if c_ops_binary.handles(op):          # lowered by c_ops_binary (int8 forms included)
         return False
-    return int8_layout.is_int8_op(op) or (op.kind in ("reshape", "transpose") and int8_layout.is_int8(op.result))
+    return int8_layout.is_int8_op(op) or (OPS[op.kind].c in c_ops_int8.VIEW_RULES and int8_layout.is_int8(op.result))
 
 
 def _check_graph(graph: Graph, name: str) -> bool:
@@ -344,13 +361,7 @@ def _header_ctx(graph: Graph, name: str, target: str, plan: planner.Plan) -> Hea
 def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: list[Op],
                 lowered: list[Lowered], copies: tuple[CopyCtx, ...], lowerer: _Lowerer,
                 int8: bool = False) -> SourceCtx:
-    kernels = sorted({k for low in lowered for k in low.kernels
-                      if not k.startswith(("S8:", c_ops_binary.KERNEL_PREFIX, c_ops_packed.KERNEL_PREFIX))})
-    pk_kernels = sorted({k[len(c_ops_packed.KERNEL_PREFIX):] for low in lowered for k in low.kernels
-                         if k.startswith(c_ops_packed.KERNEL_PREFIX)})
-    bin_kernels = sorted({k[len(c_ops_binary.KERNEL_PREFIX):] for low in lowered for k in low.kernels
-                          if k.startswith(c_ops_binary.KERNEL_PREFIX)})
-    s8_kernels = sorted({k[3:] for low in lowered for k in low.kernels if k.startswith("S8:")})
+    libraries = tuple(LibraryCtx(lib.macro, lib.source, _used(lowered, lib)) for lib in _included(lowered, int8))
     weights = [_weight_ctx(Weight(lowerer.const_names[n], lowerer.consts[n],
                                   _CTYPES.get(c_ops_dtype(lowerer.consts[n]), "float")), f"%{n}: const")
                for n in lowerer.const_names if n in lowerer.used_consts]
@@ -361,9 +372,10 @@ def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: l
     layers = tuple(LayerCtx(i, _layer_comment(i, op, plan, layouts), low.calls,
                             _layer_output(op, lowerer) if int8 else None)
                    for i, (op, low) in enumerate(zip(ops, lowered)))
-    return SourceCtx(name, _comment(graph.name), target, tuple(kernels), tuple(weights), params,
-                     plan.arena_size, layers, copies, len(ops), int8, tuple(s8_kernels),
-                     tuple(text for _, text in lowerer.wrappers.values()), tuple(bin_kernels), tuple(pk_kernels))
+    return SourceCtx(name, _comment(graph.name), target, libraries, tuple(weights), params,
+                     plan.arena_size, layers, copies, len(ops), int8,
+                     tuple(text for _, text in lowerer.wrappers.values()),
+                     int8 or bool(_used(lowered, c_ops_binary.LIBRARY)))
 
 
 def c_ops_dtype(a: np.ndarray) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 from tinyc.errors import BackendError
 from tinyc.ir import Op, Value
-from tinyc.ops import ACTIVATIONS
+from tinyc.ops import ACTIVATIONS, OPS, Trait
 
 MAX_RANK = 8  # TINYC_MAX_RANK in tinyc_kernels_f32.h
 
@@ -45,8 +45,34 @@ class Weight:
 
 
 @dataclass(frozen=True)
+class KernelLibrary:
+    """A runtime kernel file: a bundle defines MACRO<KERNEL> for each kernel it calls, then
+    #includes SOURCE; FILES are copied into the bundle when it is included."""
+
+    key: str                     # the manifest's name for it
+    macro: str
+    source: str
+    files: tuple[str, ...]
+    always: bool = False         # included by every bundle (its helpers serve the others)
+    with_int8: bool = False      # included by every int8 bundle
+
+
+@dataclass(frozen=True, order=True)
+class Kernel:
+    """A kernel of a library other than the lowering family's own (e.g. a packed-weight layer
+    calling the int8 GEMM): lowerings name their own library's kernels as plain strings."""
+
+    library: str                 # KernelLibrary.key
+    name: str
+
+
+LIBRARY = KernelLibrary("f32", "TINYC_F32_", "tinyc_kernels_f32.c",
+                        ("tinyc_kernels_f32.h", "tinyc_kernels_f32.c", "tinyc_profile.h"), always=True)
+
+
+@dataclass(frozen=True)
 class Lowered:
-    kernels: tuple[str, ...] = ()     # TINYC_F32_<KERNEL> macros the calls need
+    kernels: tuple = ()               # kernel names of the lowering family's library, or Kernel
     params: tuple[Param, ...] = ()
     weights: tuple[Weight, ...] = ()
     calls: tuple[Call, ...] = ()
@@ -394,37 +420,36 @@ def _same_size_operands(op: Op) -> Sequence[int]:
     return tuple(i for i, v in enumerate(op.operands) if v.type.numel == op.result.type.numel)
 
 
+# By the `c` rule of an op's definition (tinyc.ops); activations by their Activation's c_code.
 LOWERINGS: dict[str, Lowering] = {
-    "conv2d": Lowering(lower_conv2d, _none),
-    "linear": Lowering(lower_linear, _none),
-    "matmul": Lowering(lower_matmul, _none),
-    "batch_norm": Lowering(lower_batch_norm, _first),
-    # activations: the tinyc_act helper where the registry gives one (c_code), else tinyc_f32_<kind>
-    **{k: Lowering(lower_act if a.c_code is not None else lower_unary, _first) for k, a in ACTIVATIONS.items()},
-    "add": Lowering(lower_binary, _same_size_operands),
-    "sub": Lowering(lower_binary, _same_size_operands),
-    "mul": Lowering(lower_binary, _same_size_operands),
-    "div": Lowering(lower_binary, _same_size_operands),
-    "max_pool2d": Lowering(lower_pool2d, _none),
-    "avg_pool2d": Lowering(lower_pool2d, _none),
-    "mean": Lowering(lower_mean, _none),
-    "softmax": Lowering(lower_softmax, _first),
-    "transpose": Lowering(lower_transpose, _none),
-    "cat": Lowering(lower_cat, _none),
-    "pad": Lowering(lower_pad, _none),
-    "reshape": Lowering(lower_reshape, _none),
-    # decode(indices, codebook) of share-weights: no code either; the layer reading it stores the
-    # weights in its own format (c_ops_packed), or the decoded array is emitted as a constant
-    "decode": Lowering(lower_reshape, _none),
+    "conv": Lowering(lower_conv2d, _none),
+    "dense": Lowering(lower_linear, _none),
+    "batched_matmul": Lowering(lower_matmul, _none),
+    "channel_affine": Lowering(lower_batch_norm, _first),
+    "elementwise": Lowering(lower_binary, _same_size_operands),
+    "pool": Lowering(lower_pool2d, _none),
+    "reduce": Lowering(lower_mean, _none),
+    "softmax_axis": Lowering(lower_softmax, _first),
+    "permute": Lowering(lower_transpose, _none),
+    "concat": Lowering(lower_cat, _none),
+    "pad_const": Lowering(lower_pad, _none),
+    # reshape is a view; decode(indices, codebook) of share-weights emits no code either: the layer
+    # reading it stores the weights in its own format (c_ops_packed), or the decoded array is a constant
+    "view": Lowering(lower_reshape, _none),
+    "decoded_weight": Lowering(lower_reshape, _none),
 }
+ACT_LOWERINGS = {True: Lowering(lower_act, _first), False: Lowering(lower_unary, _first)}
 
 
 def lowering(op: Op) -> Lowering:
-    try:
-        return LOWERINGS[op.kind]
-    except KeyError:
+    d = OPS.get(op.kind)
+    if d is not None and d.has(Trait.ACTIVATION):
+        return ACT_LOWERINGS[ACTIVATIONS[op.kind].c_code is not None]
+    if d is None or d.c not in LOWERINGS:
+        supported = sorted(k for k, x in OPS.items() if x.c in LOWERINGS or x.has(Trait.ACTIVATION))
         raise BackendError(f"the float C backend has no kernel for op '{op.kind}'", where=op.loc,
-                           hint=f"supported: {', '.join(sorted(LOWERINGS))}") from None
+                           hint=f"supported: {', '.join(supported)}")
+    return LOWERINGS[d.c]
 
 
 def inplace_operands(op: Op) -> Sequence[int]:

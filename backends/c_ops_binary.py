@@ -32,15 +32,14 @@ import numpy as np
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
 from tinyc.backends import planner
-from tinyc.backends.c_ops import Lowered, Weight
+from tinyc.backends.c_ops import KernelLibrary, Lowered, Weight
 from tinyc.backends.int8_layout import _decompose, channels_last_perm, dim_strides, perm_offsets, row_major
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
 from tinyc.ops import ACTIVATIONS, OPS, Trait, has
 
 SIGN_RANK = 4                     # dims of the sign kernel's walk
-RUNTIME_FILES = ("tinyc_kernels_bin.h", "tinyc_kernels_bin.c")
-KERNEL_PREFIX = "BIN:"            # Lowered.kernels entries that are TINYC_BIN_<KERNEL> macros
+LIBRARY = KernelLibrary("bin", "TINYC_BIN_", "tinyc_kernels_bin.c", ("tinyc_kernels_bin.h", "tinyc_kernels_bin.c"))
 
 CONV, ROWS = "channels-last", "row-major"   # packing orders of u1 activations
 # Kernels load and store whole words of a u1 tensor of ceil(numel / 8) bytes: its slot must
@@ -264,7 +263,7 @@ class BinaryLowering:
             ("const int8_t *" if s8 else "const float *", ctx.ref(x, base[0])),
             ("const int32_t *" if s8 else "const float *", tref(base[1])),
             ("tinyc_bin_word *", f"(void *)({ctx.ref(y)})")], [*dims, *xs, *ts])
-        return Lowered((KERNEL_PREFIX + kernel,), (), tuple(weights), (call,))
+        return Lowered((kernel,), (), tuple(weights), (call,))
 
     # -- layers
     def _weights(self, op: Op, ctx, g: _Geometry, perm: np.ndarray | None = None) -> tuple[np.ndarray, Weight]:
@@ -379,7 +378,7 @@ class BinaryLowering:
             ("void *", f"(void *)({ctx.ref(y)})"), ("tinyc_bin_word *", f"(void *)({ctx.scratch()})"),
             ("const uint16_t *", table_ptrs[0]), ("const uint16_t *", table_ptrs[1]),
             ("const int16_t *", table_ptrs[2])], lits)
-        return Lowered((KERNEL_PREFIX + "CONV_U1",), (), tuple(weights), (call,))
+        return Lowered(("CONV_U1",), (), tuple(weights), (call,))
 
     def _layer_s8(self, op: Op, ctx) -> Lowered:
         g = _geometry(op)
@@ -402,7 +401,7 @@ class BinaryLowering:
         call = ctx.specialize("tinyc_bin_conv_s8", [
             ("const int8_t *", ctx.ref(x)), ("const tinyc_bin_word *", ww.cname), ("const int32_t *", qw.cname),
             ("int8_t *", ctx.ref(y)), ("uint8_t *", f"(void *)({ctx.scratch()})")], lits)
-        return Lowered((KERNEL_PREFIX + "CONV_S8",), (), (ww, qw), (call,))
+        return Lowered(("CONV_S8",), (), (ww, qw), (call,))
 
     def _layer_f32(self, op: Op, ctx) -> Lowered:
         g = _geometry(op)
@@ -415,4 +414,4 @@ class BinaryLowering:
         call = ctx.specialize("tinyc_bin_conv_f32", [
             ("const float *", ctx.ref(x)), ("const tinyc_bin_word *", ww.cname), ("const float *", fw.cname),
             ("float *", ctx.ref(y)), ("float *", f"(void *)({ctx.scratch()})")], lits)
-        return Lowered((KERNEL_PREFIX + "CONV_F32",), (), (ww, fw), (call,))
+        return Lowered(("CONV_F32",), (), (ww, fw), (call,))

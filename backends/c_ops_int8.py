@@ -20,11 +20,12 @@ import numpy as np
 
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
-from tinyc.backends.c_ops import Call, Param, Weight, c_float, c_ints
+from tinyc.backends.c_ops import Call, KernelLibrary, Param, Weight, c_float, c_ints
 from tinyc.backends.int8_layout import (Layouts, channels_last_perm, dim_strides, is_depthwise, iteration,
                                         perm_offsets, row_major)
 from tinyc.errors import BackendError
 from tinyc.ir import Op, Value
+from tinyc.ops import OPS, Trait, has
 
 ALIGN = 8
 
@@ -33,9 +34,13 @@ def _align(n: int) -> int:
     return -(-n // ALIGN) * ALIGN
 
 
+LIBRARY = KernelLibrary("s8", "TINYC_S8_", "tinyc_kernels_s8.c", ("tinyc_kernels_s8.h", "tinyc_kernels_s8.c"),
+                        with_int8=True)
+
+
 @dataclass(frozen=True)
 class Lowered8:
-    kernels: tuple[str, ...] = ()      # TINYC_S8_<KERNEL> macros
+    kernels: tuple = ()                # TINYC_S8_<KERNEL> names, or c_ops.Kernel of another library
     params: tuple[Param, ...] = ()
     weights: tuple[Weight, ...] = ()
     calls: tuple[Call, ...] = ()
@@ -95,7 +100,7 @@ class Int8Lowering:
     # -- planning
     def plan(self, op: Op) -> OpPlan:
         p = OpPlan()
-        planner = _PLANS.get(op.kind)
+        planner = _PLANS.get(OPS[op.kind].c)
         if planner is not None:
             planner(self, op, p)
         self.plans[op.result.name] = p
@@ -130,7 +135,7 @@ class Int8Lowering:
             return Lowered8()
         p = self.plans[op.result.name]
         pre = self._relayouts(op, ctx, p)
-        low = self.overrides.get(op.result.name, _EMIT[op.kind])(self, op, ctx, p)
+        low = self.overrides.get(op.result.name, _EMIT[OPS[op.kind].c])(self, op, ctx, p)
         return Lowered8(pre.kernels + low.kernels, pre.params + low.params, pre.weights + low.weights,
                         pre.calls + low.calls)
 
@@ -369,7 +374,7 @@ def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     qa, qb, qy = _q(a), _q(b), _q(y)
     weights: list[Weight] = []
     ta = tb = "0"
-    if op.kind in ("add", "sub"):
+    if has(op, Trait.ADDITIVE):
         t_a, t_b, ratio = iw.add_tables(qa, qb, qy, 1 if op.kind == "add" else -1)
         wa, wb = Weight(ctx.weight_name("ta"), t_a, "int32_t"), Weight(ctx.weight_name("tb"), t_b, "int32_t")
         weights += [wa, wb]
@@ -383,7 +388,7 @@ def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     qw = Weight(ctx.weight_name("q"), _records(stage), "int32_t")
     weights.append(qw)
     pa, pb, py = ctx.ref(a, base[1]), ctx.ref(b, base[2]), ctx.ref(y, base[0])
-    if op.kind in ("add", "sub") and len(dims) == 1 and sy == sa == sb == [1]:
+    if has(op, Trait.ADDITIVE) and len(dims) == 1 and sy == sa == sb == [1]:
         call = ctx.specialize("tinyc_s8_add", [("const int8_t *", pa), ("const int8_t *", pb), ("int8_t *", py),
                                                ("const int32_t *", ta), ("const int32_t *", tb),
                                                ("const int32_t *", qw.cname)],
@@ -543,32 +548,33 @@ def emit_pad(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
     return Lowered8(tuple(kernels), tuple(params), (), tuple(calls))
 
 
+# By the `c` rule of an op's definition (tinyc.ops).
 _PLANS: dict[str, Callable] = {
-    "quantize": _plan_none,
-    "dequantize": _plan_none,
-    "lut": _plan_same_layout_inplace,
-    "conv2d": _plan_conv,
-    "linear": _plan_linear,
-    "add": _plan_binary, "sub": _plan_binary, "mul": _plan_binary, "div": _plan_binary,
-    "max_pool2d": _plan_strided(0), "avg_pool2d": _plan_strided(0), "mean": _plan_strided(0),
-    "softmax": _plan_strided(0),
-    "matmul": _plan_matmul,
-    "cat": _plan_none, "pad": _plan_none,
+    "quantize_edge": _plan_none,
+    "dequantize_edge": _plan_none,
+    "table_lookup": _plan_same_layout_inplace,
+    "conv": _plan_conv,
+    "dense": _plan_linear,
+    "elementwise": _plan_binary,
+    "pool": _plan_strided(0), "reduce": _plan_strided(0), "softmax_axis": _plan_strided(0),
+    "batched_matmul": _plan_matmul,
+    "concat": _plan_none, "pad_const": _plan_none,
 }
 
 _EMIT: dict[str, Callable] = {
-    "quantize": emit_quantize,
-    "dequantize": emit_dequantize,
-    "lut": emit_lut,
-    "conv2d": emit_conv2d,
-    "linear": emit_linear,
-    "add": emit_binary, "sub": emit_binary, "mul": emit_binary, "div": emit_binary,
-    "max_pool2d": emit_pool, "avg_pool2d": emit_pool,
-    "mean": emit_mean,
-    "softmax": emit_softmax,
-    "matmul": emit_matmul,
-    "cat": emit_cat,
-    "pad": emit_pad,
+    "quantize_edge": emit_quantize,
+    "dequantize_edge": emit_dequantize,
+    "table_lookup": emit_lut,
+    "conv": emit_conv2d,
+    "dense": emit_linear,
+    "elementwise": emit_binary,
+    "pool": emit_pool,
+    "reduce": emit_mean,
+    "softmax_axis": emit_softmax,
+    "batched_matmul": emit_matmul,
+    "concat": emit_cat,
+    "pad_const": emit_pad,
 }
 
-SUPPORTED = sorted(set(_EMIT) | {"reshape", "transpose"})
+VIEW_RULES = ("view", "permute")     # views of their operand when the layouts allow (int8_layout)
+SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

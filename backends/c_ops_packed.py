@@ -16,8 +16,8 @@ the kernels of runtime_c/tinyc_kernels_packed.c; other layers keep the ordinary 
 - `decode` ops emit no code: the planner treats them as views (no arena), and a decoded
   weight a kernel still reads whole is emitted as a dense constant.
 
-Kernel names in `Lowered.kernels` are "PK:<NAME>" (TINYC_PK_<NAME>); the emitter includes
-tinyc_kernels_packed.c when any is used.
+Its kernels are `Kernel("packed", NAME)` (TINYC_PK_<NAME> of LIBRARY, tinyc_kernels_packed.c); the
+emitter includes that library when any is used.
 """
 from __future__ import annotations
 
@@ -29,14 +29,15 @@ import numpy as np
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
 from tinyc.backends import weight_formats as wf
-from tinyc.backends.c_ops import Lowered, Param, Weight, act_kernels, fused_act
+from tinyc.backends.c_ops import Kernel, KernelLibrary, Lowered, Param, Weight, act_kernels, fused_act
 from tinyc.backends.int8_layout import dim_strides, is_depthwise, is_int8_op
 from tinyc.backends.planner import Location
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op
+from tinyc.ops import Trait, has
 
-RUNTIME_FILES = ("tinyc_kernels_packed.h", "tinyc_kernels_packed.c")
-KERNEL_PREFIX = "PK:"              # Lowered.kernels entries that are TINYC_PK_<KERNEL> macros
+LIBRARY = KernelLibrary("packed", "TINYC_PK_", "tinyc_kernels_packed.c",
+                        ("tinyc_kernels_packed.h", "tinyc_kernels_packed.c"))
 LAYOUT_CODES = {"dense_lut": 1, "dense_i4": 2, "dense_i2": 3, "entries": 4, "bitmap": 5}
 VALUE_CODES = {"f32": 0, "i8": 1, "i4": 2, "i2": 3, "lut": 4}
 SUB_BYTE_CONSTS = ("u1", "u2", "u4", "u8", "i4", "i2", "i1")
@@ -103,7 +104,7 @@ class Packing:
         if _state.get("disable"):
             return
         for op in graph.compute_ops():
-            if op.kind not in ("conv2d", "linear") or op.operands[1].name not in self.values:
+            if not has(op, Trait.LAYER) or op.operands[1].name not in self.values:
                 continue
             if len(op.operands) > 2 and op.operands[2].name not in self.values:
                 continue
@@ -261,7 +262,7 @@ def _emit_float(op: Op, ctx, choice: Choice) -> Lowered:
                                                               fused_act(op.attrs)[1:-1].split(", "))))
         call = ctx.specialize("tinyc_pk_f32_fc", pointers + [("const tinyc_act *", "&" + act.cname)],
                               [op.operands[0].type.numel // k, k, n] + tail)
-        return Lowered(("PK:F32_FC", *act_kernels(op.attrs.get("act"))), (act,), tuple(weights), (call,))
+        return Lowered((Kernel("packed", "F32_FC"), *act_kernels(op.attrs.get("act"))), (act,), tuple(weights), (call,))
     (n, c, h, w), (o, _, kh, kw) = op.operands[0].type.shape, op.operands[1].type.shape
     _, _, oh, ow = op.result.type.shape
     a = op.attrs
@@ -273,7 +274,7 @@ def _emit_float(op: Op, ctx, choice: Choice) -> Lowered:
                   tuple((f, str(v)) for f, v in fields) + (("act", fused_act(a)),))
     call = ctx.specialize("tinyc_pk_f32_conv2d", pointers + [("const tinyc_f32_conv2d_params *", "&" + param.cname)],
                           tail)
-    return Lowered(("PK:F32_CONV2D", *act_kernels(a.get("act"))), (param,), tuple(weights), (call,))
+    return Lowered((Kernel("packed", "F32_CONV2D"), *act_kernels(a.get("act"))), (param,), tuple(weights), (call,))
 
 
 # ---- int8 -----------------------------------------------------------------------------------------
@@ -385,7 +386,7 @@ def _emit_int8(self, op: Op, ctx, p):
                  ("const void *", ptr["counts"]), cb_ptr, *q_ptrs, ("int8_t *", ctx.ref(y))],
                 [rows, k, n, p.info["xs_r"], p.info["xs_k"], ys[0], ys[1], layout, vkind, bits, per_channel, kcb,
                  wide, gbits] + tail)
-            kernels = ("PK:S8_FC_SPARSE",)
+            kernels = (Kernel("packed", "S8_FC_SPARSE"),)
         else:
             gather = ctx.scratch(p.info["pk_gather"]) if not p.info["direct"] else "0"
             table = f"(tinyc_s8_word *)(void *)({ctx.scratch(p.info['pk_table'])})" if _table_bytes(enc) else "0"
@@ -396,7 +397,7 @@ def _emit_int8(self, op: Op, ctx, p):
                  ("int8_t *", gather), ("tinyc_s8_word *", col), ("tinyc_s8_word *", table)],
                 [rows, k, p.info["kp"], enc.row_bytes // 4, n, p.info["xs_r"], p.info["xs_k"], ys[0], ys[1],
                  int(p.info["direct"]), layout, bits, per_channel, kcb, int(bool(_table_bytes(enc)))] + tail)
-            kernels = ("PK:S8_FC_DENSE", "FC")
+            kernels = (Kernel("packed", "S8_FC_DENSE"), "FC")
         return Lowered8(kernels, (), tuple(weights + qweights), (call,))
     g = _conv_geometry(op)
     xs, ys = p.info["xs"], _out_strides(self, y)
@@ -415,4 +416,4 @@ def _emit_int8(self, op: Op, ctx, p):
          ("const void *", ptr["counts"]), cb_ptr, *q_ptrs,
          ("int8_t *", ctx.ref(y)), ("int8_t *", ctx.scratch(p.kernel_scratch_at)), ("tinyc_s8_word *", table)],
         lits)
-    return Lowered8(("PK:S8_CONV", "CONV_GEMM"), (), tuple(weights + qweights), (call,))
+    return Lowered8((Kernel("packed", "S8_CONV"), "CONV_GEMM"), (), tuple(weights + qweights), (call,))

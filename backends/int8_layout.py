@@ -28,7 +28,7 @@ import numpy as np
 
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
-from tinyc.ops import is_int_form
+from tinyc.ops import OPS, Trait, has, is_int_form
 
 MAX_RANK = 8  # TINYC_S8_MAX_RANK
 
@@ -124,8 +124,14 @@ def iteration(*offs: np.ndarray) -> tuple[list[int], list[int], list[list[int]]]
 
 # ---- assignment ------------------------------------------------------------------------
 
-INT8_VIEW_KINDS = ("reshape", "transpose")
-ELEMENTWISE = ("lut", "add", "sub", "mul", "div", "softmax")
+# By the `c` rule of an op's definition (tinyc.ops): ops whose int8 result may be a view of its
+# operand, and ops that keep their operand's layout (elementwise, tables, softmax).
+VIEW_RULES = ("view", "permute")
+LAYOUT_KEEPING_RULES = ("table_lookup", "elementwise", "softmax_axis")
+
+
+def _rule(op: Op) -> str | None:
+    return OPS[op.kind].c
 
 
 def is_int8(v: Value) -> bool:
@@ -134,7 +140,7 @@ def is_int8(v: Value) -> bool:
 
 def is_int8_op(op: Op) -> bool:
     """Ops the int8 backend lowers: int8 forms, quantize and dequantize."""
-    return op.kind in ("quantize", "dequantize") or is_int_form(op.kind, [v.type for v in op.operands])
+    return has(op, Trait.INT_ONLY) or is_int_form(op.kind, [v.type for v in op.operands])
 
 
 def is_depthwise(op: Op) -> bool:
@@ -182,7 +188,7 @@ def preferences(graph: Graph) -> dict[str, str]:
             want.setdefault(op.operands[0].name, set()).add("cf" if is_depthwise(op) else "cl")
         elif op.kind == "reshape" and _keeps_channels(op.operands[0].type.shape, op.result.type.shape):
             want.setdefault(op.operands[0].name, set()).update(mine)
-        elif op.kind in ELEMENTWISE + ("quantize",):
+        elif _rule(op) in LAYOUT_KEEPING_RULES + ("quantize_edge",):
             for v in op.operands:
                 if v.type.shape == op.result.type.shape:
                     want.setdefault(v.name, set()).update(mine)
@@ -202,19 +208,19 @@ def assign(graph: Graph) -> Layouts:
         shape = v.type.shape
         x = op.operands[0] if op.operands else None
         xoff = lay.offsets.get(x.name) if x is not None else None
-        if op.kind in INT8_VIEW_KINDS and xoff is not None:
+        if _rule(op) in VIEW_RULES and xoff is not None:
             lay.offsets[v.name] = xoff.reshape(shape) if op.kind == "reshape" else xoff.transpose(op.attrs["perm"])
             lay.views.add(v.name)
             continue
         p = pref.get(v.name)
-        if op.kind in ("conv2d", "max_pool2d", "avg_pool2d"):
+        if _rule(op) in ("conv", "pool"):
             p = p or "cl"
-        elif op.kind == "linear":
+        elif _rule(op) == "dense":
             p = None
-        elif op.kind in ELEMENTWISE and xoff is not None and x.type.shape == shape and p is None:
+        elif _rule(op) in LAYOUT_KEEPING_RULES and xoff is not None and x.type.shape == shape and p is None:
             lay.offsets[v.name] = xoff.copy()
             continue
-        elif op.kind in ("pad", "cat") and xoff is not None and p is None and len(shape) >= 3 and \
+        elif _rule(op) in ("pad_const", "concat") and xoff is not None and p is None and len(shape) >= 3 and \
                 np.array_equal(xoff, perm_offsets(x.type.shape, channels_last_perm(len(shape)))):
             p = "cl"
         if p == "cl" and len(shape) >= 3:

@@ -76,7 +76,7 @@ register(OpDef(
     "decode", _decode_shape, 2, 2, dtype_rule=lambda ts: ts[1].dtype,
     doc="shared weights: codebook[indices] (codebook [K] or one row per output channel [O, K])",
     ref_exact=_decode, torch=_torch_decode, trainable=(1,), int_form=lambda ts: False,
-    result_quant_rule=_decode_result, int8="codebook"))
+    result_quant_rule=_decode_result, int8="codebook", c="decoded_weight"))
 
 
 # ---- sign ------------------------------------------------------------------------------------

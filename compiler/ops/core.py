@@ -45,6 +45,7 @@ class Trait(enum.Flag):
     FUSABLE = enum.auto()        # may carry a fused activation (`act = ...` attributes)
     ACTIVATION = enum.auto()     # a unary elementwise activation (registered with an Activation)
     ELEMENTWISE = enum.auto()    # binary elementwise arithmetic with broadcasting
+    ADDITIVE = enum.auto()       # a + b or a - b: int8 rescales both operands to a common scale first
     VIEW = enum.auto()           # the result aliases its operand's storage (reshape)
     SAME_QUANT = enum.auto()     # the int8 result keeps its input's quantization
     CHANNEL_AFFINE = enum.auto()  # a per-channel affine of axis 1 that folds into the producing layer
@@ -102,6 +103,8 @@ class OpDef:
     identity: Callable[[Op, Callable[[Any], np.ndarray | None]], int | None] | None = None
     # fuse: the operand index this op merely forwards (given const lookups), or None
     accepts_act: Callable[["Activation"], bool] = lambda a: a.fusable   # with Trait.FUSABLE
+    c: str | None = None               # the C kernel families' lowering rule (backends); activations:
+    #                                    their Activation's c_code; compressed forms: their family
     # conformance: sample invocations (tests/test_registry.py runs every op's samples through
     # type inference, numpy vs torch, and the C kernels on the host, float and int8)
     samples: Callable[[np.random.Generator], list["Sample"]] | None = None

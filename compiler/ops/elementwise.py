@@ -51,8 +51,9 @@ def _identity(unit: float, commutative: bool):
 
 
 def _binary(kind, ref, ref_int, torch_fn, unit, commutative, fusable=True, doc=""):
-    register(OpDef(kind, _shape, 2, 2, traits=Trait.ELEMENTWISE | (Trait.FUSABLE if fusable else Trait.NONE),
-                   doc=doc, ref=ref, ref_int=ref_int, torch=torch_fn, int_operands=int_all, int8="same",
+    traits = Trait.ELEMENTWISE | (Trait.FUSABLE if fusable else Trait.NONE) | (Trait.ADDITIVE if unit == 0.0 else Trait.NONE)
+    register(OpDef(kind, _shape, 2, 2, traits=traits,
+                   doc=doc, ref=ref, ref_int=ref_int, torch=torch_fn, int_operands=int_all, int8="same", c="elementwise",
                    prepare="div_by_const" if kind == "div" else None, channels="broadcast",
                    keeps_batch=keeps_batch_broadcast, identity=_identity(unit, commutative),
                    samples=lambda rng: [sample((2, 3, 4), rng.uniform(0.5, 2.0, (3, 4)).astype(np.float32)),

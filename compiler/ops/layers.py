@@ -139,14 +139,14 @@ register(OpDef(
     macs=conv_macs,
     doc="2-D convolution, NCHW, weight [O, C/groups, KH, KW], padding [top, left, bottom, right]",
     ref=refs.conv2d, ref_int=_conv2d_int, torch=_torch_conv2d, trainable=(1, 2),
-    int_operands=int_layer, int8="layer", channels="filters", keeps_batch=keeps_batch_unary,
+    int_operands=int_layer, int8="layer", c="conv", channels="filters", keeps_batch=keeps_batch_unary,
     samples=_conv_samples))
 
 register(OpDef(
     "linear", linear_shape, 2, 3, traits=Trait.LAYER | Trait.FUSABLE, macs=linear_macs,
     doc="y = x W^T + b over the last axis, weight [N, K]",
     ref=refs.linear, ref_int=_linear_int, torch=lambda op, x, w, b=None: F.linear(x, w, b), trainable=(1, 2),
-    int_operands=int_layer, int8="layer", channels="features", keeps_batch=_linear_keeps_batch,
+    int_operands=int_layer, int8="layer", c="dense", channels="features", keeps_batch=_linear_keeps_batch,
     samples=_linear_samples))
 
 register(OpDef(
@@ -154,12 +154,12 @@ register(OpDef(
     macs=lambda ts, result: result.numel * ts[0].shape[-1],
     doc="batched matrix product with broadcasting (torch.matmul for rank >= 2)",
     ref=lambda op, a, b: np.matmul(a, b), ref_int=lambda op, a, b: mul_int(op, a, b, np.matmul),
-    torch=lambda op, a, b: torch.matmul(a, b), int_operands=int_all, int8="same", channels="contract",
+    torch=lambda op, a, b: torch.matmul(a, b), int_operands=int_all, int8="same", c="batched_matmul", channels="contract",
     keeps_batch=_matmul_keeps_batch, samples=lambda rng: [sample((2, 3, 4), (2, 4, 5)), sample((3, 4), randn(rng, 4, 2))]))
 
 register(OpDef(
     "batch_norm", _batch_norm_shape, 5, 5, {"eps": float}, traits=Trait.CHANNEL_AFFINE,
     doc="inference batch norm over axis 1 (fuse folds it into the producer)",
     ref=_batch_norm, torch=lambda op, *args: _batch_norm(op, *args, xp=torch), trainable=(3, 4),
-    prepare="batch_norm_to_conv", channels="per_channel", keeps_batch=keeps_batch_unary,
+    prepare="batch_norm_to_conv", c="channel_affine", channels="per_channel", keeps_batch=keeps_batch_unary,
     samples=_batch_norm_samples))

@@ -54,7 +54,7 @@ register(OpDef(
     doc="max over windows (padding is -inf)",
     ref=lambda op, x: refs.pool_windows(op, x, -np.inf, op.attrs["dilation"]).max(axis=(4, 5)),
     ref_int=lambda op, x: refs.pool_windows(op, x, quant.QMIN, op.attrs["dilation"]).max(axis=(4, 5)),
-    torch=_torch_max_pool2d, int_operands=int_all, int8="same", channels="window", keeps_batch=keeps_batch_unary,
+    torch=_torch_max_pool2d, int_operands=int_all, int8="same", c="pool", channels="window", keeps_batch=keeps_batch_unary,
     samples=lambda rng: [sample((1, 2, 7, 7), kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1], dilation=[1, 1],
                                 ceil_mode=False),
                          sample((1, 3, 8, 6), kernel=[2, 3], stride=[3, 2], padding=[0, 1, 0, 1], dilation=[1, 1],
@@ -64,7 +64,7 @@ register(OpDef(
     "avg_pool2d", lambda ts, a: _pool_shape(ts, a, (1, 1)), 1, 1,
     {"kernel": list[int], **WINDOW_ATTRS, "ceil_mode": bool, "count_include_pad": bool}, traits=Trait.SAME_QUANT,
     doc="average over windows, PyTorch's divisor rules",
-    ref=_avg_pool2d, ref_int=_avg_pool2d_int, torch=_torch_avg_pool2d, int_operands=int_all, int8="same",
+    ref=_avg_pool2d, ref_int=_avg_pool2d_int, torch=_torch_avg_pool2d, int_operands=int_all, int8="same", c="pool",
     channels="window", keeps_batch=keeps_batch_unary,
     samples=lambda rng: [sample((1, 2, 7, 7), kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1], ceil_mode=False,
                                 count_include_pad=True),
@@ -94,7 +94,7 @@ register(OpDef(
     "mean", _mean_shape, 1, 1, {"axes": list[int], "keepdim": bool}, doc="mean over axes",
     ref=lambda op, x: x.mean(axis=tuple(op.attrs["axes"]), keepdims=op.attrs["keepdim"]), ref_int=_mean_int,
     torch=lambda op, x: torch.mean(x, dim=tuple(op.attrs["axes"]), keepdim=op.attrs["keepdim"]),
-    int_operands=int_all, int8="same", channels="reduce",
+    int_operands=int_all, int8="same", c="reduce", channels="reduce",
     keeps_batch=lambda a, types, flags, result: 0 not in a["axes"],
     samples=lambda rng: [sample((2, 3, 4, 5), axes=[2, 3], keepdim=True), sample((2, 6, 3), axes=[1], keepdim=False)]))
 
@@ -140,6 +140,6 @@ def _softmax_int(op, x, table):
 register(OpDef(
     "softmax", _softmax_shape, 1, 2, {"axis": int}, doc="softmax along axis (int8: softmax(x, exp_table))",
     ref=_softmax, ref_int=_softmax_int, torch=lambda op, x: torch.softmax(x, dim=op.attrs["axis"]),
-    int_operands=_softmax_operands, result_quant_rule=_softmax_result, int8="exp_table", channels="along_axis",
+    int_operands=_softmax_operands, result_quant_rule=_softmax_result, int8="exp_table", c="softmax_axis", channels="along_axis",
     keeps_batch=lambda a, types, flags, result: flags[0] and not any(flags[1:]) and a["axis"] != 0,
     samples=lambda rng: [sample((2, 10), axis=1), sample((2, 3, 4), axis=1)]))

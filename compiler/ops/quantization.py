@@ -26,15 +26,15 @@ register(OpDef(
     "quantize", same_shape, 1, 1, dtype="i8", traits=Trait.INT_ONLY, doc="f32 -> i8 with the result's quant",
     ref_exact=lambda op, x: quant.quantize(x, op.result.type.quant).astype(np.int8),
     int_form=lambda ts: False, operand_rule=_quantize_operands,
-    result_quant_rule=lambda ts, result: act_q(result, "result"),
+    result_quant_rule=lambda ts, result: act_q(result, "result"), c="quantize_edge",
     keeps_batch=keeps_batch_unary))
 
 register(OpDef(
     "dequantize", same_shape, 1, 1, dtype="f32", traits=Trait.INT_ONLY, doc="i8 -> f32",
     ref_int=lambda op, x: quant.dequantize(x, qparams(op, 0)),
-    int_operands=lambda ts, a: act_q(ts[0], "input"), keeps_batch=keeps_batch_unary))
+    int_operands=lambda ts, a: act_q(ts[0], "input"), c="dequantize_edge", keeps_batch=keeps_batch_unary))
 
 register(OpDef(
     "lut", _lut_shape, 2, 2, traits=Trait.INT_ONLY, doc="y = table[x + 128]: int8 unary activations",
     ref_int=lambda op, x, table: table[x.astype(np.int64) - quant.QMIN],
-    int_operands=_lut_operands, keeps_batch=keeps_batch_unary))
+    int_operands=_lut_operands, c="table_lookup", keeps_batch=keeps_batch_unary))

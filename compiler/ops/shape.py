@@ -42,7 +42,7 @@ def _reshape(op, x):
 register(OpDef(
     "reshape", _reshape_shape, 1, 1, {"shape": list[int]}, traits=Trait.VIEW | Trait.SAME_QUANT,
     doc="row-major reshape; the result aliases its operand", ref=_reshape, ref_int=_reshape, torch=_reshape,
-    int_operands=int_all, int8="same", channels="regroup",
+    int_operands=int_all, int8="same", c="view", channels="regroup",
     keeps_batch=lambda a, types, flags, result: bool(a["shape"]) and a["shape"][0] == types[0].shape[0],
     identity=lambda op, const: 0 if op.operands[0].type.shape == op.result.type.shape else None,
     samples=lambda rng: [sample((2, 3, 4), shape=[2, 12])]))
@@ -63,7 +63,7 @@ def _transpose(op, x):
 register(OpDef(
     "transpose", _transpose_shape, 1, 1, {"perm": list[int]}, traits=Trait.SAME_QUANT,
     doc="permute axes", ref=_transpose, ref_int=_transpose, torch=lambda op, x: x.permute(op.attrs["perm"]),
-    int_operands=int_all, int8="same", channels="permute",
+    int_operands=int_all, int8="same", c="permute", channels="permute",
     keeps_batch=lambda a, types, flags, result: a["perm"][0] == 0,
     identity=lambda op, const: 0 if list(op.attrs["perm"]) == sorted(op.attrs["perm"]) else None,
     samples=lambda rng: [sample((2, 3, 4), perm=[0, 2, 1]), sample((1, 2, 3, 4), perm=[0, 3, 1, 2])]))
@@ -91,7 +91,7 @@ def _cat_int(op, *xs):
 register(OpDef(
     "cat", _cat_shape, 1, None, {"axis": int}, doc="concatenate along axis",
     ref=lambda op, *xs: np.concatenate(xs, axis=op.attrs["axis"]), ref_int=_cat_int,
-    torch=lambda op, *xs: torch.cat(xs, dim=op.attrs["axis"]), int_operands=int_all, int8="same",
+    torch=lambda op, *xs: torch.cat(xs, dim=op.attrs["axis"]), int_operands=int_all, int8="same", c="concat",
     channels="concat", keeps_batch=lambda a, types, flags, result: all(flags) and a["axis"] != 0,
     samples=lambda rng: [sample((2, 3), (2, 4), axis=1), sample((1, 2, 3), (1, 2, 3), axis=2)]))
 
@@ -121,7 +121,7 @@ register(OpDef(
     doc="constant pad, pads = begins then ends; negative pads crop",
     ref=lambda op, x: refs.crop_pad(x, op.attrs["pads"], op.attrs["value"], refs.np_pad), ref_int=_pad_int,
     torch=lambda op, x: refs.crop_pad(x, op.attrs["pads"], op.attrs["value"], refs.torch_pad),
-    int_operands=int_all, int8="same", channels="pad_axes", keeps_batch=_pad_keeps_batch,
+    int_operands=int_all, int8="same", c="pad_const", channels="pad_axes", keeps_batch=_pad_keeps_batch,
     identity=lambda op, const: None if any(op.attrs["pads"]) else 0,
     samples=lambda rng: [sample((1, 2, 3, 3), pads=[0, 0, 1, 2, 0, 0, 2, 1], value=0.0),
                          sample((2, 5), pads=[0, -1, 0, 2], value=0.5)]))

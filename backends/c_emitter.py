@@ -214,9 +214,11 @@ class _Lowerer:
 
 # ---- emission ----------------------------------------------------------------------
 
-def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host") -> BundleInfo:
+def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host",
+                packing: c_ops_packed.PackingPolicy | None = None) -> BundleInfo:
     """Write OUT/NAME.h, OUT/NAME.c, the runtime files they need and the manifest
-    OUT/bundle.json (tinyc.backends.manifest); see the module doc."""
+    OUT/bundle.json (tinyc.backends.manifest); see the module doc. `packing` overrides how
+    weight formats are chosen (tests and measurements)."""
     target = get_target(target_name)
     int8 = _check_graph(graph, name)
     limits.check_tensors(graph, target)
@@ -225,7 +227,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     if int8:
         low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph))
         plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
-        packing = c_ops_packed.Packing(graph, low8, plans)   # may override conv/linear plans and lowerings
+        packing = c_ops_packed.Packing(graph, low8, plans, packing)   # may override conv/linear plans and lowerings
 
         def inplace(op: Op):
             if binl.handles(op):
@@ -240,7 +242,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                                   scratch=lambda op: plans[op.result.name].scratch if op.result.name in plans
                                   else binl.scratch(op))
     else:
-        packing = c_ops_packed.Packing(graph)
+        packing = c_ops_packed.Packing(graph, policy=packing)
         plan = planner.plan_graph(graph, lambda op: binl.inplace(op) if binl.handles(op) else
                                   c_ops.inplace_operands(op), scratch=binl.scratch,
                                   is_view=_no_code)

@@ -21,7 +21,6 @@ emitter includes that library when any is used.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,23 +42,15 @@ VALUE_CODES = {"f32": 0, "i8": 1, "i4": 2, "i2": 3, "lut": 4}
 SUB_BYTE_CONSTS = ("u1", "u2", "u4", "u8", "i4", "i2", "i1")
 ALIGN = 8
 
-_state = {"policy": wf.Policy(), "force": {}}
+@dataclass(frozen=True)
+class PackingPolicy:
+    """How emit_bundle chooses weight formats: `rules` (margins), `force` maps layer result names to
+    (layout, value kind, per_channel) or "dense"; `disable` keeps every layer dense (the ordinary
+    kernels), e.g. to measure what packing saves."""
 
-
-@contextlib.contextmanager
-def policy(rules: wf.Policy | None = None, force: dict[str, tuple] | None = None, disable: bool = False):
-    """Temporarily change the format choice: `rules` (margins), `force` maps layer result
-    names to (layout, value kind, per_channel) or "dense"; `disable` keeps every layer dense
-    (the ordinary kernels), e.g. to measure what packing saves."""
-    saved = dict(_state)
-    _state["policy"] = rules or _state["policy"]
-    _state["force"] = dict(force or {})
-    _state["disable"] = disable
-    try:
-        yield
-    finally:
-        _state.clear()
-        _state.update(saved)
+    rules: wf.Policy = field(default_factory=wf.Policy)
+    force: dict = field(default_factory=dict)
+    disable: bool = False
 
 
 def accepts(op: Op) -> bool:
@@ -85,8 +76,9 @@ class Choice:
 class Packing:
     """The packed-weight decisions of one graph (deterministic: a function of the graph)."""
 
-    def __init__(self, graph: Graph, low8=None, plans: dict | None = None):
+    def __init__(self, graph: Graph, low8=None, plans: dict | None = None, policy: PackingPolicy | None = None):
         self.graph = graph
+        self.policy = policy or PackingPolicy()
         producers = graph.producers()
         consts = {op.result.name: op.attrs["value"] for op in graph.const_ops()}
         self.decoded: dict[str, np.ndarray] = {}
@@ -101,7 +93,7 @@ class Packing:
             self.decoded[op.result.name] = np.asarray(run_op(op, *(consts[s.result.name] for s in srcs)))
         self.values = {**consts, **self.decoded}
         self.choices: dict[str, Choice] = {}
-        if _state.get("disable"):
+        if self.policy.disable:
             return
         for op in graph.compute_ops():
             if not has(op, Trait.LAYER) or op.operands[1].name not in self.values:
@@ -123,7 +115,7 @@ class Packing:
 
     # -- choice
     def _pick(self, op: Op, w2d: np.ndarray, int8: bool, dense_bytes: int) -> wf.Encoded | None:
-        forced = _state["force"].get(op.result.name)
+        forced = self.policy.force.get(op.result.name)
         if forced == "dense":
             return None
         if forced is not None:
@@ -132,7 +124,7 @@ class Packing:
                 return wf.encode(w2d, layout, kind, int8, per_channel, *gap)
             except ValueError as e:
                 raise BackendError(f"%{op.result.name}: cannot store the weights as {forced}: {e}") from None
-        return wf.choose(w2d, int8, dense_bytes, _state["policy"])
+        return wf.choose(w2d, int8, dense_bytes, self.policy.rules)
 
     def _choose_float(self, op: Op) -> Choice | None:
         w = self.values[op.operands[1].name]

@@ -52,9 +52,9 @@ def sample_rows(graph, rows=3, seed=7, scale=1.5):
             for _ in range(rows)]
 
 
-def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, **run_options):
+def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, packing=None, **run_options):
     """Emit, build, run every row on `target`, and require the interpreter's outputs bit for bit."""
-    info = emit_bundle(graph, out_dir, target_name=target)
+    info = emit_bundle(graph, out_dir, target_name=target, packing=packing)
     if target != "host":
         write_target_files(out_dir, target, "model")
     samples = sample_rows(graph, rows, seed, scale)

@@ -154,8 +154,7 @@ def _linear_chain(rng, widths, densities, values=None, act=None, batch=1):
 
 
 def _exact(graph, tmp_path, force, **kw):
-    with c_ops_packed.policy(force=force):
-        info = assert_exact(graph, tmp_path, sanitize=True, **kw)
+    info = assert_exact(graph, tmp_path, sanitize=True, packing=c_ops_packed.PackingPolicy(force=force), **kw)
     text = (tmp_path / "model.c").read_text()
     for name, fmt in force.items():
         assert (f"model_w_{name}_pw" in text) == (fmt != "dense"), f"{name} is not stored as {fmt}"
@@ -163,8 +162,7 @@ def _exact(graph, tmp_path, force, **kw):
 
 
 def _close(graph, tmp_path, force, rows=3):
-    with c_ops_packed.policy(force=force):
-        emit_bundle(graph, tmp_path)
+    emit_bundle(graph, tmp_path, packing=c_ops_packed.PackingPolicy(force=force))
     samples = sample_rows(graph, rows)
     got = run_model(tmp_path, "host", "model", np.stack([x[0].ravel() for x in samples]), sanitize=True)
     for r, xs in enumerate(samples):
@@ -434,8 +432,7 @@ def test_packed_kernels_compile_warning_free_for_cortex_m(tmp_path):
         t = get_target(target)
         for name, (graph, force) in models.items():
             out = tmp_path / f"{target}-{name}"
-            with c_ops_packed.policy(force=force):
-                emit_bundle(graph, out, target_name=target)
+            emit_bundle(graph, out, target_name=target, packing=c_ops_packed.PackingPolicy(force=force))
             proc = subprocess.run([t.cc, "-std=c99", "-Wall", "-Wextra", "-Werror", *t.opt_flags, *t.cpu_flags, "-c",
                                    "model.c", "-o", "model.o"], cwd=out, capture_output=True, text=True)
             assert proc.returncode == 0 and not proc.stderr, f"{target} {name}: {proc.stderr}"

@@ -223,29 +223,21 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     int8 = _check_graph(graph, name)
     limits.check_tensors(graph, target)
     ops = list(graph.compute_ops())
-    binl = c_ops_binary.BinaryLowering(graph)      # sign / bin_conv2d / bin_linear, any graph
+    # The kernel families (c_ops.KernelFamily), asked in order: binary layers and sign (any graph),
+    # the int8 ops of an int8 graph, then float (packed-weight layers first).
+    families: list[c_ops.KernelFamily] = [c_ops_binary.BinaryLowering(graph)]
     if int8:
         low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph))
         plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
         packing = c_ops_packed.Packing(graph, low8, plans, packing)   # may override conv/linear plans and lowerings
-
-        def inplace(op: Op):
-            if binl.handles(op):
-                return binl.inplace(op)
-            return plans[op.result.name].inplace if op.result.name in plans else c_ops.inplace_operands(op)
-
-        def is_view(op: Op) -> bool:
-            return low8.is_view(op) if op.result.name in plans or op.kind == "transpose" and \
-                int8_layout.is_int8(op.result) else _no_code(op)
-
-        plan = planner.plan_graph(graph, inplace, is_view=is_view,
-                                  scratch=lambda op: plans[op.result.name].scratch if op.result.name in plans
-                                  else binl.scratch(op))
+        families.append(c_ops_int8.Int8Family(low8, plans))
     else:
         packing = c_ops_packed.Packing(graph, policy=packing)
-        plan = planner.plan_graph(graph, lambda op: binl.inplace(op) if binl.handles(op) else
-                                  c_ops.inplace_operands(op), scratch=binl.scratch,
-                                  is_view=_no_code)
+    families.append(c_ops.FloatFamily(packing))
+    family = {op.result.name: next(f for f in families if f.accepts(op)) for op in ops}
+    plan = planner.plan_graph(graph, lambda op: family[op.result.name].inplace(op),
+                              is_view=lambda op: family[op.result.name].is_view(op),
+                              scratch=lambda op: family[op.result.name].scratch(op))
     plan.check()
     limits.check_arena(graph, plan.arena_size, plan.locations, target)   # before anything is written
     lowerer = _Lowerer(graph, name, plan)
@@ -254,13 +246,9 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     lowered = []
     for i, op in enumerate(ops):
         lowerer.layer, lowerer.op = i, op
-        if int8 and _is_int8_op(op):
-            low, library = low8.emit(op, lowerer), c_ops_int8.LIBRARY
-        elif binl.handles(op):
-            low, library = binl.emit(op, lowerer), c_ops_binary.LIBRARY
-        else:
-            low, library = packing.emit(op, lowerer) or c_ops.lowering(op).emit(op, lowerer), c_ops.LIBRARY
-        lowered.append(Lowered(tuple(k if isinstance(k, Kernel) else Kernel(library.key, k) for k in low.kernels),
+        f = family[op.result.name]
+        low = f.emit(op, lowerer)
+        lowered.append(Lowered(tuple(k if isinstance(k, Kernel) else Kernel(f.library.key, k) for k in low.kernels),
                                low.params, low.weights, low.calls))
     copies = tuple(_output_copy(graph, c, lowerer) for c in plan.output_copies)
 
@@ -293,11 +281,6 @@ def _used(lowered: list[Lowered], lib: c_ops.KernelLibrary) -> tuple[str, ...]:
 def _included(lowered: list[Lowered], int8: bool) -> list[c_ops.KernelLibrary]:
     """The libraries a model includes: those it calls, the float one always, the int8 one for int8 graphs."""
     return [lib for lib in LIBRARIES if lib.always or (lib.with_int8 and int8) or _used(lowered, lib)]
-
-
-def _no_code(op: Op) -> bool:
-    """Float views and decoded weights: the planner gives them their operand's storage (or a constant)."""
-    return OPS[op.kind].c in ("view", "decoded_weight")
 
 
 def _is_int8_op(op: Op) -> bool:

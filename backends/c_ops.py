@@ -454,3 +454,49 @@ def lowering(op: Op) -> Lowering:
 
 def inplace_operands(op: Op) -> Sequence[int]:
     return lowering(op).inplace(op)
+
+
+class KernelFamily(Protocol):
+    """What the emitter asks of each kernel family (float, int8, packed, binary): whether it lowers
+    an op, how the planner must treat the op's result (in place over an operand, a view of operand
+    0, scratch bytes while it runs), and the lowering itself. The emitter gives each op to the
+    first family that accepts it and tags the kernels it names with the family's library."""
+
+    library: KernelLibrary
+
+    def accepts(self, op: Op) -> bool: ...
+
+    def inplace(self, op: Op) -> Sequence[int]: ...
+
+    def is_view(self, op: Op) -> bool: ...
+
+    def scratch(self, op: Op) -> int: ...
+
+    def emit(self, op: Op, ctx: Context) -> Lowered: ...
+
+
+class FloatFamily:
+    """The float kernels (tinyc_kernels_f32.c); layers whose weights c_ops_packed stores in a packed
+    format go to its kernels first. Takes every op no other family took."""
+
+    library = LIBRARY
+
+    def __init__(self, packing=None):
+        self.packing = packing
+
+    def accepts(self, op: Op) -> bool:
+        return True
+
+    def inplace(self, op: Op) -> Sequence[int]:
+        return inplace_operands(op)
+
+    def is_view(self, op: Op) -> bool:
+        """Views and decoded weights: the planner gives them their operand's storage (or a constant)."""
+        return OPS[op.kind].c in ("view", "decoded_weight")
+
+    def scratch(self, op: Op) -> int:
+        return 0
+
+    def emit(self, op: Op, ctx: Context) -> Lowered:
+        packed = self.packing.emit(op, ctx) if self.packing is not None else None
+        return packed or lowering(op).emit(op, ctx)

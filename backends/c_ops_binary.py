@@ -191,9 +191,16 @@ class BinaryLowering:
             if op.kind == "sign" and op.result.name not in self.orders:
                 self.orders[op.result.name] = ROWS     # unread (dead): any order
 
+    library = LIBRARY
+
     @staticmethod
     def handles(op: Op) -> bool:
         return handles(op)
+
+    accepts = handles    # the KernelFamily protocol (c_ops.KernelFamily)
+
+    def is_view(self, op: Op) -> bool:
+        return False
 
     # -- planning
     def inplace(self, op: Op) -> tuple[int, ...]:

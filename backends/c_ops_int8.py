@@ -548,6 +548,30 @@ def emit_pad(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
     return Lowered8(tuple(kernels), tuple(params), (), tuple(calls))
 
 
+class Int8Family:
+    """The int8 kernels (tinyc_kernels_s8.c) as a c_ops.KernelFamily: the ops Int8Lowering planned."""
+
+    library = LIBRARY
+
+    def __init__(self, low8: Int8Lowering, plans: dict[str, OpPlan]):
+        self.low8, self.plans = low8, plans
+
+    def accepts(self, op: Op) -> bool:
+        return op.result.name in self.plans
+
+    def inplace(self, op: Op):
+        return self.plans[op.result.name].inplace
+
+    def is_view(self, op: Op) -> bool:
+        return self.low8.is_view(op)
+
+    def scratch(self, op: Op) -> int:
+        return self.plans[op.result.name].scratch
+
+    def emit(self, op: Op, ctx: Context) -> Lowered8:
+        return self.low8.emit(op, ctx)
+
+
 # By the `c` rule of an op's definition (tinyc.ops).
 _PLANS: dict[str, Callable] = {
     "quantize_edge": _plan_none,

@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 
+from tinyc.context import PassContext
 from tinyc.errors import TinycError
 from tinyc.interpreter import run_all
 from tinyc.ir import Graph, TensorType
@@ -242,8 +243,6 @@ def make_context(graph: Graph, *, calib=None, eval_inputs=None, eval_labels=None
                  max_accuracy_drop: float | None = None):
     """The PassContext for compiling `graph` (as imported): `reference` is a copy of it; with
     evaluation inputs, `evaluate`, `metric` and `baseline` (the reference's score) are set."""
-    from tinyc.passes import PassContext
-
     ctx = PassContext(calib=calib, eval_inputs=eval_inputs, eval_labels=eval_labels, train=train,
                       reference=graph.copy(), max_accuracy_drop=max_accuracy_drop)
     if eval_inputs is None and eval_labels is not None:

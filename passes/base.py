@@ -11,37 +11,14 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
+from tinyc.context import PassContext  # noqa: F401  (defined in the core, used by every pass)
 from tinyc.errors import ParseError, PassError
 from tinyc.ir import Graph
 from tinyc.ops import Trait, has
 
 PASSES: dict[str, type["Pass"]] = {}
-
-
-@dataclass
-class PassContext:
-    """What a pass may need beyond the graph: data the user supplied, and a log of decisions.
-
-    `evaluate(graph) -> float` scores a graph on the user's evaluation data, higher is better
-    (`metric` says what the number is: "accuracy %", "top-1 agreement %" or "SQNR dB").
-    Accuracy-aware passes (ratio=auto, rank=auto) compare candidates against `baseline`, the
-    score of the uncompressed graph, and may lose at most `max_accuracy_drop` points.
-    `reference` is the graph as imported (before any pass): the teacher for distillation.
-    """
-
-    calib: Any = None          # calibration inputs (numpy array, N x input shape)
-    eval_inputs: Any = None    # evaluation inputs
-    eval_labels: Any = None    # evaluation labels (optional)
-    train: Any = None          # training inputs (for distillation)
-    evaluate: Callable[[Graph], float] | None = None
-    metric: str = ""
-    baseline: float | None = None
-    max_accuracy_drop: float | None = None
-    reference: Graph | None = None
-    notes: list[str] = field(default_factory=list)   # decisions a pass wants in the report
-    stats: dict[str, Any] = field(default_factory=dict)  # pass name -> pass-specific statistics
 
 
 @dataclass(frozen=True)

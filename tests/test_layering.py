@@ -33,13 +33,7 @@ FORBIDDEN = {
 
 # (importing module, imported layer) -> why it is still allowed. Keep this short; an entry that is
 # no longer needed fails test_allowed_entries_are_still_needed.
-ALLOWED = {
-    # evaluate.make_context builds the passes' PassContext (a plain dataclass defined in
-    # passes/base.py) for the CLI, the tests and bench/. Fix: move PassContext into the core
-    # (passes.base re-exporting it), or move make_context to the driver (passmanager.py) and
-    # update commands.py, passes/distill.py's hint and the tests that import it from evaluate.
-    ("tinyc.evaluate", "passes"): "PassContext is defined in passes/base.py",
-}
+ALLOWED: dict = {}   # no exceptions today
 
 
 def module_name(path: Path) -> str:

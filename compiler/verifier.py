@@ -15,6 +15,8 @@ from tinyc.ir import DTYPE_BITS, DTYPES, Graph, Op, TensorType, Value
 from tinyc.ops import OpError, check_result_quant, check_signature, fmt_shape, infer_type
 
 _NAME = re.compile(r"[A-Za-z0-9_.]+")
+_F32_TINY, _F32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+_F64_TINY, _F64_MAX = float(np.finfo(np.float64).tiny), float(np.finfo(np.float64).max)
 _LOC_BAD = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
@@ -135,6 +137,13 @@ def _check_type(t: TensorType, label: str, loc: str | None) -> None:
         _fail(len(q.scale) == t.shape[q.axis], label, f"{len(q.scale)} quant scales for "
               f"{t.shape[q.axis]} channels along axis {q.axis}", loc)
     _fail(all(math.isfinite(s) and s > 0 for s in q.scale), label, "quant scales must be finite and > 0", loc)
+    # The C code holds scales as float32 (quantize, dequantize, tables) and derives requantization
+    # multipliers from their ratios: a scale that float32 rounds to 0 or inf, or a subnormal, breaks
+    # both. i32 (bias) scales are products in_scale * w_scale that only enter float64 arithmetic.
+    lo, hi, kind = (_F64_TINY, _F64_MAX, "float64") if t.dtype == "i32" else (_F32_TINY, _F32_MAX, "float32")
+    odd = next((s for s in q.scale if not lo <= s <= hi), None)
+    _fail(odd is None, label, f"quant scale {odd!r} is outside the normal {kind} range [{lo:.4g}, {hi:.4g}]", loc,
+          "the generated C computes with scales in float32 (i32 bias scales in float64)")
     lo, hi = code_range(t.dtype)
     _fail(all(lo <= z <= hi for z in q.zero_point), label,
           f"quant zero points must lie in [{lo}, {hi}] for {t.dtype}", loc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -207,6 +208,8 @@ def _end_position(text: str) -> tuple[int, int]:
 
 # -- building the Graph from the tree
 
+_MAX_DIM = 2 ** 31 - 1
+_MAX_ELEMENTS = 2 ** 63 - 1
 _SPLIT_SHAPE = re.compile(r"((?:\d+x)*)(.*)")
 _NON_HEX = re.compile(r"[^0-9A-Fa-f]")
 
@@ -311,6 +314,13 @@ class _Builder:
             raise self.error(f"unknown dtype {dtype!r}", _shifted(body, len(dims)),
                              hint=f"expected one of {', '.join(DTYPES)}")
         shape = tuple(int(d) for d in dims.split("x")[:-1])
+        big = next((d for d in shape if d > _MAX_DIM), None)
+        if big is not None:  # numpy cannot even build the (empty) array of a 2^63 dimension
+            raise self.error(f"dimension {big} is too large: at most {_MAX_DIM} (tensors are indexed "
+                             "with C int32)", body)
+        if math.prod(d for d in shape if d) > _MAX_ELEMENTS:
+            raise self.error(f"tensor<{body}> is too large: its dimensions multiply to more than 2^63 - 1",
+                             body)
         return TensorType(shape, dtype, self.quant(quant, len(shape)) if quant is not None else None)
 
     def quant(self, tree: Tree, rank: int) -> QuantParams:

@@ -8,13 +8,15 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 
-from tinyc.errors import VerifyError
+from tinyc.errors import ParseError, VerifyError
 from tinyc.ir import TensorType
 from tinyc.ir import QuantParams
+from tinyc.text import parse
 from tinyc.verifier import _check_type
 
 
@@ -37,3 +39,18 @@ def test_quant_scales_in_range_and_small_bias_scales_pass():
     with pytest.raises(VerifyError, match="normal float64 range"):
         _check_type(TensorType((1,), "i32", QuantParams((5e-324,), (0,), 0)), "b", None)
     assert math.isfinite(float(f32.max))
+
+
+@pytest.mark.parametrize("shape,words", [
+    ("100000000000000000000x0xf32", "dimension 100000000000000000000 is too large: at most 2147483647"),
+    ("2147483648xf32", "dimension 2147483648 is too large"),
+    ("2147483647x2147483647x2147483647x0xf32", "dimensions multiply to more than 2^63 - 1")])
+def test_dimension_too_large_is_a_parse_error(shape, words):
+    """Found by the fuzzer: a zero-size const with a 10^20 dimension made parse raise numpy's
+    ValueError "Maximum allowed dimension exceeded" (reshaping its empty resource)."""
+    text = (f'graph @m(%x: tensor<1xf32>) -> (tensor<1xf32>) {{\n  %w = const : tensor<{shape}>\n'
+            f'  return %x\n}}\n\n{{-#\n  resources: {{\n    w: "0x"\n  }}\n#-}}\n')
+    with pytest.raises(ParseError, match=re.escape(words)) as info:
+        parse(text)
+    assert info.value.where == "<input>:2:23"   # the shape, after "tensor<"
+    parse(text.replace(shape, "2147483647x0xf32"))    # the largest dimension is fine

@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm clang
 STAMP := .setup-done
 
-.PHONY: setup test demo bench compression-docs clean
+.PHONY: setup test demo bench compression-docs clean fuzz
 
 setup:
 	@command -v arm-none-eabi-gcc >/dev/null && command -v qemu-system-arm >/dev/null \
@@ -28,6 +28,12 @@ demo: setup
 
 bench: setup
 	$(PYTHON) -m bench.benchmarks --out docs/benchmarks.md
+
+# The IR text fuzzer (tools/fuzz_ir.py) for FUZZ_SECONDS; findings land in fuzz-findings/ (exit 1 if any).
+FUZZ_SECONDS ?= 300
+FUZZ_SEED ?= 1
+fuzz: setup
+	$(PYTHON) tools/fuzz_ir.py --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --corpus tests/fuzz_corpus --findings fuzz-findings
 
 clean:
 	rm -rf demo-out build .pytest_cache

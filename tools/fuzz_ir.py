@@ -2,14 +2,17 @@
 """A grammar-aware mutation fuzzer for tinyc's IR text (issue 13, item 6).
 
 Each input is a seed from the corpus (tests/fuzz_corpus/*.tir) with one to four mutations that
-respect the text's token structure (op kinds, attributes, integers, floats, tensor<...> types, SSA
-names, lines, strings, the resources section) plus a few byte-level ones. It runs through
+respect the text's token structure (op kinds, attributes, integers, floats, tensor<...> types and
+quantization parameters, SSA names, lines, strings and locs, the resources section, well-typed new
+ops from the registry's samples) plus a few byte-level ones. It runs through
 
     parse -> verify -> the CLI's input checks -> fuse pass -> emit_bundle (host) -> interpreter
 
 and the oracle is: every failure is a tinyc.errors.TinycError (a clean user error). Any other
 exception, or an input that takes longer than --timeout seconds, is a finding: its text and
-traceback are written to the findings directory and the run goes on. A run is deterministic for a
+traceback are written to the findings directory (at most 3 files per distinct bug) and the run goes
+on. The time limit is SIGALRM in this process: it interrupts Python code, not a single C call that
+never returns (none is known; the run itself would then hang, which `make fuzz` shows plainly). A run is deterministic for a
 given seed (the count of inputs a --seconds run reaches depends on the machine; --max-inputs not).
 
     python3 tools/fuzz_ir.py --seconds 300 --seed 1 --corpus tests/fuzz_corpus --findings fuzz-findings
@@ -36,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from tinyc.text import parse as _parse_for_mutation   # bound once: the mutator's own parser, never patched
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,7 +96,7 @@ class Mutator:
             (self.perturb_quant, 3), (self.perturb_scale, 4), (self.rename_value, 5), (self.drop_line, 4), (self.dup_line, 3),
             (self.reorder_lines, 3), (self.truncate, 2), (self.string_insert, 4), (self.add_loc, 2),
             (self.name_insert, 2), (self.resource_length, 4), (self.resource_hex, 3), (self.resource_values, 6),
-            (self.resource_entry, 3), (self.swap_operands, 3), (self.retype_return, 2),
+            (self.resource_entry, 3), (self.swap_operands, 3), (self.retype_return, 2), (self.insert_op, 6),
             (self.byte_flip, 1), (self.byte_insert, 1), (self.byte_delete, 1), (self.splice, 1),
         ]
         self.weights = [w for _, w in self.methods]
@@ -249,7 +254,8 @@ class Mutator:
             return None
         a, b = self.pick(spans)
         old = text[a:b]
-        new = self.rng.choice(INTERESTING_FLOATS) if "." in old or "e" in old else str(self.rand_int(int(old)))
+        is_int = re.fullmatch(r"-?\d+", old) is not None
+        new = str(self.rand_int(int(old))) if is_int else self.rng.choice(INTERESTING_FLOATS)
         return text[:a] + new + text[b:]
 
     def rand_quant(self) -> str:
@@ -315,6 +321,46 @@ class Mutator:
         if not types:
             return None
         return text[:m.start(1)] + ", ".join(self.pick(types) for _ in range(self.rng.randrange(0, 3))) + text[m.end(1):]
+
+    def insert_op(self, text):
+        """A well-typed new op on an existing value (a registered kind with the attributes of one of its
+        samples, its type inferred by tinyc), returned as an extra graph output so it is emitted and run."""
+        from tinyc.errors import TinycError
+        from tinyc.ops import OPS, OpError, infer_type
+        from tinyc.text import print_attr, print_type
+        try:
+            graph = _parse_for_mutation(text)
+        except Exception:   # noqa: BLE001 - the seed does not parse (or parse has a bug: the oracle's job)
+            return None
+        values = list(graph.inputs) + [op.result for op in graph.ops]
+        kinds = [k for k, d in OPS.items() if d.samples is not None]
+        v, kind = self.pick(values), self.pick(kinds)
+        samples = OPS[kind].samples(np.random.default_rng(self.rng.randrange(2**32)))
+        s = self.pick(samples)
+        operands = [v] + [self.pick(values) for _ in range(len(s.operands) - 1)]
+        attrs = dict(s.attrs)
+        if attrs and self.rng.random() < 0.3:   # and a hostile value for one of them
+            attrs[self.pick(sorted(attrs))] = self.rng.choice([0, -1, 1, 2**31, 1.5, "relu", [0, 0], [-1]])
+        try:
+            t = infer_type(kind, [o.type for o in operands], attrs)
+        except (OpError, TinycError):
+            return None
+        except Exception:   # an inference bug shows up again when the text is run: leave it to the oracle
+            t = v.type
+        name = "%fz" + str(self.rng.randrange(1000))
+        args = ", ".join("%" + o.name for o in operands)
+        body = ", ".join(f"{k} = {print_attr(a)}" for k, a in sorted(attrs.items()))
+        line = f"  {name} = {kind}({args})" + (f" {{{body}}}" if body else "") + f" : {print_type(t)}"
+        lines = text.split("\n")
+        ret = next((i for i, l in enumerate(lines) if l.strip().startswith("return")), None)
+        head = next((i for i, l in enumerate(lines) if l.startswith("graph @")), None)
+        if ret is None or head is None:
+            return None
+        lines[ret] = lines[ret].rstrip() + (", " if lines[ret].strip() != "return" else " ") + name
+        lines[head] = re.sub(r"-> \((.*)\) \{$", lambda m: f"-> ({m.group(1)}{', ' if m.group(1) else ''}"
+                             f"{print_type(t)}) {{", lines[head])
+        lines.insert(ret, line)
+        return "\n".join(lines)
 
     def truncate(self, text):
         return text[:self.rng.randrange(len(text) + 1)]
@@ -562,16 +608,15 @@ def fuzz(corpus: list[tuple[str, str]], *, seed: int, seconds: float | None, max
             while (max_inputs is None or i < max_inputs) and (seconds is None or time.monotonic() - start < seconds):
                 rng = random.Random(f"{seed}:{i}")
                 name, base = rng.choices(corpus, weights)[0]
-                if rng.random() < 0.05:
-                    text, applied = base, []
-                else:
-                    text, applied = Mutator(rng, texts).mutate(base, rng.choice([1, 1, 1, 2, 2, 3, 4]))
-                allow = rng.random() < 0.5
-                signal.setitimer(signal.ITIMER_REAL, timeout)
+                text, applied = base, []
+                signal.setitimer(signal.ITIMER_REAL, timeout)   # the mutator parses too (insert_op)
                 try:
+                    if rng.random() >= 0.05:
+                        text, applied = Mutator(rng, texts).mutate(base, rng.choice([1, 1, 1, 2, 2, 3, 4]))
+                    allow = rng.random() < 0.5
                     outcome = run_input(text, rng.randrange(2**32), Path(tmp), allow_nonfinite=allow)
-                except Timeout:   # fired between run_input's handlers
-                    outcome = Outcome("finding", "unknown", "hang", traceback.format_exc())
+                except Timeout:   # in the mutator, or between run_input's handlers
+                    outcome = Outcome("finding", "mutate", "hang", traceback.format_exc())
                 finally:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                 summary.inputs += 1

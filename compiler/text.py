@@ -210,6 +210,7 @@ def _end_position(text: str) -> tuple[int, int]:
 
 _MAX_DIM = 2 ** 31 - 1
 _MAX_ELEMENTS = 2 ** 63 - 1
+_MAX_NESTING = 16                # attribute lists in lists (no op needs more than 2)
 _SPLIT_SHAPE = re.compile(r"((?:\d+x)*)(.*)")
 _NON_HEX = re.compile(r"[^0-9A-Fa-f]")
 
@@ -281,12 +282,14 @@ class _Builder:
         for key, value in (a.children for a in tree.children):
             if key in attrs:
                 raise self.error(f"attribute {key} is given twice", key)
-            attrs[str(key)] = self.attr_value(value)
+            attrs[str(key)] = self.attr_value(value, key)
         return attrs
 
-    def attr_value(self, node):
+    def attr_value(self, node, key: Token, depth: int = 1):
         if isinstance(node, Tree):  # a list
-            return [self.attr_value(x) for x in node.children]
+            if depth > _MAX_NESTING:  # before Python's recursion limit turns it into a RecursionError
+                raise self.error(f"attribute {key}: lists nest more than {_MAX_NESTING} deep", key)
+            return [self.attr_value(x, key, depth + 1) for x in node.children]
         if node.type == "STRING":
             return self.string(node)
         if node.type in ("TRUE", "FALSE"):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import re
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,7 +24,7 @@ from tinyc.text import parse, print_graph
 from tinyc.verifier import _check_type
 
 
-# ---------------------------------------------------------------- findings fixed in the verifier
+# ---------------------------------------------------------------- findings, fixed in the verifier and the parser
 
 @pytest.mark.parametrize("scale", [5e-324, 1e-45, 1e-39, 1e39, 1e300])
 def test_quant_scale_outside_float32_is_refused(scale):
@@ -59,6 +59,16 @@ def test_dimension_too_large_is_a_parse_error(shape, words):
     assert info.value.where == "<input>:2:23"   # the shape, after "tensor<"
     parse(text.replace(shape, "2147483647x0xf32"))    # the largest dimension is fine
 
+
+@pytest.mark.parametrize("depth", [17, 600, 20000])
+def test_deeply_nested_attribute_list_is_a_parse_error(depth):
+    """Found by the fuzzer: `{foo = [[[...]]]}` 500 deep raised RecursionError in the parser."""
+    text = ('graph @m(%x: tensor<2xf32>) -> (tensor<2xf32>) {\n  %y = relu(%x) {foo = ' + "[" * depth +
+            "]" * depth + '} : tensor<2xf32>\n  return %y\n}\n')
+    with pytest.raises(ParseError, match="attribute foo: lists nest more than 16 deep"):
+        parse(text)
+    graph = parse(text.replace("[" * depth + "]" * depth, "[" * 16 + "]" * 16))
+    assert graph.ops[0].attrs["foo"] == [[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]
 
 # ---------------------------------------------------------------- the fuzzer
 

@@ -151,6 +151,9 @@ class Mutator:
             return self.rng.choice(["true", "false"])
         if r < 0.8:
             return json.dumps(self.rng.choice(self.kinds + ["", "same", "relu", "x" * 40]))
+        if r < 0.82:   # deep nesting, a long list, a long string: sizes the parser must survive
+            return self.rng.choice(["[" * (d := self.rng.choice([17, 100, 2000])) + "]" * d,
+                                    "[" + ", ".join(["1"] * 5000) + "]", json.dumps("y" * 100000)])
         k = self.rng.randrange(0, 5)
         return "[" + ", ".join(self.rand_value() if self.rng.random() < 0.2 else str(self.rand_int())
                                for _ in range(k)) + "]"

@@ -23,8 +23,13 @@ HAVE_QEMU = shutil.which("arm-none-eabi-gcc") is not None and shutil.which("qemu
 needs_qemu = pytest.mark.skipif(not HAVE_QEMU, reason="arm-none-eabi-gcc / qemu-system-arm not installed")
 
 
-def chain(n: int, *, parallel: int = 1, name: str = "g") -> str:
-    """IR text: `parallel` unary ops of an n-float input, all live until they are summed."""
+# 10^10 elements in dimensions that each fit int32 (a single 10^10 dimension is a parse error)
+TEN_BILLION = "100000x100000"
+
+
+def chain(n: int | str, *, parallel: int = 1, name: str = "g") -> str:
+    """IR text: `parallel` unary ops of an input of shape 1 x n (n: a size or "AxB" dims), all live
+    until they are summed."""
     t = f"tensor<1x{n}xf32>"
     kinds = ["relu", "sigmoid", "tanh"][:parallel]
     lines = [f"graph @{name}(%x: {t}) -> ({t}) {{"]
@@ -45,7 +50,7 @@ def tinyc(*args, umask: int | None = None, cwd=None) -> subprocess.CompletedProc
 # ---- sizes C cannot index ---------------------------------------------------------------------
 
 def test_ten_billion_element_input_is_refused(tmp_path):
-    graph = parse(chain(10_000_000_000))
+    graph = parse(chain(TEN_BILLION))
     for target in ("host", "cortex-m4"):
         with pytest.raises(BackendError) as e:
             emit_bundle(graph, tmp_path / target, target_name=target)
@@ -71,7 +76,7 @@ def test_four_gb_arena_is_refused_naming_its_tensors(tmp_path):
 
 
 def test_cli_refuses_oversized_models_without_traceback(tmp_path):
-    for n, parallel, words in ((10_000_000_000, 1, "10,000,000,000 elements"),
+    for n, parallel, words in ((TEN_BILLION, 1, "10,000,000,000 elements"),
                                (500_000_000, 3, "4,000,000,000 bytes")):
         src = tmp_path / f"m{parallel}.tir"
         src.write_text(chain(n, parallel=parallel))

@@ -25,6 +25,8 @@ This module is IR core: it imports tinyc.ir, tinyc.ops and tinyc.errors only.
 """
 from __future__ import annotations
 
+import heapq
+
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -319,14 +321,32 @@ def apply_patterns(graph: Graph, patterns: Iterable[Pattern], *, max_rewrites: i
 
     pending: dict[int, Op] = {id(op): op for op in graph.ops}
     applied = 0
-    while pending:
-        op = next(o for o in graph.ops if id(o) in pending)    # earliest in graph order
-        del pending[id(op)]
+    # The earliest pending op comes from a heap of graph positions, and the def/use maps are
+    # shared by the attempts between two changes: both are rebuilt only after a rewrite, so a
+    # pass over a graph where nothing matches costs O(n log n), not O(n^2).
+    heap: list[tuple[int, int]] = []
+    position: dict[int, int] = {}
+    maps = None
+
+    def reorder() -> None:
+        position.clear()
+        position.update((id(o), i) for i, o in enumerate(graph.ops))
+        heap[:] = [(position[k], k) for k in pending if k in position]
+        heapq.heapify(heap)
+
+    reorder()
+    while heap:
+        i, key = heapq.heappop(heap)
+        if key not in pending or position.get(key) != i:
+            continue
+        op = pending.pop(key)                                    # earliest in graph order
         for p in for_kind(op.kind):
             rw = Rewriter(graph)
+            rw._maps = maps
             if not p.rewrite(rw, op):
                 if rw.touched or rw.erased:
                     raise AssertionError(f"pattern {p.name} edited the graph but reported no change")
+                maps = rw._maps
                 continue
             applied += 1
             if applied > max_rewrites:
@@ -335,7 +355,10 @@ def apply_patterns(graph: Graph, patterns: Iterable[Pattern], *, max_rewrites: i
                                 hint="this is a bug in tinyc; please report it with the model")
             for e in rw.erased:
                 pending.pop(e, None)
-            _requeue(Rewriter(graph), rw.touched.values(), rw.erased, pending)
+            fresh = Rewriter(graph)
+            _requeue(fresh, rw.touched.values(), rw.erased, pending)
+            maps = fresh._maps
+            reorder()
             break
     return applied
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from tinyc.interpreter import run_op
 from tinyc.ir import Graph, Op, Value
-from tinyc.ops import Trait, has, is_int_form
+from tinyc.ops import ACTIVATIONS, OPS, Trait, has, is_int_form
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.prune_weights import weight_const, weight_layers
 from tinyc.rewrite import Rewriter
@@ -150,8 +150,16 @@ class Binarize(Pass):
         if bias is not None:
             b_v = op.operands[2] if scale != "fit" else b.const(op.result.name + ".bias", bias.astype(np.float32))
             operands.append(b_v)
-        # the binary layer takes over the layer's place and name
-        rw.replace_op(op, b.create(kind, operands, attrs, op.result.name, fresh=False))
+        # the binary layer takes over the layer's place and name; a fused activation it cannot
+        # apply (gelu, silu, hardsigmoid: binary layers fuse only relu, clamp, leaky_relu) follows it
+        act = ACTIVATIONS.get(attrs.get("act", ""))
+        if act is not None and not OPS[kind].accepts_act(act):
+            core = {k: v for k, v in attrs.items() if k != "act" and k not in act.fused}
+            pre = b.create(kind, operands, core, op.result.name + ".pre")
+            new = b.create(act.kind, [pre], act.params_of(attrs, fused=True), op.result.name, fresh=False)
+        else:
+            new = b.create(kind, operands, attrs, op.result.name, fresh=False)
+        rw.replace_op(op, new)
         info["alpha_mean"] = float(np.mean(alpha))
         return info
 

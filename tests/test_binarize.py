@@ -525,3 +525,18 @@ def test_binarize_all_zero_channel_keeps_a_usable_alpha():
     b1 = g.const_value(g.ops[[o.result.name for o in g.ops].index("fc1")].operands[2])
     real = (int(env["fc1"][0, 3]) - q.zero_point[0]) * q.scale[0]
     assert abs(real - max(b1[3], 0.0)) <= q.scale[0] + 1e-3 * alpha.max() * 16
+
+
+@pytest.mark.parametrize("act", [{"act": "silu"}, {"act": "gelu", "act_approximate": "tanh"}])
+def test_binarize_splits_a_fused_activation_binary_layers_cannot_apply(act):
+    """Binary layers fuse only relu, clamp and leaky_relu: a fused silu / gelu follows the binary
+    layer as its own op, under the layer's name; the graph runs, and quantizes (the activation to a table)."""
+    g = mlp_graph()
+    g.ops[[op.result.name for op in g.ops].index("fc1")].attrs = dict(act)
+    out = PassManager("binarize").run(g.copy(), PassContext())
+    kinds = {op.result.name: op.kind for op in out.compute_ops()}
+    assert kinds["fc1.pre"] == "bin_linear" and kinds["fc1"] == act["act"]
+    assert "act" not in next(op for op in out.compute_ops() if op.result.name == "fc1.pre").attrs
+    x = np.random.default_rng(3).standard_normal((1, 12)).astype(np.float32)
+    q = PassManager("quantize-int8").run(out.copy(), PassContext(calib=np.random.default_rng(4).standard_normal((8, 1, 12)).astype(np.float32)))
+    assert run(q, [x])[0].shape == run(out, [x])[0].shape == (1, 5)

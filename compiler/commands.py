@@ -62,7 +62,7 @@ def is_ir_text(path: Path) -> bool:
 
 def load_graph(path: Path, args) -> Graph:
     """The model or IR file as a verified Graph; NaN or infinite weights refused unless --allow-nonfinite."""
-    from tinyc.verifier import nonfinite_consts, zero_size_values
+    from tinyc.verifier import check_values
 
     check_input_file(path, "model file")
     allow = getattr(args, "allow_nonfinite", False)
@@ -81,16 +81,7 @@ def load_graph(path: Path, args) -> Graph:
         from tinyc.frontend import load_model
         graph = load_model(path, trust_pickle=args.trust_pickle, input_shape=parse_shape(args.input_shape),
                            allow_nonfinite=True)
-    empty = zero_size_values(graph)
-    if empty:
-        raise TinycError(f"{path} has tensors with no elements: " + "; ".join(empty),
-                         hint="tinyc compiles layers of at least one feature/channel: remove or resize "
-                              "the zero-size layer")
-    bad = nonfinite_consts(graph)
-    if bad and not allow:
-        raise TinycError(f"{path} has NaN or infinite weights: " + "; ".join(bad),
-                         hint="the file may be corrupt or the model diverged in training; fix the weights, "
-                              "or pass --allow-nonfinite to compile them anyway")
+    bad = check_values(graph, path, allow)
     if bad:
         print(f"tinyc: warning: {path} has NaN or infinite weights (--allow-nonfinite): " + "; ".join(bad),
               file=sys.stderr)
@@ -113,12 +104,18 @@ def write_atomically(path: Path, text: str) -> None:
     """Write via a temporary file in the same folder so a failure leaves nothing half-written."""
     if path.is_dir():
         raise TinycError(f"output {path} is a directory", hint="give a file name for -o, e.g. out.tir")
+    _replace_atomically(path, "w", lambda f: f.write(text))
+
+
+def _replace_atomically(path: Path, mode: str, write) -> None:
+    """write(file) into a temporary file beside `path` (umask permissions), then rename it over
+    `path`; an OS error is a TinycError and leaves nothing behind."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
+            write(f)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except OSError as e:
@@ -197,20 +194,7 @@ def save_array(path: Path, array) -> None:
     import numpy as np
 
     check_output_path(path, "-o")
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise TinycError(f"cannot write {path}: {e.strerror or e}",
-                         hint="check that the directory exists and is writable") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    _replace_atomically(path, "wb", lambda f: np.save(f, array))
 
 
 _MANIFEST_KEYS = {"name": str, "target": str, "graph": str, "inputs": list, "outputs": list, "layers": list,

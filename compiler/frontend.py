@@ -203,7 +203,7 @@ def read_model_bytes(path) -> bytes:
 def _check_imported(graph: Graph, path, allow_nonfinite: bool) -> None:
     """The frontend's output verifies (else it is tinyc's bug) and has finite weights (else the file's)."""
     from tinyc.errors import VerifyError
-    from tinyc.verifier import nonfinite_consts, verify, zero_size_values
+    from tinyc.verifier import check_values, verify
     for op in graph.ops:  # a source path with undecodable bytes arrives as lone surrogates
         if op.loc is not None:
             op.loc = op.loc.encode("utf-8", "replace").decode("utf-8")
@@ -212,16 +212,7 @@ def _check_imported(graph: Graph, path, allow_nonfinite: bool) -> None:
     except VerifyError as e:
         raise FrontendError(f"the IR imported from {path} does not verify: {e.what}", where=e.where,
                             hint="this is a bug in tinyc's frontend; please report it with the model") from None
-    empty = zero_size_values(graph)
-    if empty:
-        raise FrontendError(f"{path} has tensors with no elements: " + "; ".join(empty),
-                            hint="tinyc compiles layers of at least one feature/channel: remove or resize "
-                                 "the zero-size layer")
-    bad = nonfinite_consts(graph)
-    if bad and not allow_nonfinite:
-        raise FrontendError(f"{path} has NaN or infinite weights: " + "; ".join(bad),
-                            hint="the file may be corrupt or the model diverged in training; fix the weights, "
-                                 "or pass --allow-nonfinite to compile them anyway")
+    check_values(graph, path, allow_nonfinite, FrontendError)
 
 
 _SAVE_HINT = ("save the model with torch.export.save(torch.export.export(model.eval(), example_inputs), "

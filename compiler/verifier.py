@@ -175,3 +175,21 @@ def zero_size_values(graph: Graph, limit: int = 3) -> list[str]:
     found += [(op.result.name, op.result.type.shape, op.loc) for op in graph.ops if 0 in op.result.type.shape]
     text = [f"%{name}: {fmt_shape(shape)}" + (f" ({loc})" if loc else "") for name, shape, loc in found]
     return text[:limit] + ([f"and {len(text) - limit} more"] if len(text) > limit else [])
+
+
+def check_values(graph: Graph, path, allow_nonfinite: bool, error=None) -> list[str]:
+    """Refuse a model with zero-size tensors, or with NaN / infinite constants unless
+    `allow_nonfinite`; returns the non-finite constants it let through (for a warning).
+    `error` is the TinycError subclass to raise (the frontend's or the CLI's)."""
+    from tinyc.errors import TinycError
+    error = error or TinycError
+    empty = zero_size_values(graph)
+    if empty:
+        raise error(f"{path} has tensors with no elements: " + "; ".join(empty),
+                    hint="tinyc compiles layers of at least one feature/channel: remove or resize the zero-size layer")
+    bad = nonfinite_consts(graph)
+    if bad and not allow_nonfinite:
+        raise error(f"{path} has NaN or infinite weights: " + "; ".join(bad),
+                    hint="the file may be corrupt or the model diverged in training; fix the weights, "
+                         "or pass --allow-nonfinite to compile them anyway")
+    return bad

@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from tinyc.interpreter import run
-from tinyc.ir import Graph, Op, TensorType, Value
-from tinyc.ops import OPS, Trait, infer_type
+from tinyc.ir import Graph
+from tinyc.ops import OPS, Trait
+from tinyc.ops.core import sample_graph
 from tinyc.passes import PassContext
 from tinyc.passmanager import PassManager
 from tinyc.to_torch import run_op as torch_op
@@ -36,21 +37,9 @@ CASES = [(k, i) for k in SAMPLED for i in range(len(OPS[k].samples(np.random.def
 def build(kind: str, index: int) -> tuple[Graph, list[np.ndarray]]:
     """A one-op graph of sample `index` of `kind`, and random inputs for it."""
     rng = np.random.default_rng(index)
-    s = OPS[kind].samples(rng)[index]
-    inputs, operands, ops, arrays = [], [], [], []
-    for i, o in enumerate(s.operands):
-        if isinstance(o, np.ndarray):
-            v = Value(f"c{i}", TensorType(o.shape))
-            ops.append(Op("const", [], v, {"value": o}))
-        else:
-            v = Value(f"x{i}", TensorType(tuple(o)))
-            inputs.append(v)
-            arrays.append(rng.standard_normal(o).astype(np.float32))
-        operands.append(v)
-    y = Value("y", infer_type(kind, [v.type for v in operands], dict(s.attrs)))
-    g = Graph(f"{kind}_{index}", inputs, [y], ops + [Op(kind, operands, y, dict(s.attrs))])
+    g = sample_graph(kind, OPS[kind].samples(rng)[index], f"{kind}_{index}")
     verify(g)
-    return g, arrays
+    return g, [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
 
 
 def test_every_op_is_sampled_or_an_int8_or_compressed_form():

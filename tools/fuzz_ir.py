@@ -669,8 +669,8 @@ def write_seeds(out: Path) -> list[Path]:
     import torch
     from bench import zoo
     from tinyc.frontend import from_torch
-    from tinyc.ir import Graph, Op, TensorType, Value
-    from tinyc.ops import OPS, infer_type
+    from tinyc.ops import OPS
+    from tinyc.ops.core import sample_graph
     from tinyc.passes import PassContext
     from tinyc.passmanager import PassManager
     from tinyc.text import print_graph
@@ -702,18 +702,7 @@ def write_seeds(out: Path) -> list[Path]:
 
     for kind in sorted(k for k, d in OPS.items() if d.samples is not None):
         rng = np.random.default_rng(0)
-        s = OPS[kind].samples(rng)[0]
-        inputs, operands, ops = [], [], []
-        for i, o in enumerate(s.operands):
-            if isinstance(o, np.ndarray):
-                v = Value(f"c{i}", TensorType(o.shape))
-                ops.append(Op("const", [], v, {"value": o}))
-            else:
-                v = Value(f"x{i}", TensorType(tuple(o)))
-                inputs.append(v)
-            operands.append(v)
-        y = Value("y", infer_type(kind, [v.type for v in operands], dict(s.attrs)))
-        save(f"op_{kind}", Graph(kind, inputs, [y], ops + [Op(kind, operands, y, dict(s.attrs), f"{kind}.py:1")]))
+        save(f"op_{kind}", sample_graph(kind, OPS[kind].samples(rng)[0], loc=f"{kind}.py:1"))
     return written
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, get_args, get_origin
 import numpy as np
 
 from tinyc import quant
-from tinyc.ir import Op, TensorType
+from tinyc.ir import Graph, Op, TensorType, Value
 
 Shape = tuple[int, ...]
 
@@ -132,6 +132,22 @@ class Sample:
 
 def sample(*operands, **attrs) -> Sample:
     return Sample(tuple(operands), attrs)
+
+
+def sample_graph(kind: str, s: Sample, name: str | None = None, loc: str | None = None) -> Graph:
+    """A one-op graph of `kind` applied to sample `s`: shape operands become graph inputs x<i>,
+    array operands consts c<i>, the result y (typed by inference)."""
+    inputs, operands, consts = [], [], []
+    for i, o in enumerate(s.operands):
+        if isinstance(o, np.ndarray):
+            v = Value(f"c{i}", TensorType(o.shape))
+            consts.append(Op("const", [], v, {"value": o}))
+        else:
+            v = Value(f"x{i}", TensorType(tuple(o)))
+            inputs.append(v)
+        operands.append(v)
+    y = Value("y", infer_type(kind, [v.type for v in operands], dict(s.attrs)))
+    return Graph(name or kind, inputs, [y], consts + [Op(kind, operands, y, dict(s.attrs), loc)])
 
 
 @dataclass(frozen=True)

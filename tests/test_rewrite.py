@@ -7,6 +7,7 @@ from helpers import zoo_graph
 from tinyc.errors import PassError
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value
 from tinyc.ops import OpError, Trait
+from tinyc.passes import fuse
 from tinyc.rewrite import Builder, Pattern, Rewriter, apply_patterns, pattern, reinfer
 from tinyc.verifier import verify
 
@@ -196,13 +197,7 @@ def relu_of_relu(rw: Rewriter, op: Op) -> bool:
     return True
 
 
-@pattern(lambda d: d.has(Trait.VIEW))
-def collapse_views(rw: Rewriter, op: Op) -> bool:
-    inner = rw.producer(op.operands[0])
-    if inner is None or inner.kind != op.kind:
-        return False
-    rw.set_operands(op, [inner.operands[0]])
-    return True
+collapse_views = fuse.collapse_views   # fuse's own pattern: view of a view
 
 
 def relu_add_relu() -> Graph:

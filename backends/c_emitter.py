@@ -286,7 +286,7 @@ def _included(lowered: list[Lowered], int8: bool) -> list[c_ops.KernelLibrary]:
 def _is_int8_op(op: Op) -> bool:
     if c_ops_binary.handles(op):          # lowered by c_ops_binary (int8 forms included)
         return False
-    return int8_layout.is_int8_op(op) or (OPS[op.kind].c in c_ops_int8.VIEW_RULES and int8_layout.is_int8(op.result))
+    return int8_layout.is_int8_op(op) or (OPS[op.kind].c in int8_layout.VIEW_RULES and int8_layout.is_int8(op.result))
 
 
 def _check_graph(graph: Graph, name: str) -> bool:

@@ -21,8 +21,8 @@ import numpy as np
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
 from tinyc.backends.c_ops import Call, KernelLibrary, Param, Weight, c_float, c_ints
-from tinyc.backends.int8_layout import (Layouts, channels_last_perm, dim_strides, is_depthwise, iteration,
-                                        perm_offsets, row_major)
+from tinyc.backends.int8_layout import (VIEW_RULES, Layouts, channels_last_perm, dim_strides, is_depthwise,
+                                        iteration, perm_offsets, row_major)
 from tinyc.errors import BackendError
 from tinyc.ir import Op, Value
 from tinyc.ops import OPS, Trait, has
@@ -600,5 +600,4 @@ _EMIT: dict[str, Callable] = {
     "pad_const": emit_pad,
 }
 
-VIEW_RULES = ("view", "permute")     # views of their operand when the layouts allow (int8_layout)
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

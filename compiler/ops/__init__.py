@@ -6,13 +6,13 @@ add one `register(OpDef(...))` (or `activation_op(Activation(...))`) to its fami
 verifier, the interpreter, to_torch, the passes and the conformance test pick it up from here.
 """
 from tinyc.ops.core import (ACT_ATTRS, ACTIVATIONS, OPS, WEIGHT_DTYPES, Activation, OpDef, OpError, Trait,
-                            activation, attr_matches, broadcast, check_act, check_result_quant, check_signature,
+                            attr_matches, broadcast, check_act, check_result_quant, check_signature,
                             fmt_shape, has, infer_type, is_int_form, kinds_with, macs, op_def, type_name,
                             window_out)
 from tinyc.ops import layers, activations, elementwise, pooling, shape, quantization, compressed  # noqa: E402,F401
 from tinyc.ops.compressed import INDEX_DTYPES, bin_int_form  # noqa: E402
 
 __all__ = ["ACT_ATTRS", "ACTIVATIONS", "INDEX_DTYPES", "OPS", "WEIGHT_DTYPES", "Activation", "OpDef", "OpError",
-           "Trait", "activation", "attr_matches", "bin_int_form", "broadcast", "check_act", "check_result_quant",
+           "Trait", "attr_matches", "bin_int_form", "broadcast", "check_act", "check_result_quant",
            "check_signature", "fmt_shape", "has", "infer_type", "is_int_form", "kinds_with", "macs", "op_def",
            "type_name", "window_out"]

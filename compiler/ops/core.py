@@ -218,10 +218,6 @@ def kinds_with(trait: Trait) -> list[str]:
     return sorted(k for k, d in OPS.items() if d.has(trait))
 
 
-def activation(kind: str) -> Activation | None:
-    return ACTIVATIONS.get(kind)
-
-
 # ---- helpers for shape rules ------------------------------------------------------------
 
 def fmt_shape(shape) -> str:

@@ -33,7 +33,8 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from tinyc.errors import FrontendError
-from tinyc.frontend_ops import LOWERINGS, OPS_HINT, PASSTHROUGH, Builder, ConstRef, clean_node_name, sanitize
+from tinyc.frontend_ops import OPS_HINT, Builder, ConstRef, clean_node_name, sanitize
+from tinyc.frontend_table import LOWERINGS, PASSTHROUGH
 from tinyc.ir import Graph, Value
 
 __all__ = ["from_torch", "import_exported_program", "load_model", "supported_ops"]

@@ -20,16 +20,35 @@ def forward(rw: Rewriter, op: Op, to: Value) -> bool:
     return True
 
 
+def producing_layer(rw: Rewriter, x: Value, consumer: Op, keep_axes: int = 0) -> tuple[Op | None, Op | None]:
+    """The op computing `x` for `consumer` alone, looking through one view (the importer's
+    reshapes around conv1d: [N, C, L] <-> [N, C, 1, L]): (producer, view or None). A view is
+    looked through only if `consumer` is its sole user, the producer's result has the view as its
+    sole user, and the view keeps the first `keep_axes` dims (a per-channel op needs axis 1)."""
+    op = rw.producer(x)
+    if op is None or not has(op, Trait.VIEW) or rw.sole_user(x) is not consumer:
+        return op, None
+    inner = op.operands[0]
+    layer = rw.producer(inner)
+    if layer is None or rw.sole_user(inner) is not op or rw.is_output(inner):
+        return op, None
+    if inner.type.shape[:keep_axes] != x.type.shape[:keep_axes]:
+        return op, None
+    return layer, op
+
+
 # ---- patterns: each takes (rewriter, op) and returns True when it changed the graph ----
 
 @pattern(lambda d: d.has(Trait.CHANNEL_AFFINE))
 def fold_batch_norm(rw: Rewriter, bn: Op) -> bool:
-    """conv/linear -> batch_norm  ==>  conv/linear with scaled weights and shifted bias."""
+    """conv/linear -> batch_norm  ==>  conv/linear with scaled weights and shifted bias (also
+    conv1d's conv2d -> reshape -> batch_norm: the reshape keeps the channel axis)."""
     x = bn.operands[0]
-    layer = rw.producer(x)
+    layer, view = producing_layer(rw, x, bn, keep_axes=2)
     if layer is None or not has(layer, Trait.LAYER) or "act" in layer.attrs:
         return False
-    if rw.sole_user(x) is not bn or (layer.kind == "linear" and x.type.rank != 2):
+    out = layer.result if view is None else view.operands[0]
+    if rw.sole_user(x) is not bn or (layer.kind == "linear" and out.type.rank != 2):
         return False
     mean, var, gamma, beta = (rw.const(v) for v in bn.operands[1:])
     w = rw.const(layer.operands[1])
@@ -47,18 +66,20 @@ def fold_batch_norm(rw: Rewriter, bn: Op) -> bool:
     else:
         bias = rw.before(layer).const(layer.result.name + ".bias", new_b.astype(np.float32))
         rw.set_operands(layer, layer.operands + [bias])
-    layer.result.type = bn.result.type
-    rw.replace_op(bn, layer.result)
+    if view is None:
+        layer.result.type = bn.result.type
+    rw.replace_op(bn, x)
     return True
 
 
 @pattern(lambda d: d.has(Trait.ACTIVATION))
 def fold_activation(rw: Rewriter, act: Op) -> bool:
     """layer -> activation  ==>  layer {act = ...}, for a fusable activation (relu, clamp,
-    leaky_relu, gelu, silu, hardsigmoid) and a producer that accepts it."""
+    leaky_relu, gelu, silu, hardsigmoid) and a producer that accepts it; also through a view
+    between them (conv1d's reshape): layer -> view -> act  ==>  layer {act} -> view."""
     a = ACTIVATIONS[act.kind]
     x = act.operands[0]
-    layer = rw.producer(x)
+    layer, _ = producing_layer(rw, x, act)
     if not a.fusable or layer is None or "act" in layer.attrs:
         return False
     d = OPS[layer.kind]
@@ -66,7 +87,7 @@ def fold_activation(rw: Rewriter, act: Op) -> bool:
         return False
     layer.attrs.update(a.fused_attrs(act.attrs))
     rw.changed(layer)
-    rw.replace_op(act, layer.result)
+    rw.replace_op(act, x)
     return True
 
 

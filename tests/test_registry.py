@@ -151,3 +151,18 @@ def test_readme_lists_every_aten_op_the_frontend_lowers():
     readme = (ROOT / "README.md").read_text()
     missing = [n for n in supported_ops() if f"`{n.replace('aten.', '')}`" not in readme]
     assert not missing, f"README.md does not list {missing}"
+
+
+@pytest.mark.parametrize("kind,index", CASES)
+def test_text_form_round_trips_float_and_int8(kind, index):
+    """Every sample prints and parses back to the same text, as float IR and after quantize-int8."""
+    from tinyc.text import parse, print_graph
+    g, _ = build(kind, index)
+    rng = np.random.default_rng(1)
+    calib = [rng.standard_normal((16, *v.type.shape)).astype(np.float32) for v in g.inputs]
+    q = PassManager("quantize-int8").run(g.copy(), PassContext(calib=calib if len(calib) > 1 else calib[0]))
+    for graph in (g, q):
+        text = print_graph(graph)
+        again = parse(text)
+        verify(again)
+        assert print_graph(again) == text

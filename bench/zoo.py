@@ -276,6 +276,166 @@ class KitchenSink(nn.Module):
         return torch.softmax(y, dim=1), F.relu(y)
 
 
+# ---------------------------------------------------------------- beyond convnets
+# Recurrent, attention, normalization, upsampling, channel shuffle and token models, written the
+# way their usual sources write them (torchvision's ShuffleNetV2 unit, MobileViT's block, a U-Net,
+# nn.TransformerEncoderLayer, an embedding classifier).
+
+class TransformerEncoderNet(nn.Module):
+    """One post-norm nn.TransformerEncoderLayer over 16 tokens of 64 features (1x16x64): learned
+    positions, 4 heads, GELU feed-forward, mean-pooled tokens, linear head."""
+
+    def __init__(self, tokens=16, dim=64, heads=4, classes=10):
+        super().__init__()
+        self.pos = nn.Parameter(0.1 * torch.randn(1, tokens, dim))
+        self.encoder = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0,
+                                                  activation="gelu", batch_first=True)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        return self.head(self.encoder(x + self.pos).mean(dim=1))
+
+
+def _double_conv(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class UNetSmall(nn.Module):
+    """A two-level U-Net for 1x1x32x32 segmentation (2 classes): max-pool down, one ConvTranspose2d
+    and one bilinear upsampling up, skip connections by concatenation."""
+
+    def __init__(self, base=8, classes=2):
+        super().__init__()
+        self.inc = _double_conv(1, base)
+        self.down1 = nn.Sequential(nn.MaxPool2d(2), _double_conv(base, 2 * base))
+        self.down2 = nn.Sequential(nn.MaxPool2d(2), _double_conv(2 * base, 4 * base))
+        self.up1 = nn.ConvTranspose2d(4 * base, 2 * base, 2, stride=2)
+        self.conv1 = _double_conv(4 * base, 2 * base)
+        self.up2 = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.conv2 = _double_conv(3 * base, base)
+        self.outc = nn.Conv2d(base, classes, 1)
+
+    def forward(self, x):
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        y = self.conv1(torch.cat([x2, self.up1(x3)], dim=1))
+        y = self.conv2(torch.cat([x1, self.up2(y)], dim=1))
+        return self.outc(y)
+
+
+def _channel_shuffle(x, groups: int):
+    n, c, h, w = x.size()
+    x = x.view(n, groups, c // groups, h, w)
+    return torch.transpose(x, 1, 2).contiguous().view(n, -1, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNetV2 InvertedResidual (stride 1: chunk + shuffle; stride 2: two branches)."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride = stride
+        mid = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(
+                nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
+                nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(cin if stride > 1 else mid, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid),
+            nn.Conv2d(mid, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return _channel_shuffle(out, 2)
+
+
+class ShuffleNetV2Block(nn.Module):
+    """A ShuffleNetV2 stage on 1x3x32x32: stem conv + max-pool, a stride-2 unit and two stride-1
+    units (chunk, channel shuffle), 1x1 conv, global pool, linear head."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 24, 3, 2, 1, bias=False), nn.BatchNorm2d(24), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.stage = nn.Sequential(ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1), ShuffleUnit(48, 48, 1))
+        self.conv5 = nn.Sequential(nn.Conv2d(48, 64, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.conv5(self.stage(self.stem(x)))
+        return self.fc(x.mean([2, 3]))
+
+
+class _MViTTransformer(nn.Module):
+    """Pre-norm transformer layer of MobileViT (LayerNorm, nn.MultiheadAttention, SiLU MLP)."""
+
+    def __init__(self, dim, heads, mlp):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp), nn.SiLU(), nn.Linear(mlp, dim))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class MobileViTBlock(nn.Module):
+    """A MobileViT block on 1x16x16x16: local 3x3 conv, 1x1 to 32 dims, unfold into 2x2 patches,
+    one transformer layer across patches, fold, 1x1 back, concatenate with the input, fuse with a
+    3x3 conv; global pool and a linear head."""
+
+    def __init__(self, cin=16, dim=32, patch=2, classes=10):
+        super().__init__()
+        self.patch = patch
+        self.local = nn.Sequential(nn.Conv2d(cin, cin, 3, padding=1, bias=False), nn.BatchNorm2d(cin), nn.SiLU(),
+                                   nn.Conv2d(cin, dim, 1, bias=False))
+        self.transformer = _MViTTransformer(dim, 2, 2 * dim)
+        self.proj = nn.Sequential(nn.Conv2d(dim, cin, 1, bias=False), nn.BatchNorm2d(cin), nn.SiLU())
+        self.fusion = nn.Sequential(nn.Conv2d(2 * cin, cin, 3, padding=1, bias=False), nn.BatchNorm2d(cin), nn.SiLU())
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x):
+        y = self.local(x)
+        n, d, h, w = y.shape
+        p = self.patch
+        # unfold: [N, D, H, W] -> [N * p * p, (H / p) * (W / p), D]
+        y = y.reshape(n, d, h // p, p, w // p, p).permute(0, 3, 5, 2, 4, 1).reshape(n * p * p, -1, d)
+        y = self.transformer(y)
+        y = y.reshape(n, p, p, h // p, w // p, d).permute(0, 5, 3, 1, 4, 2).reshape(n, d, h, w)
+        y = self.fusion(torch.cat([x, self.proj(y)], dim=1))
+        return self.fc(y.mean([2, 3]))
+
+
+class TokenClassifier(nn.Module):
+    """Intent classification over 16 int64 tokens of a 100-word vocabulary: embedding + learned
+    positions, LayerNorm, a GELU MLP per token, mean over tokens, linear head (4 classes)."""
+
+    def __init__(self, vocab=100, tokens=16, dim=32, classes=4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(0.1 * torch.randn(1, tokens, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, tokens):
+        x = self.norm(self.embed(tokens) + self.pos)
+        x = x + self.mlp(x)
+        return self.head(x.mean(dim=1))
+
+
 # ---------------------------------------------------------------- registry
 
 def _entry(name, ctor, shape, seed, description, macs=None) -> ZooEntry:

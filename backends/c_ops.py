@@ -399,6 +399,27 @@ def lower_pad(op: Op, ctx: Context) -> Lowered:
     return Lowered(tuple(kernels), tuple(params), (), tuple(calls))
 
 
+def gather_offsets(op: Op, offsets: np.ndarray) -> np.ndarray:
+    """For an op whose `ref` only moves elements (slice, flip, expand: the "gather_copy" rule): the
+    operand offset each result element reads, given the operand's element offsets."""
+    return np.asarray(OPS[op.kind].ref(op, offsets))
+
+
+def lower_gather_copy(op: Op, ctx: Context) -> Lowered:
+    """slice / flip / expand: a strided copy (offset start, negative strides flip, 0 strides expand)."""
+    x, y = op.operands[0], op.result
+    if not y.type.numel:
+        return Lowered()
+    from tinyc.backends.int8_layout import dim_strides
+    src = gather_offsets(op, np.arange(x.type.numel, dtype=np.int64).reshape(_shape(x)))
+    base, x_str = int(src.flat[0]), dim_strides(src)
+    if x_str is None:
+        raise BackendError(f"%{y.name} = {op.kind}: its elements are not a strided view of its operand "
+                           "(internal error: the gather_copy rule needs one)", where=op.loc)
+    param, call = _copy(op, ctx, 0, ctx.ref(x, base), ctx.ref(y), _shape(y), x_str, contiguous_strides(_shape(y)))
+    return Lowered(("COPY",), (param,), (), (call,))
+
+
 def lower_reshape(op: Op, ctx: Context) -> Lowered:
     """A view: the planner gives it its operand's storage, so there is nothing to do."""
     return Lowered()
@@ -437,6 +458,7 @@ LOWERINGS: dict[str, Lowering] = {
     # reading it stores the weights in its own format (c_ops_packed), or the decoded array is a constant
     "view": Lowering(lower_reshape, _none),
     "decoded_weight": Lowering(lower_reshape, _none),
+    "gather_copy": Lowering(lower_gather_copy, _none),
 }
 ACT_LOWERINGS = {True: Lowering(lower_act, _first), False: Lowering(lower_unary, _first)}
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
-from tinyc.backends.c_ops import Call, KernelLibrary, Param, Weight, c_float, c_ints
+from tinyc.backends.c_ops import Call, KernelLibrary, Param, Weight, c_float, c_ints, gather_offsets
 from tinyc.backends.int8_layout import (VIEW_RULES, Layouts, channels_last_perm, dim_strides, is_depthwise,
                                         iteration, perm_offsets, row_major)
 from tinyc.errors import BackendError
@@ -548,6 +548,20 @@ def emit_pad(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
     return Lowered8(tuple(kernels), tuple(params), (), tuple(calls))
 
 
+# ---- slice, flip, expand -----------------------------------------------------------------------------
+
+def emit_gather_copy(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    """slice / flip / expand: a copy walking the result's layout and the operand offsets its `ref`
+    gathers (the operand's layout sliced, flipped or broadcast); the quantization is unchanged."""
+    x, y = op.operands[0], op.result
+    if not y.type.numel:
+        return Lowered8()
+    base, dims, (sy, sx) = iteration(self.lay.of(y), gather_offsets(op, self.lay.of(x)))
+    it = _iter_param(ctx, 0, dims, [sy, sx])
+    call = Call("tinyc_s8_copy", (ctx.ref(x, base[1]), ctx.ref(y, base[0]), "&" + it.cname))
+    return Lowered8(("COPY",), (it,), (), (call,))
+
+
 class Int8Family:
     """The int8 kernels (tinyc_kernels_s8.c) as a c_ops.KernelFamily: the ops Int8Lowering planned."""
 
@@ -583,6 +597,7 @@ _PLANS: dict[str, Callable] = {
     "pool": _plan_strided(0), "reduce": _plan_strided(0), "softmax_axis": _plan_strided(0),
     "batched_matmul": _plan_matmul,
     "concat": _plan_none, "pad_const": _plan_none,
+    "gather_copy": _plan_none,
 }
 
 _EMIT: dict[str, Callable] = {
@@ -598,6 +613,7 @@ _EMIT: dict[str, Callable] = {
     "batched_matmul": emit_matmul,
     "concat": emit_cat,
     "pad_const": emit_pad,
+    "gather_copy": emit_gather_copy,
 }
 
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

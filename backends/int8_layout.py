@@ -220,7 +220,8 @@ def assign(graph: Graph) -> Layouts:
         elif _rule(op) in LAYOUT_KEEPING_RULES and xoff is not None and x.type.shape == shape and p is None:
             lay.offsets[v.name] = xoff.copy()
             continue
-        elif _rule(op) in ("pad_const", "concat") and xoff is not None and p is None and len(shape) >= 3 and \
+        elif _rule(op) in ("pad_const", "concat", "gather_copy") and xoff is not None and p is None and \
+                len(shape) >= 3 and x.type.rank == len(shape) and \
                 np.array_equal(xoff, perm_offsets(x.type.shape, channels_last_perm(len(shape)))):
             p = "cl"
         if p == "cl" and len(shape) >= 3:

@@ -125,3 +125,92 @@ register(OpDef(
     identity=lambda op, const: None if any(op.attrs["pads"]) else 0,
     samples=lambda rng: [sample((1, 2, 3, 3), pads=[0, 0, 1, 2, 0, 0, 2, 1], value=0.0),
                          sample((2, 5), pads=[0, -1, 0, 2], value=0.5)]))
+
+
+# ---- slice, flip, expand: copies that only move elements ------------------------------------------
+# Their `ref` is a pure gather (each result element is one operand element, chosen by index only), so
+# the C backends lower all three by applying `ref` to the operand's element offsets (c = "gather_copy"):
+# the float kernels get a strided copy, the int8 kernels a copy through the operand's layout.
+
+def _slice_index(rank: int, a: dict) -> tuple:
+    return (slice(None),) * a["axis"] + (slice(a["start"], a["stop"], a["step"]),)
+
+
+def _slice_shape(ts, a):
+    shape = ts[0].shape
+    need(len(shape) >= 1, "slice needs an operand of rank >= 1")
+    axis = axis_attr(a, "axis", len(shape))
+    start, stop, step, dim = a["start"], a["stop"], a["step"], shape[axis]
+    need(0 <= start <= stop <= dim, f"slice bounds start {start}, stop {stop} must satisfy 0 <= start <= stop <= "
+         f"{dim} (the size of axis {axis})", "bounds are normalized: no negative or out-of-range values")
+    need(step >= 1, f"slice step {step} must be >= 1", "a reversed slice is a slice then a flip")
+    return shape[:axis] + (-(-(stop - start) // step),) + shape[axis + 1:]
+
+
+def _slice(op, x):
+    return x[_slice_index(x.ndim, op.attrs)]
+
+
+def _slice_identity(op, const):
+    a, dim = op.attrs, op.operands[0].type.shape[op.attrs["axis"]]
+    return 0 if a["start"] == 0 and a["stop"] == dim and (a["step"] == 1 or dim <= 1) else None
+
+
+register(OpDef(
+    "slice", _slice_shape, 1, 1, {"axis": int, "start": int, "stop": int, "step": int}, traits=Trait.SAME_QUANT,
+    doc="x[start:stop:step] along axis (0 <= start <= stop <= dim, step >= 1)",
+    ref=_slice, ref_int=_slice, torch=_slice, int_operands=int_all, int8="same", c="gather_copy", channels="slice",
+    keeps_batch=lambda a, types, flags, result: flags[0] and a["axis"] != 0, identity=_slice_identity,
+    samples=lambda rng: [sample((2, 5, 4), axis=1, start=1, stop=5, step=2),
+                         sample((1, 6, 3, 3), axis=1, start=2, stop=5, step=1),
+                         sample((3, 7), axis=0, start=1, stop=3, step=1),
+                         sample((2, 3, 8), axis=2, start=0, stop=8, step=3)]))
+
+
+# ---- flip -------------------------------------------------------------------------------------------
+
+def _flip_shape(ts, a):
+    shape, axes = ts[0].shape, a["axes"]
+    need(axes == sorted(set(axes)) and all(0 <= d < len(shape) for d in axes),
+         f"flip axes {axes} must be distinct, increasing and in range for rank {len(shape)}")
+    return shape
+
+
+def _flip(op, x):
+    return np.flip(x, axis=tuple(op.attrs["axes"])) if op.attrs["axes"] else x
+
+
+register(OpDef(
+    "flip", _flip_shape, 1, 1, {"axes": list[int]}, traits=Trait.SAME_QUANT,
+    doc="reverse the order of the elements along each of axes", ref=_flip, ref_int=_flip,
+    torch=lambda op, x: torch.flip(x, op.attrs["axes"]) if op.attrs["axes"] else x,
+    int_operands=int_all, int8="same", c="gather_copy", channels="flip",
+    keeps_batch=lambda a, types, flags, result: flags[0] and 0 not in a["axes"],
+    identity=lambda op, const: 0 if all(op.operands[0].type.shape[d] <= 1 for d in op.attrs["axes"]) else None,
+    samples=lambda rng: [sample((2, 3, 4), axes=[2]), sample((1, 3, 4, 5), axes=[1, 3])]))
+
+
+# ---- expand -----------------------------------------------------------------------------------------
+
+def _expand_shape(ts, a):
+    src, shape = ts[0].shape, tuple(a["shape"])
+    need(len(shape) >= len(src), f"cannot expand {fmt_shape(src)} to fewer dims {fmt_shape(shape)}")
+    lead = len(shape) - len(src)
+    need(all(d >= 0 for d in shape) and all(s == d or s == 1 for s, d in zip(src, shape[lead:])),
+         f"cannot expand {fmt_shape(src)} to {fmt_shape(shape)}",
+         "only size-1 dims broadcast; new dims go in front; sizes are explicit (no -1)")
+    return shape
+
+
+def _expand(op, x):
+    return np.array(np.broadcast_to(x, op.attrs["shape"]))
+
+
+register(OpDef(
+    "expand", _expand_shape, 1, 1, {"shape": list[int]}, traits=Trait.SAME_QUANT,
+    doc="broadcast size-1 dims (and new leading dims) to shape: every copy reads the same element",
+    ref=_expand, ref_int=_expand, torch=lambda op, x: x.expand(op.attrs["shape"]),
+    int_operands=int_all, int8="same", c="gather_copy", channels="expand",
+    identity=lambda op, const: 0 if op.operands[0].type.shape == op.result.type.shape else None,
+    samples=lambda rng: [sample((2, 1, 4), shape=[2, 3, 4]), sample((1, 3, 1, 1), shape=[2, 3, 4, 5]),
+                         sample((3, 1), shape=[2, 3, 4])]))

@@ -425,6 +425,24 @@ def lower_reshape(op: Op, ctx: Context) -> Lowered:
     return Lowered()
 
 
+def lower_norm(op: Op, ctx: Context) -> Lowered:
+    """layer_norm and group_norm: sets of `cpr` parameter positions x `inner` elements."""
+    x = op.operands[0]
+    shape, a = _shape(x), op.attrs
+    if "groups" in a:
+        g = a["groups"]
+        rows, groups, cpr, inner = shape[0] * g, g, shape[1] // g, math.prod(shape[2:])
+    else:
+        cpr = math.prod(shape[a["axis"]:])
+        rows, groups, inner = x.type.numel // cpr if cpr else 0, 1, 1
+    param = Param("tinyc_f32_norm_params", ctx.param_name(),
+                  (("rows", str(rows)), ("groups", str(groups)), ("cpr", str(cpr)), ("inner", str(inner)),
+                   ("eps", c_float(a["eps"])), ("rms", str(int(bool(a.get("rms", False)))))))
+    w, b = (ctx.ref(op.operands[i]) if len(op.operands) > i else "0" for i in (1, 2))
+    call = Call("tinyc_f32_norm", (ctx.ref(x), w, b, ctx.ref(op.result), "&" + param.cname))
+    return Lowered(("NORM",), (param,), (), (call,))
+
+
 # ---- in-place rules -----------------------------------------------------------
 
 def _none(op: Op) -> Sequence[int]:
@@ -458,6 +476,7 @@ LOWERINGS: dict[str, Lowering] = {
     # reading it stores the weights in its own format (c_ops_packed), or the decoded array is a constant
     "view": Lowering(lower_reshape, _none),
     "decoded_weight": Lowering(lower_reshape, _none),
+    "normalize": Lowering(lower_norm, _first),
     "gather_copy": Lowering(lower_gather_copy, _none),
 }
 ACT_LOWERINGS = {True: Lowering(lower_act, _first), False: Lowering(lower_unary, _first)}

@@ -273,3 +273,71 @@ def softmax_exp_table(x: QuantParams) -> np.ndarray:
     """256 int32 entries: table[d] = round(2^20 * exp(-x_scale * d)), d = row max - q in [0, 255]."""
     d = np.arange(QMAX - QMIN + 1, dtype=np.float64)
     return np.floor(np.exp(-x.scale[0] * d) * 2.0 ** EXP_BITS + 0.5).astype(np.int32)
+
+
+# ---- normalization (layer_norm, group_norm; docs/quantization.md "Normalization") --------------
+
+NORM_MAX_COUNT = 2 ** 15           # elements normalized together: sum of squared codes fits int32
+NORM_EPS_MAX = 2 ** 50             # eps in integer units saturates here (V + E stays below 2^52)
+NORM_Z_BITS = 16                   # the normalized value z is Q16
+NORM_OUT_BITS = 8                  # gamma * z is Q8 output codes before beta is added
+NORM_BIAS_MAX = 2 ** 30            # |beta| in Q8 output codes
+
+
+def norm_eps_units(eps: float, x: QuantParams, count: int) -> int:
+    """eps in the integer units of the scaled variance V = count^2 * var / sx^2:
+    E = round(count^2 * eps / sx^2) in float64, saturated to NORM_EPS_MAX."""
+    e = float(round_half_away(count * count * float(eps) / (float(x.scale[0]) ** 2)))
+    return int(min(e, NORM_EPS_MAX))
+
+
+def norm_rsqrt(v) -> tuple[np.ndarray, np.ndarray]:
+    """1 / sqrt(v) for integers 1 <= v < 2^52 as (R, j) with 1 / sqrt(v) ~= R * 2^(j - 61):
+    m = v << 2j in [2^60, 2^62), s = floor(sqrt(m)) in [2^30, 2^31) (exact integer square root),
+    R = floor(2^61 / s) in (2^30, 2^31]. Relative error below 2^-29."""
+    v = np.asarray(v, np.int64)
+    flat = v.ravel()
+    r = np.empty(flat.shape, np.int64)
+    j = np.empty(flat.shape, np.int64)
+    for i, x in enumerate(flat.tolist()):
+        jj = (62 - int(x).bit_length()) // 2
+        s = math.isqrt(int(x) << (2 * jj))
+        r[i], j[i] = (1 << 61) // s, jj
+    return r.reshape(v.shape), j.reshape(v.shape)
+
+
+def norm_out_params(gamma, beta, out: QuantParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per normalized element p: (M, shift) of gamma[p] / (so * 2^(16 - 8)) and the Q8 bias
+    B[p] = round(256 * beta[p] / so), so out = ((requantize(Z, M, shift) + B + 128) >> 8) + zo,
+    Z being z in Q16. gamma and beta are float32 values (the C side reads the same constants)."""
+    gamma = np.asarray(gamma, np.float32).astype(np.float64).ravel()
+    beta = np.asarray(beta, np.float32).astype(np.float64).ravel()
+    so = float(out.scale[0])
+    m, s = quantize_multipliers(gamma / (so * 2.0 ** (NORM_Z_BITS - NORM_OUT_BITS)))
+    b = round_half_away(beta / so * 2.0 ** NORM_OUT_BITS)
+    return m, s, np.clip(b, -NORM_BIAS_MAX - 1, NORM_BIAS_MAX + 1).astype(np.int64)
+
+
+def norm_int(d: np.ndarray, count: int, e: int, rms: bool) -> np.ndarray:
+    """z = (x - mean) / sqrt(var + eps) in Q16 (int64), per row of `d` [rows, count]: the centered
+    codes q - zx of each normalized set. Exact integer sums S1 = sum d, S2 = sum d^2; with
+    dev = count * d - S1 and V = count * S2 - S1^2 (rms: dev = count * d, V = count * S2), z =
+    dev / sqrt(V + E): the count and the input scale cancel, eps enters as E (norm_eps_units).
+    V + E = 0 (a constant row, E = 0) reads as 1: every dev is 0 then.
+    Z = (dev * R + 2^(k-1)) >> k with (R, j) = norm_rsqrt(V + E), k = 45 - j."""
+    d = np.asarray(d, np.int64)
+    s1 = d.sum(axis=1, keepdims=True)
+    s2 = (d * d).sum(axis=1, keepdims=True)
+    if rms:
+        dev, v = count * d, count * s2
+    else:
+        dev, v = count * d - s1, count * s2 - s1 * s1
+    r, j = norm_rsqrt(np.maximum(v + e, 1))
+    k = 45 - j
+    return (dev * r + (np.int64(1) << (k - 1))) >> k
+
+
+def norm_out(z: np.ndarray, m, shift, b, out: QuantParams) -> np.ndarray:
+    """The output stage: ((requantize(Z, M, shift) + B + 128) >> 8) + zo, saturated to int8."""
+    t = requantize(z, m, shift) + np.asarray(b, np.int64) + (1 << (NORM_OUT_BITS - 1))
+    return saturate((t >> NORM_OUT_BITS) + out.zero_point[0]).astype(np.int8)

@@ -458,3 +458,36 @@ static void tinyc_f32_fill(float *y, int32_t n, float value)
     for (i = 0; i < n; ++i) y[i] = value;
 }
 #endif
+
+/* ---- normalization ---------------------------------------------------- */
+
+#ifdef TINYC_F32_NORM
+/* In place. Two passes per set: the mean, then the mean squared deviation (biased variance);
+ * y = (x - mean) / sqrtf(var + eps) * gamma + beta. rms: mean 0, var = mean(x^2). */
+static void tinyc_f32_norm(const float *x, const float *gamma, const float *beta, float *y,
+                           const tinyc_f32_norm_params *p)
+{
+    const int32_t n = p->cpr * p->inner;
+    int32_t r, c, i;
+    for (r = 0; r < p->rows; ++r) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        const int32_t pbase = (r % p->groups) * p->cpr;
+        float mean = 0.0f, var = 0.0f, rstd;
+        if (!p->rms) {
+            for (i = 0; i < n; ++i) mean += xr[i];
+            mean /= (float)n;
+        }
+        for (i = 0; i < n; ++i) {
+            const float d = xr[i] - mean;
+            var += d * d;
+        }
+        rstd = 1.0f / sqrtf(var / (float)n + p->eps);
+        for (c = 0; c < p->cpr; ++c) {
+            const float g = gamma ? gamma[pbase + c] * rstd : rstd;
+            const float b = beta ? beta[pbase + c] : 0.0f;
+            for (i = c * p->inner; i < (c + 1) * p->inner; ++i) yr[i] = (xr[i] - mean) * g + b;
+        }
+    }
+}
+#endif

@@ -115,4 +115,13 @@ typedef struct {
     int32_t y_strides[TINYC_MAX_RANK];
 } tinyc_f32_copy_params;
 
+/* layer_norm / group_norm: `rows` sets of elements, each `cpr` parameter positions of `inner`
+ * consecutive elements; the set r uses parameters (r % groups) * cpr + c (layer_norm: groups 1,
+ * inner 1; group_norm: groups G, cpr C / G, inner the spatial size). gamma, beta may be 0. */
+typedef struct {
+    int32_t rows, groups, cpr, inner;
+    float eps;
+    int32_t rms;                  /* 1: x / sqrt(mean(x^2) + eps), no mean subtracted */
+} tinyc_f32_norm_params;
+
 #endif /* TINYC_KERNELS_F32_H */

@@ -616,4 +616,65 @@ _EMIT: dict[str, Callable] = {
     "gather_copy": emit_gather_copy,
 }
 
+# ---- layer_norm / group_norm (tinyc.ops.norms) ---------------------------------------------------
+
+def _plan_norm(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    p.info["xs"] = self.strides(op, 0, p)
+    x = op.operands[0]
+    if 0 not in p.relayout and np.array_equal(self.lay.of(x), self.lay.of(op.result)):
+        p.inplace = (0,)
+
+
+def _norm_walks(op: Op, xs: list[int], ys: list[int]) -> tuple[list, list]:
+    """(dims, [y, x, parameter] strides) of the walk over the sets and of the walk in one set."""
+    shape, a = op.operands[0].type.shape, op.attrs
+    if "groups" in a:
+        g = a["groups"]
+        cpg = shape[1] // g
+        outer = ([shape[0], g], [[ys[0], cpg * ys[1]], [xs[0], cpg * xs[1]], [0, cpg]])
+        inner = ([cpg, *shape[2:]], [[ys[1], *ys[2:]], [xs[1], *xs[2:]], [1] + [0] * (len(shape) - 2)])
+    else:
+        ax = a["axis"]
+        outer = (list(shape[:ax]) or [1], [ys[:ax] or [0], xs[:ax] or [0], [0] * max(ax, 1)])
+        pstr = [1] * (len(shape) - ax)
+        for d in range(len(shape) - 2, ax - 1, -1):
+            pstr[d - ax] = pstr[d - ax + 1] * shape[d + 1]
+        inner = (list(shape[ax:]), [ys[ax:], xs[ax:], pstr])
+    for dims, _ in (outer, inner):
+        if len(dims) > TINYC_S8_NORM_RANK:
+            raise BackendError(f"%{op.result.name} = {op.kind}: {len(dims)} dims to walk; the int8 kernel "
+                               f"supports {TINYC_S8_NORM_RANK}", where=op.loc, hint="reshape to fewer dims first")
+    return outer, inner
+
+
+TINYC_S8_NORM_RANK = 8      # TINYC_S8_MAX_RANK
+
+
+def emit_norm(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    x, y = op.operands[0], op.result
+    params = [ctx.const(v) for v in op.operands[1:]]
+    if any(v is None for v in params):
+        raise BackendError(f"%{y.name} = {op.kind}: weight and bias must be constants", where=op.loc)
+    shape, a = x.type.shape, op.attrs
+    n_params = shape[1] if "groups" in a else math.prod(shape[a["axis"]:])
+    gamma = params[0] if params else np.ones(n_params, np.float32)
+    beta = params[1] if len(params) > 1 else np.zeros(n_params, np.float32)
+    m, s, b = quant.norm_out_params(gamma, beta, _q(y))
+    records = np.stack([m, 31 - s, b], axis=1).astype(np.int32).ravel()
+    qw = Weight(ctx.weight_name("q"), records, "int32_t")
+    (odims, ostr), (idims, istr) = _norm_walks(op, p.info["xs"], _out_strides(self, y))
+    count = math.prod(idims)
+    eps = quant.norm_eps_units(a["eps"], _q(x), count)
+    param = Param("tinyc_s8_norm_params", ctx.param_name(),
+                  (("outer", c_iter(odims, ostr)), ("inner", c_iter(idims, istr)), ("count", str(count)),
+                   ("zx", str(_zp(x))), ("zy", str(_zp(y))), ("rms", str(int(bool(a.get("rms", False))))),
+                   ("eps", str(eps))))
+    call = Call("tinyc_s8_norm", (self.operand(op, 0, ctx, p), ctx.ref(y), qw.cname, "&" + param.cname))
+    return Lowered8(("NORM",), (param,), (qw,), (call,))
+
+
+_PLANS["normalize"] = _plan_norm
+_EMIT["normalize"] = emit_norm
+
+
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

@@ -322,6 +322,35 @@ class ChannelAnalysis:
                 self._freeze(Lb, f"{why} broadcasts them")
         return out
 
+    def rule_instance_norm(self, op: Op, lays) -> Layout | None:
+        """group_norm: with groups = C every channel has its own statistics, so channels on axis 1
+        prune like a depthwise conv's (weight and bias sliced, groups = the kept count); any other
+        grouping (groups = 1 included) normalizes channels together and freezes them."""
+        L, why = lays[0], f"%{op.result.name} = group_norm"
+        if L is None:
+            return None
+        c, g = op.operands[0].type.shape[1], op.attrs["groups"]
+        if L.axis != 1 or L.inner != 1:
+            self._freeze(L, f"{why} normalizes over them")
+        elif g != c:
+            self._freeze(L, f"{why} (groups={g}) normalizes {c // g} channels together: removing one "
+                            "changes its group's statistics")
+        elif not self._weights_const(op):
+            self._freeze(L, f"{why} has non-constant parameters")
+        else:
+            self._act(op, "depthwise")
+            return L
+        return None
+
+    def rule_normalized_axes(self, op: Op, lays) -> Layout | None:
+        """layer_norm: channels on an axis before the normalized ones pass through unchanged; on a
+        normalized axis they are frozen (removing one changes the statistics)."""
+        L = lays[0]
+        if L is not None and L.axis >= op.attrs["axis"]:
+            self._freeze(L, f"%{op.result.name} = layer_norm normalizes over them")
+            return None
+        return L
+
     # ---- the rewrite ----
     def positions(self, layout: Layout, keep: dict[int, np.ndarray]) -> np.ndarray | None:
         """Kept element indices along the layout's axis, or None when every channel stays."""
@@ -413,6 +442,8 @@ RULES: dict[str, Callable[[ChannelAnalysis, Op, list], Layout | None]] = {
     "along_axis": ChannelAnalysis.rule_softmax,
     "concat": ChannelAnalysis.rule_cat,
     "contract": ChannelAnalysis.rule_matmul,
+    "instance_channels": ChannelAnalysis.rule_instance_norm,
+    "normalized_axes": ChannelAnalysis.rule_normalized_axes,
 }
 
 

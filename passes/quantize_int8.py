@@ -22,6 +22,7 @@ from tinyc import quant
 from tinyc.interpreter import run_op
 from tinyc.ir import Graph, Op, QuantParams, TensorType, Value, unique_name
 from tinyc.ops import ACTIVATIONS, OPS, Trait, has, is_int_form
+from tinyc.ops.norms import norm_count
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
 from tinyc.rewrite import Rewriter
@@ -346,6 +347,25 @@ def _bin_layer(lw: Lowering, op: Op) -> None:
     lw.ints[op.result.name] = lw._emit(op.kind, operands, op.result.name, t, dict(op.attrs), op.loc)
 
 
+def _norm_affine(lw: Lowering, op: Op):
+    """layer_norm / group_norm ==> the int8 form: x i8, weight and bias kept as the float32 constants
+    they are (the per-element multipliers and Q8 biases derive from them and the result's quant,
+    quant.norm_out_params); the result is i8 with the calibrated quant."""
+    name = op.result.name
+    for v in op.operands[1:]:
+        check(v.name in lw.consts, f"%{name} = {op.kind}: the parameter %{v.name} is not a constant",
+              f"keep it in float: quantize-int8{{keep-float={name}}}")
+    count = norm_count(op)
+    check(count <= quant.NORM_MAX_COUNT, f"%{name} = {op.kind}: {count} elements are normalized together; the "
+          f"int8 form handles at most {quant.NORM_MAX_COUNT}", f"quantize-int8{{keep-float={name}}}")
+    if len(op.operands) == 3:
+        beta = lw.consts[op.operands[2].name].astype(np.float64)
+        worst = float(np.abs(beta).max(initial=0.0)) / lw.qmap[name].scale[0] * 2 ** quant.NORM_OUT_BITS
+        check(worst <= quant.NORM_BIAS_MAX, f"%{name} = {op.kind}: a bias is {worst / 256:.3g} output steps, "
+              f"beyond the int8 form's {quant.NORM_BIAS_MAX // 256}", f"quantize-int8{{keep-float={name}}}")
+    return op.kind, [lw.int_of(op.operands[0])] + [lw.float_of(v) for v in op.operands[1:]], dict(op.attrs)
+
+
 # By the `int8` rule of an op's definition. Rules lowered by a function that emits the op itself
 # (their results are not plain i8 activations):
 SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, "bin_layer": _bin_layer}
@@ -353,6 +373,7 @@ SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, 
 # Rules whose function returns (kind, operands, attrs) of the int8 op:
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
                                                      "exp_table": _softmax}
+LOWER["norm_affine"] = _norm_affine
 
 
 @register

@@ -120,4 +120,16 @@ typedef struct {
     int32_t za, zb, zy, mul, shift_n, mul_neg, shift_n_neg, lo, hi;
 } tinyc_s8_matmul_params;
 
+/* layer_norm / group_norm (docs/quantization.md, "Normalization"): `outer` walks the sets,
+ * `inner` the elements of one set; s0 = y strides, s1 = x strides, s2 = parameter index strides.
+ * q holds {M, n, B} per parameter index (the output stage of gamma and beta). */
+typedef struct {
+    tinyc_s8_iter outer;
+    tinyc_s8_iter inner;
+    int32_t count;                  /* elements per set */
+    int32_t zx, zy;
+    int32_t rms;                    /* 1: no mean subtracted (RMSNorm) */
+    int64_t eps;                    /* eps in units of count^2 * x_scale^2 */
+} tinyc_s8_norm_params;
+
 #endif /* TINYC_KERNELS_S8_H */

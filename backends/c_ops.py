@@ -541,3 +541,6 @@ class FloatFamily:
     def emit(self, op: Op, ctx: Context) -> Lowered:
         packed = self.packing.emit(op, ctx) if self.packing is not None else None
         return packed or lowering(op).emit(op, ctx)
+
+
+from tinyc.backends import c_ops_spatial  # noqa: E402,F401  (registers the spatial ops' lowerings)

@@ -677,4 +677,8 @@ _PLANS["normalize"] = _plan_norm
 _EMIT["normalize"] = emit_norm
 
 
+from tinyc.backends import c_ops_spatial  # noqa: E402  (conv_transpose2d, resize, masked_softmax)
+_PLANS.update(c_ops_spatial.PLANS_S8)
+_EMIT.update(c_ops_spatial.EMIT_S8)
+
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

@@ -341,3 +341,22 @@ def norm_out(z: np.ndarray, m, shift, b, out: QuantParams) -> np.ndarray:
     """The output stage: ((requantize(Z, M, shift) + B + 128) >> 8) + zo, saturated to int8."""
     t = requantize(z, m, shift) + np.asarray(b, np.int64) + (1 << (NORM_OUT_BITS - 1))
     return saturate((t >> NORM_OUT_BITS) + out.zero_point[0]).astype(np.int8)
+
+
+# ---- resize (bilinear int8) ------------------------------------------------------------------------
+
+RESIZE_FRAC_BITS = 10              # bilinear int8: interpolation weights in Q10 (TFLite's resize_bilinear scale)
+
+
+def resize_weights(lam1) -> tuple[np.ndarray, np.ndarray]:
+    """Bilinear weights of one axis in Q10: w1 = round_half_away(lambda1 * 2^10) (lambda1 the float32
+    PyTorch computes), w0 = 2^10 - w1, so w0 + w1 = 2^10 exactly."""
+    w1 = round_half_away(np.asarray(lam1, np.float64) * 2 ** RESIZE_FRAC_BITS).astype(np.int64)
+    return (1 << RESIZE_FRAC_BITS) - w1, w1
+
+
+def resize_round(acc) -> np.ndarray:
+    """acc = sum of wy * wx * code (Q20, |acc| < 2^28): (acc + 2^19) >> 20, round half up. The weights
+    sum to 2^20, so interpolating raw codes equals interpolating centered codes plus the zero point,
+    and the result needs no saturation (a convex combination of codes)."""
+    return (np.asarray(acc, np.int64) + (1 << (2 * RESIZE_FRAC_BITS - 1))) >> (2 * RESIZE_FRAC_BITS)

@@ -313,6 +313,21 @@ def _softmax(lw: Lowering, op: Op):
     return "softmax", [x, lw.const((op.result.name + ".exp",), table, "i32", None)], dict(op.attrs)
 
 
+def _masked_softmax(lw: Lowering, op: Op):
+    """masked_softmax(x, mask) ==> masked_softmax(x i8, mask, exp_table i32[256]): softmax's table and
+    fixed output quantization (quant.FIXED_OUTPUT_QUANT); the constant f32 0/1 mask stays as it is.
+    The calibrated range of x is the scores', without the -inf a masked position has in PyTorch."""
+    x = lw.int_of(op.operands[0])
+    n = x.type.shape[op.attrs["axis"]]
+    check(n <= quant.SOFTMAX_MAX_LEN, f"%{op.result.name} = masked_softmax: {n} elements along the axis; the "
+          f"int8 form handles at most {quant.SOFTMAX_MAX_LEN}", f"quantize-int8{{keep-float={op.result.name}}}")
+    check(op.operands[1].name in lw.consts, f"%{op.result.name} = masked_softmax: the mask is not a constant",
+          f"keep it in float: quantize-int8{{keep-float={op.result.name}}}")
+    table = quant.softmax_exp_table(x.type.quant)
+    return op.kind, [x, lw.float_of(op.operands[1]), lw.const((op.result.name + ".exp",), table, "i32", None)], \
+        dict(op.attrs)
+
+
 def _sign(lw: Lowering, op: Op) -> None:
     """sign(x f32, t?) ==> sign(x i8, t i32): bit = q >= ceil(t / scale + zp) (q >= zp without t)."""
     x = lw.int_of(op.operands[0])
@@ -374,6 +389,7 @@ SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, 
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
                                                      "exp_table": _softmax}
 LOWER["norm_affine"] = _norm_affine
+LOWER["masked_exp_table"] = _masked_softmax
 
 
 @register

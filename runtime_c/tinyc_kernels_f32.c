@@ -491,3 +491,104 @@ static void tinyc_f32_norm(const float *x, const float *gamma, const float *beta
     }
 }
 #endif
+
+/* ---- spatial: transposed convolution, resize, masked softmax ------------ */
+
+#ifdef TINYC_F32_CONV_TRANSPOSE2D
+/* Transposed conv, weight [O, C/groups, KH, KW] (output channels first), conv2d's parameters
+ * (pad_top/pad_left crop the full output; rows/columns past it get the bias only). Output row oy
+ * gathers the input rows iy with iy * sh + ky * dh = oy + pad_top; each adds w * x[iy, ix] at
+ * ox = ix * sw + kx * dw - pad_left, for the ix that land inside the row. */
+static void tinyc_f32_conv_transpose2d(const float *x, const float *w, const float *bias, float *y,
+                                       const tinyc_f32_conv2d_params *p)
+{
+    const int32_t cg = p->c / p->groups, og = p->o / p->groups;
+    const int32_t in_plane = p->h * p->w, plane = p->oh * p->ow;
+    int32_t n, oc, ic, oy, ox, ix, ky, kx;
+    for (n = 0; n < p->n; ++n) {
+        for (oc = 0; oc < p->o; ++oc) {
+            const float *xg = x + (n * p->c + (oc / og) * cg) * in_plane;
+            float *yo = y + (n * p->o + oc) * plane;
+            const float b = bias ? bias[oc] : 0.0f;
+            for (oy = 0; oy < p->oh; ++oy) {
+                float *yr = yo + oy * p->ow;
+                for (ox = 0; ox < p->ow; ++ox) yr[ox] = b;
+                for (ky = 0; ky < p->kh; ++ky) {
+                    const int32_t t = oy + p->pad_top - ky * p->dh;
+                    int32_t iy;
+                    if (t < 0 || (p->sh > 1 && t % p->sh != 0)) continue;
+                    iy = p->sh > 1 ? t / p->sh : t;
+                    if (iy >= p->h) continue;
+                    for (ic = 0; ic < cg; ++ic) {
+                        const float *xr = xg + ic * in_plane + iy * p->w;
+                        const float *wr = w + ((oc * cg + ic) * p->kh + ky) * p->kw;
+                        for (kx = 0; kx < p->kw; ++kx) {
+                            const int32_t ox0 = kx * p->dw - p->pad_left;   /* ox of ix = 0 */
+                            const int32_t ix0 = tinyc_tap_lo(ox0, p->sw);
+                            const int32_t ix1 = tinyc_tap_hi(ox0, p->sw, p->ow, p->w);
+                            const float wv = wr[kx];
+                            for (ix = ix0; ix < ix1; ++ix) yr[ox0 + ix * p->sw] += wv * xr[ix];
+                        }
+                    }
+                }
+                tinyc_f32_act(yr, yr, p->ow, &p->act);
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_RESIZE
+/* iy = {iy0[0..oh), iy1[0..oh)}, ix likewise; ly, lx: the weights of iy1 / ix1 (bilinear only, else 0). */
+static void tinyc_f32_resize(const float *x, float *y, const int32_t *iy, const int32_t *ix, const float *ly,
+                             const float *lx, const tinyc_f32_resize_params *p)
+{
+    const int32_t in_plane = p->h * p->w;
+    int32_t c, oy, ox;
+    for (c = 0; c < p->planes; ++c) {
+        const float *xp = x + c * in_plane;
+        for (oy = 0; oy < p->oh; ++oy) {
+            const float *r0 = xp + iy[oy] * p->w;
+            float *yr = y + (c * p->oh + oy) * p->ow;
+            if (!p->bilinear) {
+                for (ox = 0; ox < p->ow; ++ox) yr[ox] = r0[ix[ox]];
+            } else {
+                const float *r1 = xp + iy[p->oh + oy] * p->w;
+                const float h1 = ly[oy], h0 = 1.0f - h1;
+                for (ox = 0; ox < p->ow; ++ox) {
+                    const int32_t a = ix[ox], b = ix[p->ow + ox];
+                    const float w1 = lx[ox], w0 = 1.0f - w1;
+                    yr[ox] = h0 * (w0 * r0[a] + w1 * r0[b]) + h1 * (w0 * r1[a] + w1 * r1[b]);
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_MASKED_SOFTMAX
+/* In place. Rows with no kept position give NaN, as PyTorch's softmax over all -inf. */
+static void tinyc_f32_masked_softmax(const float *x, const uint8_t *mask, float *y,
+                                     const tinyc_f32_masked_softmax_params *p)
+{
+    int32_t idx[TINYC_MAX_RANK] = {0};
+    int32_t rows = 1, r, i, d;
+    for (d = 0; d < p->rank; ++d) rows *= p->dims[d];
+    for (r = 0; r < rows; ++r) {
+        const float *xr = x + tinyc_dot(p->rank, idx, p->x_strides);
+        const uint8_t *mr = mask + tinyc_dot(p->rank, idx, p->m_strides);
+        float *yr = y + tinyc_dot(p->rank, idx, p->x_strides);
+        float mx = -INFINITY, sum = 0.0f;
+        for (i = 0; i < p->len; ++i) {
+            if (mr[i * p->ms] && xr[i * p->xs] > mx) mx = xr[i * p->xs];
+        }
+        for (i = 0; i < p->len; ++i) {
+            const float e = mr[i * p->ms] ? expf(xr[i * p->xs] - mx) : 0.0f;
+            yr[i * p->xs] = e;
+            sum += e;
+        }
+        for (i = 0; i < p->len; ++i) yr[i * p->xs] /= sum;
+        tinyc_next(p->rank, p->dims, idx);
+    }
+}
+#endif

@@ -124,4 +124,23 @@ typedef struct {
     int32_t rms;                  /* 1: x / sqrt(mean(x^2) + eps), no mean subtracted */
 } tinyc_f32_norm_params;
 
+/* resize: y[plane, oy, ox] from x[plane, iy0[oy], ix0[ox]] (nearest) or, bilinear, from the four
+ * neighbours iy0/iy1 x ix0/ix1 weighted by 1 - l and l (tables computed by the compiler). */
+typedef struct {
+    int32_t planes;               /* N * C */
+    int32_t h, w, oh, ow;
+    int32_t bilinear;
+} tinyc_f32_resize_params;
+
+/* masked_softmax: softmax along an axis of length len (stride xs in x and y, ms in the mask)
+ * over the positions whose mask byte is 1; the other dims (rank, dims) walk x/y by x_strides and
+ * the mask by m_strides (0 where the mask broadcasts). */
+typedef struct {
+    int32_t rank;
+    int32_t dims[TINYC_MAX_RANK];
+    int32_t x_strides[TINYC_MAX_RANK];
+    int32_t m_strides[TINYC_MAX_RANK];
+    int32_t len, xs, ms;
+} tinyc_f32_masked_softmax_params;
+
 #endif /* TINYC_KERNELS_F32_H */

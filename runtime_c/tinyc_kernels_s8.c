@@ -1110,3 +1110,117 @@ static void tinyc_s8_norm(const int8_t *x, int8_t *y, const int32_t *q, const ti
     }
 }
 #endif
+
+/* ---- spatial: transposed convolution, resize, masked softmax --------------------------- */
+
+#ifdef TINYC_S8_CONV_TRANSPOSE2D
+/* Per output pixel: the taps (ky, iy) with iy * sh + ky * dh = oy + pad_top and (kx, ix) likewise
+ * (listed once per row / pixel in `scratch`: 2 * (kh + kw) words), then per output channel
+ * acc = bias + sum (x - zx) * w over them and the input channels of its group. */
+static void tinyc_s8_conv_transpose2d(const int8_t *x, const int8_t *w, const int32_t *q, int8_t *y,
+                                      int8_t *scratch, const tinyc_s8_conv_t_params *p)
+{
+    tinyc_s8_word *ty = (tinyc_s8_word *)(void *)scratch;    /* ky, iy pairs */
+    tinyc_s8_word *tx = ty + 2 * p->kh;                       /* kx, ix pairs */
+    const int32_t cg = p->c / p->groups, og = p->o / p->groups, taps = p->kh * p->kw;
+    const int32_t rec = p->mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
+    int32_t n, oy, ox, oc, k, a, b, ic, ny, nx;
+    for (n = 0; n < p->n; ++n) {
+        for (oy = 0; oy < p->oh; ++oy) {
+            ny = 0;
+            for (k = 0; k < p->kh; ++k) {
+                const int32_t t = oy + p->pad_top - k * p->dh;
+                if (t < 0 || t % p->sh != 0 || t / p->sh >= p->h) continue;
+                ty[2 * ny] = k;
+                ty[2 * ny + 1] = t / p->sh;
+                ++ny;
+            }
+            for (ox = 0; ox < p->ow; ++ox) {
+                nx = 0;
+                for (k = 0; k < p->kw; ++k) {
+                    const int32_t t = ox + p->pad_left - k * p->dw;
+                    if (t < 0 || t % p->sw != 0 || t / p->sw >= p->w) continue;
+                    tx[2 * nx] = k;
+                    tx[2 * nx + 1] = t / p->sw;
+                    ++nx;
+                }
+                for (oc = 0; oc < p->o; ++oc) {
+                    const int8_t *xg = x + n * p->xs[0] + (oc / og) * cg * p->xs[1];
+                    const int8_t *wo = w + oc * taps * cg;
+                    const int32_t *qo = q + oc * rec;
+                    int32_t acc = qo[0];
+                    for (a = 0; a < ny; ++a) {
+                        for (b = 0; b < nx; ++b) {
+                            const int8_t *xp = xg + ty[2 * a + 1] * p->xs[2] + tx[2 * b + 1] * p->xs[3];
+                            const int8_t *wp = wo + (ty[2 * a] * p->kw + tx[2 * b]) * cg;
+                            for (ic = 0; ic < cg; ++ic) acc += (xp[ic * p->xs[1]] - p->zx) * wp[ic];
+                        }
+                    }
+                    y[n * p->ys[0] + oc * p->ys[1] + oy * p->ys[2] + ox * p->ys[3]] =
+                        (int8_t)tinyc_s8_out(acc, qo, p->mode, p->zy, p->lo, p->hi);
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_RESIZE
+/* iy = {iy0[0..oh), iy1[0..oh)}, wy = {wy0[0..oh), wy1[0..oh)} (Q10), ix / wx likewise. */
+static void tinyc_s8_resize(const int8_t *x, int8_t *y, const int32_t *iy, const int32_t *ix, const int32_t *wy,
+                            const int32_t *wx, const tinyc_s8_resize_params *p)
+{
+    int32_t n, oy, ox, c;
+    for (n = 0; n < p->n; ++n) {
+        for (oy = 0; oy < p->oh; ++oy) {
+            const int8_t *r0 = x + n * p->xs[0] + iy[oy] * p->xs[2];
+            const int8_t *r1 = x + n * p->xs[0] + iy[p->oh + oy] * p->xs[2];
+            for (ox = 0; ox < p->ow; ++ox) {
+                const int32_t a = ix[ox] * p->xs[3], b = ix[p->ow + ox] * p->xs[3];
+                int8_t *yp = y + n * p->ys[0] + oy * p->ys[2] + ox * p->ys[3];
+                if (!p->bilinear) {
+                    for (c = 0; c < p->c; ++c) yp[c * p->ys[1]] = r0[a + c * p->xs[1]];
+                } else {
+                    const int32_t h0 = wy[oy], h1 = wy[p->oh + oy], w0 = wx[ox], w1 = wx[p->ow + ox];
+                    for (c = 0; c < p->c; ++c) {
+                        const int32_t o = c * p->xs[1];
+                        const int32_t top = w0 * r0[a + o] + w1 * r0[b + o];
+                        const int32_t bot = w0 * r1[a + o] + w1 * r1[b + o];
+                        yp[c * p->ys[1]] = (int8_t)((h0 * top + h1 * bot + (1 << 19)) >> 20);
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_MASKED_SOFTMAX
+/* As tinyc_s8_softmax over the positions whose mask byte is 1 (masked ones give -128, i.e. 0). */
+static void tinyc_s8_masked_softmax(const int8_t *x, const uint8_t *mask, int8_t *y, const int32_t *table,
+                                    const tinyc_s8_masked_softmax_params *p)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(&p->rows) * p->rows.dims[p->rows.rank - 1];
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        int32_t mx = -128, sum = 0, d;
+        o0 = o1 = o2 = 0;
+        for (d = 0; d < p->rows.rank; ++d) {
+            o0 += idx[d] * p->rows.s0[d];
+            o1 += idx[d] * p->rows.s1[d];
+            o2 += idx[d] * p->rows.s2[d];
+        }
+        for (i = 0; i < p->len; ++i)
+            if (mask[o2 + i * p->ms] && x[o1 + i * p->xs] > mx) mx = x[o1 + i * p->xs];
+        for (i = 0; i < p->len; ++i)
+            if (mask[o2 + i * p->ms]) sum += table[mx - x[o1 + i * p->xs]];
+        if (sum == 0) sum = 1;                          /* a row without kept positions */
+        for (i = 0; i < p->len; ++i) {
+            const int32_t e = mask[o2 + i * p->ms] ? table[mx - x[o1 + i * p->xs]] : 0;
+            y[o0 + i * p->ys] = (int8_t)tinyc_s8_ssat8(tinyc_s8_div_round(e * 256, sum) - 128);
+        }
+        tinyc_s8_next(p->rows.rank, p->rows.dims, idx);
+    }
+}
+#endif

@@ -132,4 +132,28 @@ typedef struct {
     int64_t eps;                    /* eps in units of count^2 * x_scale^2 */
 } tinyc_s8_norm_params;
 
+/* conv_transpose2d: weight [O][KH][KW][Cg] int8, q: per-channel output records (bias first);
+ * acc = bias + sum w * (x - zx) over the taps landing on each output pixel. */
+typedef struct {
+    int32_t n, c, h, w, o, oh, ow;
+    int32_t kh, kw, sh, sw, dh, dw;
+    int32_t pad_top, pad_left, groups;
+    int32_t zx, zy, lo, hi, mode;
+    int32_t xs[4], ys[4];           /* element strides of n, c, h, w */
+} tinyc_s8_conv_t_params;
+
+/* resize: nearest copies x[iy0, ix0]; bilinear: (wy0 (wx0 x00 + wx1 x01) + wy1 (wx0 x10 + wx1 x11)
+ * + 2^19) >> 20 with Q10 weights (docs/quantization.md). */
+typedef struct {
+    int32_t n, c, h, w, oh, ow, bilinear;
+    int32_t xs[4], ys[4];
+} tinyc_s8_resize_params;
+
+/* masked_softmax: rows walk `rows` (s0: y, s1: x, s2: mask bytes); the axis has len elements,
+ * strides xs, ys, ms. */
+typedef struct {
+    tinyc_s8_iter rows;
+    int32_t len, xs, ys, ms;
+} tinyc_s8_masked_softmax_params;
+
 #endif /* TINYC_KERNELS_S8_H */

@@ -8,7 +8,7 @@ folded constant) or a Python number; `b.value(...)` turns any of them into an op
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, NoReturn
 
 import numpy as np
@@ -20,6 +20,8 @@ from tinyc.ops import ACTIVATIONS, OpError, Trait, infer_type, kinds_with
 
 OPS_HINT = ("supported ops: see `tinyc ops` or docs/ir.md; rewrite this part of the model "
             "with supported ops, or file an issue")
+TOKENS_HINT = ("tinyc reads integer (token id) tensors only as embedding indices (nn.Embedding, weight[ids], "
+               "index_select), through reshapes, and converted to float with x.float()")
 
 
 # ---------------------------------------------------------------- building blocks
@@ -36,6 +38,11 @@ class ConstRef:
     name: str
     array: np.ndarray
     transpose_of: "ConstRef | None" = None
+
+    def place(self, b: "Builder", v: Value) -> Value:
+        """The operand that stands for this constant once its const op `v` is in the graph; a
+        subclass may add ops reading it (tinyc.frontend_quantized: a model's quantized weights)."""
+        return v
 
     def transposed(self) -> "ConstRef":
         """W^T of a 2-D constant, one per constant however often it is used."""
@@ -67,8 +74,8 @@ class Builder:
     def unique(self, base: str) -> str:
         return unique_name(sanitize(base), self.taken)
 
-    def add_input(self, name: str, shape) -> Value:
-        v = Value(self.unique(name), TensorType(tuple(shape)))
+    def add_input(self, name: str, shape, dtype: str = "f32") -> Value:
+        v = Value(self.unique(name), TensorType(tuple(shape), dtype))
         self.inputs.append(v)
         return v
 
@@ -95,7 +102,7 @@ class Builder:
             array = np.require(array, requirements="C")  # (ascontiguousarray would make 0-d arrays 1-d)
             v = Value(self.unique(ref.name), TensorType(tuple(array.shape)))
             self.consts.append(Op("const", [], v, {"value": array}))
-            self.placed[id(ref)] = (ref, v)
+            self.placed[id(ref)] = (ref, ref.place(self, v))
         return self.placed[id(ref)][1]
 
     def emit(self, kind: str, operands: list[Value], shape=None, attrs: dict | None = None,
@@ -107,6 +114,10 @@ class Builder:
         try:
             t = infer_type(kind, [v.type for v in operands], attrs)
         except OpError as e:
+            ints = [v for v in operands if v.type.dtype == "i32"]
+            if ints:   # token ids (an int32/int64 model input) where a float is expected
+                raise FrontendError(f"{self.node.target} reads the integer tensor %{ints[0].name} (token ids) "
+                                    "as a number", where=self.where(), hint=TOKENS_HINT) from None
             raise FrontendError(f"internal error: the {kind} built for {self.node.target} does not type-check: {e}",
                                 where=self.where(), hint="please file an issue with this model") from None
         if shape is not None and tuple(int(d) for d in shape) != t.shape:
@@ -216,7 +227,7 @@ def _conv(b: Builder, x, w, bias, stride, padding, dilation, groups) -> Value:
         n, c, length = _shape(x)
         x = b.reshape(x, [n, c, 1, length], tag="in")
         if isinstance(w, ConstRef):  # same parameter, 2-D shape
-            w = ConstRef(w.name, w.array.reshape(wshape[0], wshape[1], 1, ks[0]))
+            w = replace(w, array=w.array.reshape(wshape[0], wshape[1], 1, ks[0]), transpose_of=None)
         else:
             w = b.reshape(w, [wshape[0], wshape[1], 1, ks[0]], tag="w2d")
         ks, stride, dilation, lo, hi = [1] + ks, [1] + stride, [1] + dilation, [0] + lo, [0] + hi
@@ -463,22 +474,6 @@ def reshape(b, a):
     return b.reshape(b.value(a["self"]), b.out_shape())
 
 
-def select(b, a):
-    """x[..., i, ...] on a size-1 dim (e.g. the batch of 1) only drops the dim: a reshape."""
-    x = b.value(a["self"])
-    if _shape(x)[_axis(a["dim"], x.type.rank)] != 1:
-        b.unsupported("indexing into a dim larger than 1 (tinyc has no slicing op)")
-    return b.reshape(x, b.out_shape())
-
-
-def slice_(b, a):
-    """x[a:b] is supported only when it keeps the whole dim (as export emits for `x[:, ...]`)."""
-    x = b.value(a["self"])
-    if b.out_shape() != _shape(x):
-        b.unsupported("slicing part of a dim (tinyc has no slicing op)")
-    return x
-
-
 def _permute(b: Builder, x, perm) -> Value:
     x = b.value(x)
     perm = [_axis(p, x.type.rank) for p in perm]
@@ -544,6 +539,10 @@ def dropout(b, a):
 
 
 def to_copy(b, a):
+    x = a["self"]
+    if isinstance(x, Value) and x.type.dtype == "i32":   # token ids (tinyc.frontend_tokens)
+        from tinyc.frontend_tokens import token_to_copy
+        return token_to_copy(b, x, a.get("dtype"))
     if a.get("dtype") not in (None, torch.float32):
         b.unsupported(f"conversion to {a['dtype']}", "tinyc imports float32 models; quantize with tinyc's passes")
     return a["self"]
@@ -593,8 +592,6 @@ def _table() -> dict[str, Callable]:
     add("mean.dim mean.default", mean)
     add("view.default reshape.default _unsafe_view.default flatten.using_ints squeeze.dim "
         "squeeze.dims squeeze.default unsqueeze.default view_copy.default", reshape)
-    add("select.int", select)
-    add("slice.Tensor", slice_)
     add("permute.default", permute)
     add("transpose.int", transpose)
     add("t.default", t)

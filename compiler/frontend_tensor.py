@@ -2,11 +2,299 @@
 
 Lowerings of aten ops to tinyc IR (see tinyc.frontend_ops for the Builder and the conventions);
 tinyc.frontend_table merges this module's LOWERINGS with the others.
+
+Indexing lowers to three IR ops: `slice` (one axis, normalized bounds, step >= 1), `flip` and
+`expand`; `reshape` drops or splits dims. Ops returning several tensors (split, chunk, unbind)
+return a tuple of values, one `slice` each. A gather along an axis with a constant index
+(`gather_const`, roll) becomes slices of its evenly spaced runs joined by `cat`.
+Tensors filled with a constant (zeros, ones, full and their _like / new_ forms) are constants
+of the graph: their shape is static even when the model computes it from the input's size.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from tinyc.frontend_ops import Builder
+import numpy as np
+import torch
 
-LOWERINGS: dict[str, Callable[[Builder, dict], Any]] = {}
+from tinyc.frontend_ops import Builder, ConstRef
+from tinyc.ir import Value
+
+
+def _axis(b: Builder, d: int, rank: int) -> int:
+    if not -max(rank, 1) <= d < max(rank, 1):
+        b.unsupported(f"dim {d} out of range for a rank-{rank} tensor")
+    return d + rank if d < 0 else d
+
+
+def _clamp_bound(v, size: int, default: int) -> int:
+    """PyTorch's slice bound: None is the default, negatives count from the end, then clamped to [0, size]."""
+    if v is None:
+        return default
+    v = int(v)
+    if v < 0:
+        v += size
+    return min(max(v, 0), size)
+
+
+def slice_axis(b: Builder, x: Value, axis: int, start: int, stop: int, step: int = 1,
+               tag: str | None = None) -> Value:
+    """x[start:stop:step] along `axis` (normalized bounds); a slice keeping the whole dim is x itself."""
+    dim = x.type.shape[axis]
+    if step < 1:
+        b.unsupported(f"slice step {step}", "PyTorch slices take positive steps; reverse with flip")
+    if (start, stop) == (0, dim) and (step == 1 or dim <= 1):
+        return x
+    if stop <= start:
+        b.unsupported(f"a slice selecting no elements ({start}:{stop} of a dim of {dim})",
+                      "tinyc does not compile zero-size tensors; remove the empty slice")
+    shape = list(x.type.shape)
+    shape[axis] = -(-(stop - start) // step)
+    return b.emit("slice", [x], shape, {"axis": axis, "start": start, "stop": stop, "step": step}, tag)
+
+
+def slice_tensor(b, a):
+    x = b.value(a["self"])
+    axis = _axis(b, a["dim"], x.type.rank)
+    dim = x.type.shape[axis]
+    start = _clamp_bound(a["start"], dim, 0)
+    stop = max(_clamp_bound(a["end"], dim, dim), start)
+    return slice_axis(b, x, axis, start, stop, int(a["step"] if a["step"] is not None else 1))
+
+
+def _index(b: Builder, i: int, dim: int, what: str) -> int:
+    if not -dim <= i < dim:
+        b.unsupported(f"{what} {i} out of range for a dim of {dim}")
+    return i + dim if i < 0 else i
+
+
+def _select(b: Builder, x: Value, axis: int, index: int, tag: str | None = None) -> Value:
+    i = _index(b, int(index), x.type.shape[axis], "index")
+    y = slice_axis(b, x, axis, i, i + 1, 1, "slice" if tag is None else f"{tag}_slice")
+    return b.reshape(y, x.type.shape[:axis] + x.type.shape[axis + 1:], tag)
+
+
+def select(b, a):
+    """x[..., i, ...]: a one-element slice, then a reshape dropping the dim."""
+    x = b.value(a["self"])
+    return _select(b, x, _axis(b, a["dim"], x.type.rank), a["index"])
+
+
+def narrow(b, a):
+    x = b.value(a["self"])
+    axis = _axis(b, a["dim"], x.type.rank)
+    dim, length = x.type.shape[axis], int(a["length"])
+    start = int(a["start"])
+    start = start + dim if start < 0 else start
+    if start < 0 or length < 0 or start + length > dim:
+        b.unsupported(f"narrow({start}, {length}) past the end of a dim of {dim}")
+    return slice_axis(b, x, axis, start, start + length)
+
+
+def _pieces(b: Builder, x: Value, axis: int, sizes: list[int]) -> tuple[Value, ...]:
+    """Consecutive slices of these sizes along axis (split, chunk): a tuple, like the aten op's list."""
+    if sum(sizes) != x.type.shape[axis] or any(s < 0 for s in sizes):
+        b.unsupported(f"split sizes {sizes} for a dim of {x.type.shape[axis]}")
+    out, start = [], 0
+    for i, s in enumerate(sizes):
+        out.append(slice_axis(b, x, axis, start, start + s, 1, str(i)))
+        start += s
+    return tuple(out)
+
+
+def _even_sizes(dim: int, size: int) -> list[int]:
+    return [min(size, dim - s) for s in range(0, dim, size)] if size > 0 and dim > 0 else [dim]
+
+
+def split(b, a):
+    x = b.value(a["self"])
+    axis = _axis(b, a["dim"], x.type.rank)
+    return _pieces(b, x, axis, _even_sizes(x.type.shape[axis], int(a["split_size"])))
+
+
+def split_with_sizes(b, a):
+    x = b.value(a["self"])
+    axis = _axis(b, a["dim"], x.type.rank)
+    sizes = a["split_sizes"] if "split_sizes" in a else a["split_size"]
+    return _pieces(b, x, axis, [int(s) for s in sizes])
+
+
+def chunk(b, a):
+    """torch.chunk: pieces of ceil(dim / chunks) (so possibly fewer than `chunks`)."""
+    x = b.value(a["self"])
+    axis = _axis(b, a["dim"], x.type.rank)
+    dim, n = x.type.shape[axis], int(a["chunks"])
+    if n < 1:
+        b.unsupported(f"chunk into {n} pieces")
+    return _pieces(b, x, axis, _even_sizes(dim, -(-dim // n)))
+
+
+def unbind(b, a):
+    x = b.value(a["self"])
+    axis = _axis(b, a["dim"], x.type.rank)
+    return tuple(_select(b, x, axis, i, str(i)) for i in range(x.type.shape[axis]))
+
+
+def unflatten(b, a):
+    return b.reshape(b.value(a["self"]), b.out_shape())
+
+
+def expand(b, a):
+    """x.expand(sizes) (-1 keeps a dim; new dims go in front): broadcast copies of size-1 dims."""
+    x = b.value(a["self"])
+    shape = list(b.out_shape())
+    if tuple(shape) == x.type.shape:
+        return x
+    return b.emit("expand", [x], shape, {"shape": shape})
+
+
+def repeat(b, a):
+    """x.repeat(r0, r1, ...): each repeated dim d becomes [r, d] by expand, then one reshape."""
+    x = b.value(a["self"])
+    reps = [int(r) for r in a["repeats"]]
+    if len(reps) < x.type.rank or any(r < 1 for r in reps):
+        b.unsupported(f"repeat({reps}) of a rank-{x.type.rank} tensor")
+    src = [1] * (len(reps) - x.type.rank) + list(x.type.shape)
+    if all(r == 1 for r in reps):
+        return b.reshape(x, src)
+    split_src, split_out = [], []
+    for r, d in zip(reps, src):
+        if r > 1 and d > 1:
+            split_src += [1, d]
+            split_out += [r, d]
+        else:
+            split_src.append(d)
+            split_out.append(r * d)
+    xs = b.reshape(x, split_src, tag="in")
+    y = b.emit("expand", [xs], split_out, {"shape": split_out}, tag="expand")
+    return b.reshape(y, b.out_shape())
+
+
+def flip(b, a):
+    x = b.value(a["self"])
+    axes = sorted({_axis(b, d, x.type.rank) for d in a["dims"]})
+    axes = [d for d in axes if x.type.shape[d] > 1]
+    if not axes:
+        return x
+    return b.emit("flip", [x], x.type.shape, {"axes": axes})
+
+
+# ---------------------------------------------------------------- gathers with constant indices
+
+def _const_index(b: Builder, index, dim: int) -> np.ndarray:
+    if not isinstance(index, ConstRef):
+        b.unsupported("an index tensor computed at run time",
+                      "tinyc gathers with constant indices only (a buffer or a literal tensor)")
+    idx = index.array
+    if idx.dtype == np.bool_:
+        if idx.ndim != 1 or idx.shape[0] != dim:
+            b.unsupported(f"a boolean mask of shape {list(idx.shape)} for a dim of {dim}")
+        idx = np.flatnonzero(idx)
+    elif not np.issubdtype(idx.dtype, np.integer):
+        b.unsupported(f"an index tensor of dtype {idx.dtype}")
+    idx = idx.astype(np.int64).ravel()
+    if idx.size and (idx.min() < -dim or idx.max() >= dim):
+        b.unsupported(f"an index out of range for a dim of {dim}")
+    return np.where(idx < 0, idx + dim, idx)
+
+
+def gather_axis(b: Builder, x: Value, axis: int, idx: np.ndarray) -> Value:
+    """x's elements at positions idx along axis: one slice per evenly spaced ascending run, then cat."""
+    if idx.size == 0:
+        b.unsupported("an empty index (a zero-size result)")
+    runs, i = [], 0
+    while i < idx.size:
+        j, step = i, int(idx[i + 1] - idx[i]) if i + 1 < idx.size else 1
+        if step >= 1:
+            while j + 1 < idx.size and idx[j + 1] - idx[j] == step:
+                j += 1
+        else:
+            step = 1
+        runs.append((int(idx[i]), int(idx[j]) + 1, step))
+        i = j + 1
+    parts = [slice_axis(b, x, axis, s, e, st, f"run{k}" if len(runs) > 1 else None) for k, (s, e, st) in enumerate(runs)]
+    if len(parts) == 1:
+        return parts[0]
+    shape = list(x.type.shape)
+    shape[axis] = int(idx.size)
+    return b.emit("cat", parts, shape, {"axis": axis})
+
+
+def gather_const(b: Builder, x: Value, axis: int, index) -> Value:
+    """x.index_select(axis, index) for a constant `index` (integer or boolean mask, any shape: the
+    result has index's dims in place of axis, as x[:, idx] does). For the lowerings of index_select
+    and index.Tensor (tinyc.frontend_tokens, which owns them) when the index is a constant."""
+    dim = x.type.shape[axis]
+    idx_shape = index.array.shape if isinstance(index, ConstRef) and index.array.dtype != np.bool_ else None
+    y = gather_axis(b, x, axis, _const_index(b, index, dim))
+    if idx_shape is None or len(idx_shape) == 1:
+        return y
+    return b.reshape(y, x.type.shape[:axis] + tuple(idx_shape) + x.type.shape[axis + 1:])
+
+
+def roll(b, a):
+    """torch.roll: per rolled dim, the last `shift` elements then the others (two slices and a cat)."""
+    x = b.value(a["self"])
+    shifts, dims = [int(s) for s in a["shifts"]], [int(d) for d in a["dims"]]
+    if not dims:          # roll of the flattened tensor
+        flat = b.reshape(x, [x.type.numel], tag="flat")
+        return b.reshape(_roll(b, flat, 0, shifts[0], "roll"), x.type.shape)
+    if len(shifts) != len(dims):
+        b.unsupported(f"roll with {len(shifts)} shifts for {len(dims)} dims")
+    y = x
+    for k, (s, d) in enumerate(zip(shifts, dims)):
+        y = _roll(b, y, _axis(b, d, x.type.rank), s, f"roll{k}" if k < len(dims) - 1 else None)
+    return y
+
+
+def _roll(b: Builder, x: Value, axis: int, shift: int, tag: str | None) -> Value:
+    n = x.type.shape[axis]
+    s = shift % n if n else 0
+    if s == 0:
+        return x
+    tail = slice_axis(b, x, axis, n - s, n, 1, f"{tag}_tail" if tag else "tail")
+    head = slice_axis(b, x, axis, 0, n - s, 1, f"{tag}_head" if tag else "head")
+    return b.emit("cat", [tail, head], x.type.shape, {"axis": axis}, tag)
+
+
+# ---------------------------------------------------------------- constant-filled tensors
+
+def filled(value: float | None) -> Callable:
+    """zeros/ones/full (value None: the `fill_value` argument) and their _like / new_ forms: a
+    constant of the result's static shape (a shape computed from x.size() is static at export)."""
+    def lower(b, a):
+        fill = a["fill_value"] if value is None else value
+        if not isinstance(fill, (int, float, bool)):
+            b.unsupported("a fill value computed at run time")
+        dtype = a.get("dtype") or torch.float32
+        array = torch.full(b.out_shape(), fill, dtype=dtype).numpy()
+        return ConstRef(b.node.name, array)
+    return lower
+
+
+def _table() -> dict[str, Callable]:
+    t_: dict[str, Callable] = {}
+
+    def add(names: str, fn: Callable):
+        for n in names.split():
+            t_["aten." + n] = fn
+
+    add("slice.Tensor", slice_tensor)
+    add("select.int", select)
+    add("narrow.default", narrow)
+    add("split.Tensor unsafe_split.Tensor", split)
+    add("split_with_sizes.default unsafe_split_with_sizes.default split.sizes", split_with_sizes)
+    add("chunk.default unsafe_chunk.default", chunk)
+    add("unbind.int", unbind)
+    add("unflatten.int", unflatten)
+    add("expand.default", expand)
+    add("repeat.default", repeat)
+    add("flip.default", flip)
+    add("roll.default", roll)
+    add("zeros.default zeros_like.default new_zeros.default", filled(0.0))
+    add("ones.default ones_like.default new_ones.default", filled(1.0))
+    add("full.default full_like.default new_full.default", filled(None))
+    return t_
+
+
+LOWERINGS: dict[str, Callable[[Builder, dict], Any]] = _table()

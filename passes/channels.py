@@ -322,6 +322,40 @@ class ChannelAnalysis:
                 self._freeze(Lb, f"{why} broadcasts them")
         return out
 
+    def rule_slice(self, op: Op, lays) -> Layout | None:
+        """Slicing other axes keeps the channels; slicing the channel axis keeps the whole groups
+        between two group boundaries (step 1), and the rewrite moves start/stop with the pruning."""
+        L, a = lays[0], op.attrs
+        if L is None or a["axis"] != L.axis:
+            return L
+        bounds = [0]
+        for _, n in L.segs:
+            bounds.append(bounds[-1] + n * L.inner)
+        if a["step"] != 1 or a["start"] not in bounds or a["stop"] not in bounds:
+            self._freeze(L, f"%{op.result.name} = slice cuts through them")
+            return None
+        self._act(op, "slice")
+        segs = L.segs[bounds.index(a["start"]):bounds.index(a["stop"])]
+        return Layout(L.axis, segs, L.inner) if segs else None
+
+    def rule_flip(self, op: Op, lays) -> Layout | None:
+        L = lays[0]
+        if L is not None and L.axis in op.attrs["axes"] and op.result.type.shape[L.axis] > 1:
+            self._freeze(L, f"%{op.result.name} = flip reverses their order")
+            return None
+        return L
+
+    def rule_expand(self, op: Op, lays) -> Layout | None:
+        L, x = lays[0], op.operands[0]
+        if L is None:
+            return None
+        axis = L.axis + op.result.type.rank - x.type.rank
+        if op.result.type.shape[axis] != x.type.shape[L.axis]:
+            self._freeze(L, f"%{op.result.name} = expand broadcasts them")
+            return None
+        self._act(op, "reshape")      # the shape attribute follows the channel count
+        return L.moved(axis)
+
     def rule_instance_norm(self, op: Op, lays) -> Layout | None:
         """group_norm: with groups = C every channel has its own statistics, so channels on axis 1
         prune like a depthwise conv's (weight and bias sliced, groups = the kept count); any other
@@ -418,6 +452,12 @@ class ChannelAnalysis:
         if pos is not None:
             self._set(users, op, i, np.take(self.consts[id(op.operands[i])].attrs["value"], pos, axis=axis))
 
+    def _do_slice(self, keep, users, op: Op) -> None:
+        pos = self.positions(self.layout[id(op.operands[0])], keep)
+        if pos is not None:
+            op.attrs["start"] = int(np.count_nonzero(pos < op.attrs["start"]))
+            op.attrs["stop"] = int(np.count_nonzero(pos < op.attrs["stop"]))
+
     def _do_reshape(self, keep, users, op: Op) -> None:
         L = self.layout[id(op.result)]
         pos = self.positions(L, keep)
@@ -444,6 +484,9 @@ RULES: dict[str, Callable[[ChannelAnalysis, Op, list], Layout | None]] = {
     "contract": ChannelAnalysis.rule_matmul,
     "instance_channels": ChannelAnalysis.rule_instance_norm,
     "normalized_axes": ChannelAnalysis.rule_normalized_axes,
+    "sub_range": ChannelAnalysis.rule_slice,
+    "reversed_axes": ChannelAnalysis.rule_flip,
+    "broadcast_copy": ChannelAnalysis.rule_expand,
 }
 
 

@@ -159,7 +159,7 @@ def _slice_identity(op, const):
 register(OpDef(
     "slice", _slice_shape, 1, 1, {"axis": int, "start": int, "stop": int, "step": int}, traits=Trait.SAME_QUANT,
     doc="x[start:stop:step] along axis (0 <= start <= stop <= dim, step >= 1)",
-    ref=_slice, ref_int=_slice, torch=_slice, int_operands=int_all, int8="same", c="gather_copy", channels="slice",
+    ref=_slice, ref_int=_slice, torch=_slice, int_operands=int_all, int8="same", c="gather_copy", channels="sub_range",
     keeps_batch=lambda a, types, flags, result: flags[0] and a["axis"] != 0, identity=_slice_identity,
     samples=lambda rng: [sample((2, 5, 4), axis=1, start=1, stop=5, step=2),
                          sample((1, 6, 3, 3), axis=1, start=2, stop=5, step=1),
@@ -184,7 +184,7 @@ register(OpDef(
     "flip", _flip_shape, 1, 1, {"axes": list[int]}, traits=Trait.SAME_QUANT,
     doc="reverse the order of the elements along each of axes", ref=_flip, ref_int=_flip,
     torch=lambda op, x: torch.flip(x, op.attrs["axes"]) if op.attrs["axes"] else x,
-    int_operands=int_all, int8="same", c="gather_copy", channels="flip",
+    int_operands=int_all, int8="same", c="gather_copy", channels="reversed_axes",
     keeps_batch=lambda a, types, flags, result: flags[0] and 0 not in a["axes"],
     identity=lambda op, const: 0 if all(op.operands[0].type.shape[d] <= 1 for d in op.attrs["axes"]) else None,
     samples=lambda rng: [sample((2, 3, 4), axes=[2]), sample((1, 3, 4, 5), axes=[1, 3])]))
@@ -210,7 +210,7 @@ register(OpDef(
     "expand", _expand_shape, 1, 1, {"shape": list[int]}, traits=Trait.SAME_QUANT,
     doc="broadcast size-1 dims (and new leading dims) to shape: every copy reads the same element",
     ref=_expand, ref_int=_expand, torch=lambda op, x: x.expand(op.attrs["shape"]),
-    int_operands=int_all, int8="same", c="gather_copy", channels="expand",
+    int_operands=int_all, int8="same", c="gather_copy", channels="broadcast_copy",
     identity=lambda op, const: 0 if op.operands[0].type.shape == op.result.type.shape else None,
     samples=lambda rng: [sample((2, 1, 4), shape=[2, 3, 4]), sample((1, 3, 1, 1), shape=[2, 3, 4, 5]),
                          sample((3, 1), shape=[2, 3, 4])]))

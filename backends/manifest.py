@@ -3,7 +3,7 @@
 The emitter writes it next to NAME.c/NAME.h; ``run`` and ``bench`` read it (the
 sizes of a row of inputs and outputs, the arena) instead of re-reading the C header.
 It holds: the model's name and target, each input and output (graph value name,
-shape, dtype, offset and size in floats within the invoke buffers), the total input
+shape, dtype, offset and size in elements within the invoke buffers), the total input
 and output sizes, the arena size (and its lower bound), the kernels each kernel
 family compiles in, and the files of the bundle.  Written deterministically
 (sorted keys, no paths or times).
@@ -29,9 +29,9 @@ VERSION = 1
 class Tensor:
     name: str                   # graph value name
     shape: tuple[int, ...]
-    dtype: str                  # "f32": the invoke API is float
-    offset: int                 # floats from the start of the input / output buffer
-    size: int                   # floats
+    dtype: str                  # "f32" (float), or "i32" for inputs of int32_t token ids
+    offset: int                 # elements (4 bytes each) from the start of the input / output buffer
+    size: int                   # elements
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,17 @@ class Manifest:
         return sum(t.size for t in self.inputs)
 
     @property
+    def input_dtype(self) -> str:
+        """The element type of the input buffer: "i32" (int32_t token ids) if every input is i32, else "f32"."""
+        return "i32" if self.inputs and all(t.dtype == "i32" for t in self.inputs) else "f32"
+
+    @property
     def output_size(self) -> int:
         return sum(t.size for t in self.outputs)
 
     @property
     def io_bytes(self) -> int:
-        """Bytes of one row of inputs plus one row of outputs (float32)."""
+        """Bytes of one row of inputs plus one row of outputs (float32 or int32 elements)."""
         return 4 * (self.input_size + self.output_size)
 
     def to_dict(self) -> dict:
@@ -140,6 +145,9 @@ def _tensors(data: dict, key: str) -> tuple[Tensor, ...]:
             raise _Incomplete(f"{where}.shape is not a list of non-negative integers")
         tensor = Tensor(_get(t, "name", str, where), tuple(shape), _get(t, "dtype", str, where),
                         _get(t, "offset", int, where), _get(t, "size", int, where))
+        if tensor.dtype not in (("f32", "i32") if key == "inputs" else ("f32",)):
+            raise _Incomplete(f"{where}.dtype is '{tensor.dtype}'; bundle {key} are f32"
+                              + (" or i32 (token ids)" if key == "inputs" else ""))
         if tensor.size != math.prod(shape):
             raise _Incomplete(f"{where}.size {tensor.size} is not the size of shape {list(shape)}")
         if tensor.offset != offset:

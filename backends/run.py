@@ -1,7 +1,8 @@
 """Running a bundle: its run harness natively on the host, or under QEMU for Cortex-M.
 
-The harness reads rows of the model's input (float32) from ``input.bin`` and writes
-the rows of outputs to ``output.bin``; the row sizes come from the bundle manifest.
+The harness reads rows of the model's input (float32, or int32 token ids when the
+bundle's inputs are i32) from ``input.bin`` and writes the rows of outputs (float32)
+to ``output.bin``; the row sizes and the input dtype come from the bundle manifest.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from tinyc.backends.tools import QEMU, qemu_command, require_tool, run_process
 from tinyc.errors import BackendError
 
 
-def _as_rows(inputs: np.ndarray, in_size: int) -> np.ndarray:
+def _as_rows(inputs: np.ndarray, in_size: int, dtype: str = "f32") -> np.ndarray:
+    if dtype == "i32":
+        return _token_rows(inputs, in_size)
     x = np.asarray(inputs, dtype=np.float32)
     if x.ndim == 1 and x.size == in_size:
         x = x.reshape(1, in_size)
@@ -28,6 +31,19 @@ def _as_rows(inputs: np.ndarray, in_size: int) -> np.ndarray:
         raise BackendError(f"inputs have shape {np.shape(inputs)}, expected rows of {in_size} floats",
                            hint="pass an array of shape (rows, INPUT_SIZE)")
     return np.ascontiguousarray(x, dtype="<f4")
+
+
+def _token_rows(inputs: np.ndarray, in_size: int) -> np.ndarray:
+    """Rows of int32 token ids: integer arrays (or floats holding whole numbers) within int32."""
+    x = np.asarray(inputs)
+    if x.dtype.kind not in "biuf" or (x.dtype.kind == "f" and not np.array_equal(x, np.floor(x))):
+        raise BackendError(f"the bundle takes int32 token ids; the inputs are {x.dtype} values"
+                           + (" with fractions" if x.dtype.kind == "f" else ""),
+                           hint="pass an integer array of token ids (rows of INPUT_SIZE)")
+    if x.size and (x.min() < -2 ** 31 or x.max() > 2 ** 31 - 1):
+        raise BackendError("token ids do not fit int32", hint="token ids index an embedding table: 0 <= id < V")
+    rows = _as_rows(np.zeros(x.shape, np.float32), in_size)   # the same shape rules as float inputs
+    return np.ascontiguousarray(x.reshape(rows.shape), dtype="<i4")
 
 
 def run_model(out_dir: Path | str, target: "str | Target | Board" = "host", name: str = "model",
@@ -43,7 +59,7 @@ def run_model(out_dir: Path | str, target: "str | Target | Board" = "host", name
     if inputs is None:
         raise BackendError("run() needs inputs (rows of INPUT_SIZE float32)")
     manifest = read_manifest(out, name)
-    x = _as_rows(inputs, manifest.input_size)
+    x = _as_rows(inputs, manifest.input_size, manifest.input_dtype)
     exe = build(out, t, name, "run", profile, sanitize=sanitize, cc=cc)
     if t.bare_metal:
         require_tool(QEMU, t)

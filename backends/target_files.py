@@ -5,7 +5,7 @@ A bundle directory OUT holds the generated model (``OUT/NAME.h``, ``OUT/NAME.c``
 target support in ``OUT/target/`` (not matched by ``OUT/*.c``) and ``OUT/Makefile``:
 
 * ``target/run_main.c``   - run harness: ``input.bin`` (rows of NAME_INPUT_SIZE
-  float32) -> NAME_invoke per row -> ``output.bin``; same source for host
+  float32, or int32 token ids) -> NAME_invoke per row -> ``output.bin``; same source for host
   (stdio, ``io_host.c``) and Cortex-M (semihosting, ``io_semihost.c``).
 * ``target/bench_main.c`` - bench harness (Cortex-M): SysTick instruction
   counting under ``-icount shift=0``, per-layer stamps, stack high-water mark.
@@ -13,8 +13,8 @@ target support in ``OUT/target/`` (not matched by ``OUT/*.c``) and ``OUT/Makefil
   linker script (from ``link.ld.in`` with the QEMU machine's memory map).
 * ``target/tinyc_bundle.h`` - generated; makes the harnesses generic: it
   includes ``NAME.h`` and defines ``TINYC_INVOKE`` / ``TINYC_INPUT_SIZE`` /
-  ``TINYC_OUTPUT_SIZE`` / ``TINYC_ARENA_SIZE`` / ``TINYC_MODEL_NAME`` from
-  the model's ``NAME_*`` names.
+  ``TINYC_OUTPUT_SIZE`` / ``TINYC_ARENA_SIZE`` / ``TINYC_MODEL_NAME`` /
+  ``TINYC_INPUT_TYPE`` / ``TINYC_INPUT_INT32`` from the model's ``NAME_*`` names.
 * ``target/icount_plugin.c`` - optional QEMU TCG plugin for exact counts.
 
 The products (``build``) go to ``OUT/build/TARGET/``; ``make`` in OUT uses the same
@@ -77,6 +77,10 @@ def bundle_header(name: str) -> str:
             lines.append("#else")
             lines.append(f'#error "{name}.h does not define {spellings[0]}"')
         lines.append("#endif")
+    # the input buffer's element type: float, or int32_t token ids (headers before it: float)
+    for key, default in (("INPUT_TYPE", "float"), ("INPUT_INT32", "0")):
+        lines += [f"#if defined({name}_{key})", f"#define TINYC_{key} {name}_{key}", "#else",
+                  f"#define TINYC_{key} {default}", "#endif"]
     lines.append("#endif")
     return "\n".join(lines) + "\n"
 

@@ -119,7 +119,7 @@ def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
         "tinyc_version": _version(),
         "name": info.name, "target": target.name, "board": board.name if board else None,
         "graph": graph.name,
-        "inputs": [{"name": v.name, "shape": list(v.type.shape)} for v in graph.inputs],
+        "inputs": [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype} for v in graph.inputs],
         "outputs": [{"name": v.name, "shape": list(v.type.shape)} for v in graph.outputs],
         "pipeline": ",".join(p.spec() for p in pm.passes),
         "passes": [step.as_dict() for step in pm.history],
@@ -202,7 +202,7 @@ def run_bundle_cmd(args) -> int:
     if len(bundle.report["inputs"]) != 1:
         raise TinycError("`tinyc run` takes models with one input",
                          hint="call tinyc.backends.run.run_model from Python with the inputs concatenated per row")
-    x = load_npy(args.input, "input").astype(np.float32)
+    x = load_npy(args.input, "input")   # run_model converts: float32, or int32 for token ids
     rows, lead = as_rows(x, bundle.report["inputs"][0]["shape"])
     y = run_model(bundle.path, bundle.target, bundle.name, rows)
     out_shape = bundle.report["outputs"][0]["shape"]

@@ -24,11 +24,24 @@ def calibration_samples(graph: Graph, calib) -> list[list[np.ndarray]]:
     arrays = [calib] if isinstance(calib, np.ndarray) else list(calib)
     check(len(arrays) == len(graph.inputs), f"calibration data has {len(arrays)} arrays for "
           f"{len(graph.inputs)} graph inputs", "give a list with one array per input")
-    per_input = [_samples(v, np.asarray(a, np.float32)) for v, a in zip(graph.inputs, arrays)]
+    per_input = [_samples(v, _typed(v, a)) for v, a in zip(graph.inputs, arrays)]
     counts = {len(s) for s in per_input}
     check(len(counts) == 1 and counts != {0}, f"calibration arrays hold different or zero sample counts: "
           f"{sorted(len(s) for s in per_input)}", CALIB_HINT)
     return [list(sample) for sample in zip(*per_input)]
+
+
+def _typed(v: Value, a) -> np.ndarray:
+    """Calibration data as the input's dtype: float32, or int32 for i32 (token id) inputs, whose data
+    must be whole numbers in int32's range."""
+    if v.type.dtype != "i32":
+        return np.asarray(a, np.float32)
+    a = np.asarray(a)
+    whole = a.dtype.kind in "biu" or (a.dtype.kind == "f" and bool(np.all(np.floor(a) == a)))
+    check(whole and (a.size == 0 or (a.min() >= -2 ** 31 and a.max() <= 2 ** 31 - 1)),
+          f"calibration data for input %{v.name} must hold integer token ids (int32 range), got {a.dtype} values"
+          + ("" if whole else " with fractions"), "save the token ids as an integer array (numpy int64 or int32)")
+    return a.astype(np.int32)
 
 
 def _samples(v: Value, a: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 from tinyc.interpreter import run
 from tinyc.ir import Graph
 from tinyc.ops import OPS, Trait
-from tinyc.ops.core import sample_graph
+from tinyc.ops.core import sample_graph, sample_inputs
 from tinyc.passes import PassContext
 from tinyc.passmanager import PassManager
 from tinyc.to_torch import run_op as torch_op
@@ -37,9 +37,17 @@ CASES = [(k, i) for k in SAMPLED for i in range(len(OPS[k].samples(np.random.def
 def build(kind: str, index: int) -> tuple[Graph, list[np.ndarray]]:
     """A one-op graph of sample `index` of `kind`, and random inputs for it."""
     rng = np.random.default_rng(index)
-    g = sample_graph(kind, OPS[kind].samples(rng)[index], f"{kind}_{index}")
+    s = OPS[kind].samples(rng)[index]
+    g = sample_graph(kind, s, f"{kind}_{index}")
     verify(g)
-    return g, [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    return g, sample_inputs(s, rng)
+
+
+def calibration(kind: str, index: int):
+    """16 random inputs per graph input of sample `index` (an array for a one-input graph)."""
+    s = OPS[kind].samples(np.random.default_rng(index))[index]
+    calib = sample_inputs(s, np.random.default_rng(1), count=16)
+    return calib if len(calib) > 1 else calib[0]
 
 
 def test_every_op_is_sampled_or_an_int8_or_compressed_form():
@@ -76,9 +84,7 @@ def test_c_kernels_agree_with_the_interpreter(kind, index, tmp_path):
     (want,) = run(g, xs)
     np.testing.assert_allclose(_c_host(g, xs, tmp_path / "f32")[0], want.ravel(), rtol=1e-5,
                                atol=1e-5 * max(1.0, float(np.abs(want).max())))
-    rng = np.random.default_rng(1)
-    calib = [rng.standard_normal((16, *v.type.shape)).astype(np.float32) for v in g.inputs]
-    q = PassManager("quantize-int8").run(g.copy(), PassContext(calib=calib if len(calib) > 1 else calib[0]))
+    q = PassManager("quantize-int8").run(g.copy(), PassContext(calib=calibration(kind, index)))
     (want8,) = run(q, xs)
     assert np.array_equal(_c_host(q, xs, tmp_path / "i8")[0], want8.ravel())
 
@@ -158,9 +164,7 @@ def test_text_form_round_trips_float_and_int8(kind, index):
     """Every sample prints and parses back to the same text, as float IR and after quantize-int8."""
     from tinyc.text import parse, print_graph
     g, _ = build(kind, index)
-    rng = np.random.default_rng(1)
-    calib = [rng.standard_normal((16, *v.type.shape)).astype(np.float32) for v in g.inputs]
-    q = PassManager("quantize-int8").run(g.copy(), PassContext(calib=calib if len(calib) > 1 else calib[0]))
+    q = PassManager("quantize-int8").run(g.copy(), PassContext(calib=calibration(kind, index)))
     for graph in (g, q):
         text = print_graph(graph)
         again = parse(text)

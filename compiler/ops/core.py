@@ -124,10 +124,20 @@ class OpDef:
 @dataclass(frozen=True)
 class Sample:
     """One invocation of an op for the conformance test: each operand is a shape (a graph input of
-    random float32 values) or an array (a constant), plus the attributes."""
+    random float32 values), an `IntInput` (a graph input of random i32 values in a range) or an
+    array (a constant), plus the attributes."""
 
     operands: tuple
     attrs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IntInput:
+    """A sample operand: a graph input of i32 values drawn uniformly from [low, high) (token ids)."""
+
+    shape: tuple[int, ...]
+    low: int
+    high: int
 
 
 def sample(*operands, **attrs) -> Sample:
@@ -140,14 +150,35 @@ def sample_graph(kind: str, s: Sample, name: str | None = None, loc: str | None 
     inputs, operands, consts = [], [], []
     for i, o in enumerate(s.operands):
         if isinstance(o, np.ndarray):
-            v = Value(f"c{i}", TensorType(o.shape))
+            v = Value(f"c{i}", TensorType(o.shape, _np_dtype_name(o)))
             consts.append(Op("const", [], v, {"value": o}))
+        elif isinstance(o, IntInput):
+            v = Value(f"x{i}", TensorType(tuple(o.shape), "i32"))
+            inputs.append(v)
         else:
             v = Value(f"x{i}", TensorType(tuple(o)))
             inputs.append(v)
         operands.append(v)
     y = Value("y", infer_type(kind, [v.type for v in operands], dict(s.attrs)))
     return Graph(name or kind, inputs, [y], consts + [Op(kind, operands, y, dict(s.attrs), loc)])
+
+
+def _np_dtype_name(a: np.ndarray) -> str:
+    return "i32" if a.dtype == np.int32 else "f32"
+
+
+def sample_inputs(s: Sample, rng: np.random.Generator, count: int | None = None) -> list[np.ndarray]:
+    """Random values for the graph inputs of sample `s` (as sample_graph orders them): float32
+    standard normal for shape operands, i32 uniform in [low, high) for IntInput operands; with
+    `count`, a stack of that many samples per input (calibration data)."""
+    lead = () if count is None else (count,)
+    out = []
+    for o in s.operands:
+        if isinstance(o, IntInput):
+            out.append(rng.integers(o.low, o.high, lead + tuple(o.shape)).astype(np.int32))
+        elif not isinstance(o, np.ndarray):
+            out.append(rng.standard_normal(lead + tuple(o)).astype(np.float32))
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 /* run_main.c - tinyc "run" harness: input.bin -> model -> output.bin.
  *
- * input.bin holds rows of TINYC_INPUT_SIZE little-endian float32; the model is
- * invoked once per row and the rows of TINYC_OUTPUT_SIZE float32 results are
+ * input.bin holds rows of TINYC_INPUT_SIZE little-endian float32 (int32 token ids
+ * when the model's input type TINYC_INPUT_TYPE is int32_t); the model is invoked
+ * once per row and the rows of TINYC_OUTPUT_SIZE float32 results are
  * written to output.bin.  Exit status 0 on success; otherwise a message on
  * stderr and: 1 = I/O or usage error, 2 = the model's invoke returned non-zero,
  * 3 = CPU fault (startup.c).
@@ -19,7 +20,7 @@
 #include "harness_io.h"
 #include "tinyc_bundle.h"
 
-static float tinyc_in_row[TINYC_INPUT_SIZE];
+static TINYC_INPUT_TYPE tinyc_in_row[TINYC_INPUT_SIZE];
 static float tinyc_out_row[TINYC_OUTPUT_SIZE];
 
 #ifdef TINYC_PROFILE
@@ -83,7 +84,9 @@ static int run(const char *in_path, const char *out_path)
         }
         rc = TINYC_INVOKE(tinyc_in_row, tinyc_out_row);
         if (rc != 0) {
-            fail(2, "model invoke returned an error code at row", NULL, r);
+            /* -2: a token id outside its embedding table (NAME_ERR_INDEX) */
+            fail(2, rc == -2 ? "model invoke returned -2 (a token id is out of range) at row"
+                             : "model invoke returned an error code at row", NULL, r);
         }
         if (hio_write(fout, tinyc_out_row, (size_t)row_out) != 0) {
             fail(1, "write failed on", out_path, r);

@@ -279,15 +279,17 @@ def _table() -> dict[str, Callable]:
         for n in names.split():
             t_["aten." + n] = fn
 
-    add("slice.Tensor", slice_tensor)
-    add("select.int", select)
-    add("narrow.default", narrow)
-    add("split.Tensor unsafe_split.Tensor", split)
-    add("split_with_sizes.default unsafe_split_with_sizes.default split.sizes", split_with_sizes)
+    # (the _copy forms are what functionalization writes for the views)
+    add("slice.Tensor slice_copy.Tensor", slice_tensor)
+    add("select.int select_copy.int", select)
+    add("narrow.default narrow_copy.default", narrow)
+    add("split.Tensor unsafe_split.Tensor split_copy.Tensor", split)
+    add("split_with_sizes.default unsafe_split_with_sizes.default split_with_sizes_copy.default split.sizes",
+        split_with_sizes)
     add("chunk.default unsafe_chunk.default", chunk)
-    add("unbind.int", unbind)
+    add("unbind.int unbind_copy.int", unbind)
     add("unflatten.int", unflatten)
-    add("expand.default", expand)
+    add("expand.default expand_copy.default", expand)
     add("repeat.default", repeat)
     add("flip.default", flip)
     add("roll.default", roll)

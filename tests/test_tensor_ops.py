@@ -182,6 +182,57 @@ def test_importer_builds_the_expected_ops():
     assert all(op.attrs["stop"] > op.attrs["start"] for op in graph.compute_ops() if op.kind == "slice")
 
 
+class CopyForms(nn.Module):
+    """The _copy forms functionalization writes for views, with negative and out-of-range bounds."""
+
+    def forward(self, x):
+        a = torch.slice_copy(x, 1, -4, 100, 2)
+        b = torch.select_copy(x, 2, -1)
+        c = torch.expand_copy(x[:, :1], [2, 5, 6])
+        d = torch.narrow_copy(x, 2, -3, 2)
+        e = torch.split_copy(x, 2, 1)
+        f = torch.split_with_sizes_copy(x, [1, 4], 1)
+        g = torch.unbind_copy(x, 2)
+        return a, b, c, d, e[2], f[1], g[3], x[:, -100:2], x[:, 1:-1, ::4]
+
+
+def test_copy_forms_and_bounds_follow_pytorch():
+    x = torch.randn(2, 5, 6)
+    model = CopyForms()
+    graph = from_torch(model, (x,))
+    assert {op.kind for op in graph.compute_ops()} == {"slice", "expand", "reshape"}
+    for got, want in zip(run(graph, [x.numpy()]), model(x)):
+        assert np.array_equal(got, want.numpy())
+
+
+class ConstGather(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("order", torch.tensor([0, 2, 4, 5, 3, 0, 1]))
+
+    def forward(self, x):
+        return x.index_select(2, self.order) * 2, x.index_select(1, torch.tensor([2]))
+
+
+def test_gather_const_slices_runs_and_cats(monkeypatch):
+    """gather_const (for index_select / index.Tensor with a constant index, whose lowerings live in
+    tinyc.frontend_tokens): evenly spaced runs become slices joined by one cat."""
+    from tinyc import frontend_table, frontend_tensor
+
+    def index_select(b, a):
+        x = b.value(a["self"])
+        return frontend_tensor.gather_const(b, x, a["dim"] % x.type.rank, a["index"])
+    monkeypatch.setitem(frontend_table.LOWERINGS, "aten.index_select.default", index_select)
+    x = torch.randn(2, 3, 6)
+    model = ConstGather()
+    graph = from_torch(model, (x,))
+    slices = [(op.attrs["start"], op.attrs["stop"], op.attrs["step"]) for op in graph.compute_ops()
+              if op.kind == "slice" and op.attrs["axis"] == 2]
+    assert slices == [(0, 5, 2), (5, 6, 1), (3, 4, 1), (0, 2, 1)]
+    for got, want in zip(run(graph, [x.numpy()]), model(x)):
+        assert np.array_equal(got, want.numpy())
+
+
 # ---- QEMU -----------------------------------------------------------------------------------------
 
 @pytest.mark.qemu

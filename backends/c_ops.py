@@ -98,6 +98,7 @@ class Context(Protocol):
 class Lowering:
     emit: Callable[[Op, Context], Lowered]
     inplace: Callable[[Op], Sequence[int]]
+    scratch: Callable[[Op], int] | None = None     # bytes of arena scratch while the op runs
 
 
 # ---- C text helpers -------------------------------------------------------
@@ -536,7 +537,9 @@ class FloatFamily:
         return OPS[op.kind].c in ("view", "decoded_weight")
 
     def scratch(self, op: Op) -> int:
-        return 0
+        d = OPS.get(op.kind)
+        low = LOWERINGS.get(d.c) if d is not None and not d.has(Trait.ACTIVATION) else None
+        return low.scratch(op) if low is not None and low.scratch is not None else 0
 
     def emit(self, op: Op, ctx: Context) -> Lowered:
         packed = self.packing.emit(op, ctx) if self.packing is not None else None
@@ -544,3 +547,4 @@ class FloatFamily:
 
 
 from tinyc.backends import c_ops_spatial  # noqa: E402,F401  (registers the spatial ops' lowerings)
+from tinyc.backends import c_ops_recurrent  # noqa: E402,F401  (registers gru and lstm's lowering)

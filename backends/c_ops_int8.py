@@ -680,5 +680,8 @@ _EMIT["normalize"] = emit_norm
 from tinyc.backends import c_ops_spatial  # noqa: E402  (conv_transpose2d, resize, masked_softmax)
 _PLANS.update(c_ops_spatial.PLANS_S8)
 _EMIT.update(c_ops_spatial.EMIT_S8)
+from tinyc.backends import c_ops_recurrent  # noqa: E402  (gru, lstm)
+_PLANS.update(c_ops_recurrent.PLANS_S8)
+_EMIT.update(c_ops_recurrent.EMIT_S8)
 
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

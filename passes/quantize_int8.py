@@ -25,6 +25,7 @@ from tinyc.ops import ACTIVATIONS, OPS, Trait, has, is_int_form
 from tinyc.ops.norms import norm_count
 from tinyc.passes.base import Pass, PassContext, check, option, register
 from tinyc.passes.quant_calibrate import calibration_samples, observe_ranges
+from tinyc.passes.quantize_recurrent import lower_recurrent
 from tinyc.rewrite import Rewriter
 
 
@@ -144,8 +145,10 @@ class Lowering:
     """Builds the int8 graph op by op. Values keep their names; converted copies are made on
     demand (`int_of`, `float_of`) and named NAME.q (quantized) and NAME.dq (dequantized)."""
 
-    def __init__(self, src: Graph, qmap: dict[str, QuantParams], keep: set[str], weight_bits: int = 8):
+    def __init__(self, src: Graph, qmap: dict[str, QuantParams], keep: set[str], weight_bits: int = 8,
+                 samples: list | None = None):
         self.src, self.qmap, self.keep, self.weight_bits = src, qmap, keep, weight_bits
+        self.samples = list(samples or [])     # the calibration inputs (lstm's cell range runs the float graph)
         self.consts = {op.result.name: op.attrs["value"] for op in src.const_ops()}
         self.decodes = {op.result.name: op for op in src.compute_ops() if OPS[op.kind].int8 == "codebook"}
         self.bits: dict[str, Value] = {}        # u1 results of lowered sign ops
@@ -384,6 +387,7 @@ def _norm_affine(lw: Lowering, op: Op):
 # By the `int8` rule of an op's definition. Rules lowered by a function that emits the op itself
 # (their results are not plain i8 activations):
 SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, "bin_layer": _bin_layer}
+SPECIAL["recurrent"] = lower_recurrent          # gru, lstm (passes/quantize_recurrent.py)
 
 # Rules whose function returns (kind, operands, attrs) of the int8 op:
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
@@ -425,7 +429,7 @@ class QuantizeInt8(Pass):
         graph = prepare(graph.copy(), keep)
         samples = calibration_samples(graph, ctx.calib)
         ranges = observe_ranges(graph, samples, self.observer, self.percentile)
-        out = Lowering(graph, assign_quant(graph, ranges, keep), keep, self.weight_bits).run()
+        out = Lowering(graph, assign_quant(graph, ranges, keep), keep, self.weight_bits, samples).run()
         kinds = [op.kind for op in out.compute_ops()]
         floats = sum(op.result.type.dtype == "f32" and op.kind != "dequantize" for op in out.compute_ops())
         ctx.stats[self.name] = {"observer": self.observer, "weight_bits": self.weight_bits,

@@ -1,0 +1,121 @@
+"""quantize-int8's rule for gru and lstm (int8 rule "recurrent"; docs/quantization.md, "Recurrent
+layers"): one int8 op per float op, with
+
+- x: the input's calibrated int8 quantization;
+- h0: always present, in the hidden state's quantization (the codes fed back step to step): the
+  result's own calibrated quantization for the sequence result; for an lstm returning its cell
+  state, the range [-1, 1] (|o tanh(c)| < 1) widened by h0's. A constant h0 is quantized to it, a
+  computed one requantized by a lut when its quantization differs; without h0, zero codes;
+- c0 (lstm): its own calibrated quantization (the kernel rescales it to the cell state);
+- weights i8 per row, b_ih i32 at x scale x w_ih scales, b_hh at hidden scale x w_hh scales;
+- lstm: cell_frac from max |c| over every step of the float reference run on the calibration
+  data (without calibration data, the bound max |c0| + T: |f| < 1 and |i g| < 1 per step).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from tinyc import quant
+from tinyc.interpreter import run_all
+from tinyc.ir import Op, QuantParams, TensorType, Value
+from tinyc.ops.recurrent import cell_frac, op_layout, run_float
+from tinyc.passes.base import check
+
+
+def _hidden_quant(lw, op: Op, lay) -> QuantParams:
+    if lay.result == "sequence":
+        return lw.qmap[op.result.name]
+    lo, hi = -1.0, 1.0
+    if lay.states >= 1:
+        a, b = _range(lw, op.operands[1])
+        lo, hi = min(lo, a), max(hi, b)
+    return quant.range_params(lo, hi)
+
+
+def _range(lw, v: Value) -> tuple[float, float]:
+    """A value's float range: a constant's min and max, else its calibrated quantization's span."""
+    if v.name in lw.consts:
+        a = lw.consts[v.name]
+        return (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    q = lw.qmap[v.name]
+    return q.scale[0] * (quant.QMIN - q.zero_point[0]), q.scale[0] * (quant.QMAX - q.zero_point[0])
+
+
+def _hidden(lw, op: Op, lay, hq: QuantParams) -> Value:
+    """h0 in the hidden state's quantization."""
+    name = op.result.name
+    d, n, h = lay.dirs, op.operands[0].type.shape[0], lay.hidden
+    if lay.states == 0:
+        zeros = np.full((d, n, h), hq.zero_point[0], np.int8)
+        return lw.const((name + ".h0", "hidden", hq), zeros, "i8", hq)
+    v = op.operands[1]
+    if v.name in lw.consts:
+        return lw.const((v.name, "hidden", hq), quant.quantize(lw.consts[v.name], hq).astype(np.int8), "i8", hq)
+    hv = lw.int_of(v)
+    if hv.type.quant == hq:
+        return hv
+    cache = lw.__dict__.setdefault("_recurrent_hidden", {})
+    if (v.name, hq) not in cache:
+        table = quant.lut_table(lambda a: a, hv.type.quant, hq)
+        t = lw.const((v.name + ".requant", hq), table, "i8", None)
+        cache[(v.name, hq)] = lw._emit("lut", [hv, t], lw.fresh(v.name + ".hidden"), TensorType(hv.type.shape, "i8", hq),
+                                       {}, op.loc)
+    return cache[(v.name, hq)]
+
+
+def _const(lw, op: Op, v: Value) -> np.ndarray:
+    check(v.name in lw.consts, f"%{op.result.name} = {op.kind}: the weight %{v.name} is not a constant",
+          f"keep this op in float: quantize-int8{{keep-float={op.result.name}}}")
+    return lw.consts[v.name]
+
+
+def _weights(lw, op: Op, lay, xq: QuantParams, hq: QuantParams) -> list[Value]:
+    out = []
+    for d in range(lay.dirs):
+        w_ih, w_hh, b_ih, b_hh = (op.operands[i] for i in lay.weights(d))
+        pairs = []
+        for w, b, q_in in ((w_ih, b_ih, xq), (w_hh, b_hh, hq)):
+            wa = _const(lw, op, w)
+            wq = quant.weight_params(wa, 8)
+            wv = lw.const((w.name, "weight", 8), quant.quantize_weight(wa, wq, 8), "i8", wq)
+            bq = quant.bias_params(q_in, wq)
+            bv = lw.const((b.name, "bias", bq), quant.quantize_bias(_const(lw, op, b), bq), "i32", bq)
+            pairs.append((wv, bv))
+        out += [pairs[0][0], pairs[1][0], pairs[0][1], pairs[1][1]]     # w_ih, w_hh, b_ih, b_hh
+    return out
+
+
+def _cell_max(lw, op: Op, lay) -> float:
+    """max |c| of this lstm over every step of every calibration sample (one float run of the
+    graph per sample serves every lstm of the graph), or the bound max |c0| + T without samples."""
+    samples = getattr(lw, "samples", None) or []
+    if not samples:
+        c0 = max(abs(x) for x in _range(lw, op.operands[2])) if lay.states == 2 else 0.0
+        return c0 + op.operands[0].type.shape[1]
+    cache = lw.__dict__.setdefault("_recurrent_cells", None)
+    if cache is None:
+        lstms = [o for o in lw.src.compute_ops() if o.kind == "lstm"]
+        cache = lw._recurrent_cells = dict.fromkeys((o.result.name for o in lstms), 0.0)
+        for s in samples:
+            env = run_all(lw.src, s)
+            for o in lstms:
+                def trace(d, t, h, c, name=o.result.name):
+                    cache[name] = max(cache[name], float(np.abs(c).max()) if c.size else 0.0)
+                run_float(o, [np.asarray(env[v.name], np.float64) for v in o.operands], trace=trace)
+    return cache[op.result.name]
+
+
+def lower_recurrent(lw, op: Op) -> None:
+    lay = op_layout(op)
+    name = op.result.name
+    x = lw.int_of(op.operands[0])
+    hq = _hidden_quant(lw, op, lay)
+    states = [_hidden(lw, op, lay, hq)]
+    if lay.states == 2:
+        states.append(lw.int_of(op.operands[2]))
+    attrs = dict(op.attrs)
+    if op.kind == "lstm":
+        attrs["cell_frac"] = cell_frac(_cell_max(lw, op, lay))
+    t = TensorType(op.result.type.shape, "i8", lw.qmap[name])
+    operands = [x, *states, *_weights(lw, op, lay, x.type.quant, hq)]
+    lw.ints[name] = lw._emit(op.kind, operands, name, t, attrs, op.loc)

@@ -313,6 +313,9 @@ def _plan_linear(self: Int8Lowering, op: Op, p: OpPlan) -> None:
             self.strides(op, 0, p)          # relayout to row-major
             off2 = p.relayout[0].reshape(-1, k)
             perm = _row_permutation(off2)
+            if perm is None:                # (rank >= 3 relayouts are channels-last: strided rows)
+                s = dim_strides(off2)
+                p.info.update(perm=None, xs_r=s[0], xs_k=s[1])
         else:
             p.info.update(perm=None, xs_r=s[0], xs_k=s[1])
     if perm is not None:

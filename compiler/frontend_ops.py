@@ -248,8 +248,9 @@ def conv_nd(b, a):
 
 
 def convolution(b, a):
-    if a["transposed"]:
-        b.unsupported("transposed convolution (ConvTranspose)")
+    if a["transposed"]:   # ConvTranspose: the spatial family's lowering (tinyc.frontend_spatial imports this module)
+        from tinyc.frontend_spatial import conv_transpose
+        return conv_transpose(b, a)
     return conv_nd(b, a)
 
 

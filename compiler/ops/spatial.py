@@ -190,7 +190,9 @@ def resize_axis(mode: str, align_corners: bool, in_size: int, out_size: int, sca
         src = ((j + 0.5) * np.float64(s)).astype(np.float32)
         i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
         return i0, i0, np.zeros(out_size, np.float32)
-    if align_corners:           # bilinear: area_pixel_compute_scale / _source_index, guard_index_and_lambda
+    if out_size == in_size:     # bilinear: PyTorch's CPU kernel copies an axis whose size does not change
+        return j.astype(np.int64), j.astype(np.int64), np.zeros(out_size, np.float32)
+    if align_corners:           # area_pixel_compute_scale / _source_index, guard_index_and_lambda
         s = _f32(in_size - 1) / _f32(out_size - 1) if out_size > 1 else _f32(0.0)
         src = s * j.astype(np.float32)
     else:

@@ -139,9 +139,11 @@ def _import(name):
     return model, x, graph
 
 
-def c_host(graph, xs, out):
+def c_host(graph, rows, out):
+    """The outputs of the C bundle on the host (ASan/UBSan) for each row of inputs."""
     emit_bundle(graph, out, target_name="host")
-    return run_model(out, "host", "model", np.concatenate([x.reshape(1, -1) for x in xs], axis=1), sanitize=True)[0]
+    flat = np.stack([np.concatenate([x.ravel() for x in xs]) for xs in rows])
+    return run_model(out, "host", "model", flat, sanitize=True)
 
 
 # ---- float: interpreter and C = PyTorch; the IR text round trip; int8 C = interpreter ------------
@@ -154,7 +156,7 @@ def test_float_matches_pytorch_and_int8_c_matches_interpreter(name, tmp_path):
     xs = [x.numpy()]
     (got,) = run(graph, xs)
     assert_close(got, want, rtol=1e-4)
-    assert_close(c_host(graph, xs, tmp_path / "f32").reshape(want.shape), want, rtol=1e-4)
+    assert_close(c_host(graph, [xs], tmp_path / "f32")[0].reshape(want.shape), want, rtol=1e-4)
     text = print_graph(graph)
     assert print_graph(parse(text)) == text
 
@@ -164,10 +166,11 @@ def test_float_matches_pytorch_and_int8_c_matches_interpreter(name, tmp_path):
     text = print_graph(q)
     assert print_graph(parse(text)) == text
     rng = np.random.default_rng(3)
-    for _ in range(2):
-        xi = [rng.standard_normal(x.shape).astype(np.float32)]
+    rows = [[rng.standard_normal(x.shape).astype(np.float32)] for _ in range(3)]
+    got8 = c_host(q, rows, tmp_path / "i8")
+    for r, xi in enumerate(rows):
         (want8,) = run(q, xi)
-        assert np.array_equal(c_host(q, xi, tmp_path / "i8"), want8.ravel())
+        assert np.array_equal(got8[r], want8.ravel())
 
 
 def test_importer_builds_the_expected_ops():

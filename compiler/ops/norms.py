@@ -56,7 +56,7 @@ def _group_norm_shape(ts, a):
 
 
 def norm_count(op_or_types, attrs: dict | None = None) -> int:
-    """Elements normalized together (one set's size)."""
+    """Elements normalized together (one set's size): norm_count(op), or norm_count(operand types, attrs)."""
     x, a = (op_or_types.operands[0].type, op_or_types.attrs) if attrs is None else (op_or_types[0], attrs)
     if "groups" in a:
         return x.numel // (x.shape[0] * a["groups"]) if x.numel else 0

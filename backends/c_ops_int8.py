@@ -310,7 +310,9 @@ def _plan_linear(self: Int8Lowering, op: Op, p: OpPlan) -> None:
     if perm is None:
         s = dim_strides(off2)
         if s is None:
-            self.strides(op, 0, p)          # relayout to row-major
+            # a row-major copy (the operand may be strided as a whole, e.g. a transposed view, yet not as rows)
+            p.relayout[0], p.relayout_at[0] = row_major(x.type.shape), p.scratch
+            p.scratch += _align(x.type.numel)
             off2 = p.relayout[0].reshape(-1, k)
             perm = _row_permutation(off2)
             if perm is None:                # (rank >= 3 relayouts are channels-last: strided rows)

@@ -23,13 +23,28 @@ from tinyc.passes.base import check
 
 
 def _hidden_quant(lw, op: Op, lay) -> QuantParams:
+    """The hidden state's quantization: the sequence result's calibrated range (for an lstm
+    returning its cell state, the hidden states seen by the float reference on the calibration
+    data, or [-1, 1] without data), widened by h0's range. When h0 lies within the sequence's
+    range the hidden codes are the result's own."""
     if lay.result == "sequence":
-        return lw.qmap[op.result.name]
-    lo, hi = -1.0, 1.0
+        q = lw.qmap[op.result.name]
+        lo, hi = _span(q)
+    else:
+        q = None
+        lo, hi = _traced(lw, op, lay)["h"] if lw.samples else (-1.0, 1.0)
     if lay.states >= 1:
         a, b = _range(lw, op.operands[1])
+        if q is not None and lo <= a and b <= hi:
+            return q
         lo, hi = min(lo, a), max(hi, b)
+    elif q is not None:
+        return q
     return quant.range_params(lo, hi)
+
+
+def _span(q: QuantParams) -> tuple[float, float]:
+    return q.scale[0] * (quant.QMIN - q.zero_point[0]), q.scale[0] * (quant.QMAX - q.zero_point[0])
 
 
 def _range(lw, v: Value) -> tuple[float, float]:
@@ -37,8 +52,7 @@ def _range(lw, v: Value) -> tuple[float, float]:
     if v.name in lw.consts:
         a = lw.consts[v.name]
         return (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    q = lw.qmap[v.name]
-    return q.scale[0] * (quant.QMIN - q.zero_point[0]), q.scale[0] * (quant.QMAX - q.zero_point[0])
+    return _span(lw.qmap[v.name])
 
 
 def _hidden(lw, op: Op, lay, hq: QuantParams) -> Value:
@@ -85,24 +99,34 @@ def _weights(lw, op: Op, lay, xq: QuantParams, hq: QuantParams) -> list[Value]:
     return out
 
 
-def _cell_max(lw, op: Op, lay) -> float:
-    """max |c| of this lstm over every step of every calibration sample (one float run of the
-    graph per sample serves every lstm of the graph), or the bound max |c0| + T without samples."""
-    samples = getattr(lw, "samples", None) or []
-    if not samples:
-        c0 = max(abs(x) for x in _range(lw, op.operands[2])) if lay.states == 2 else 0.0
-        return c0 + op.operands[0].type.shape[1]
-    cache = lw.__dict__.setdefault("_recurrent_cells", None)
+def _traced(lw, op: Op, lay) -> dict[str, tuple[float, float]]:
+    """The ranges of the hidden ("h") and cell ("c") states of this op over every step of the float
+    reference on the calibration samples (one float run of the graph per sample serves every
+    recurrent op of the graph)."""
+    cache = lw.__dict__.get("_recurrent_states")
     if cache is None:
-        lstms = [o for o in lw.src.compute_ops() if o.kind == "lstm"]
-        cache = lw._recurrent_cells = dict.fromkeys((o.result.name for o in lstms), 0.0)
-        for s in samples:
+        ops = [o for o in lw.src.compute_ops() if o.kind in ("gru", "lstm")]
+        cache = lw._recurrent_states = {o.result.name: {"h": (0.0, 0.0), "c": (0.0, 0.0)} for o in ops}
+        for s in lw.samples:
             env = run_all(lw.src, s)
-            for o in lstms:
-                def trace(d, t, h, c, name=o.result.name):
-                    cache[name] = max(cache[name], float(np.abs(c).max()) if c.size else 0.0)
+            for o in ops:
+                seen = cache[o.result.name]
+
+                def trace(d, t, h, c, seen=seen):
+                    for key, a in (("h", h), ("c", c)):
+                        if a.size:
+                            seen[key] = (min(seen[key][0], float(a.min())), max(seen[key][1], float(a.max())))
                 run_float(o, [np.asarray(env[v.name], np.float64) for v in o.operands], trace=trace)
     return cache[op.result.name]
+
+
+def _cell_max(lw, op: Op, lay) -> float:
+    """max |c| of this lstm over the calibration data, or the bound max |c0| + T without data
+    (|f| < 1 and |i g| < 1 at every step)."""
+    if not lw.samples:
+        c0 = max(abs(x) for x in _range(lw, op.operands[2])) if lay.states == 2 else 0.0
+        return c0 + op.operands[0].type.shape[1]
+    return max(abs(x) for x in _traced(lw, op, lay)["c"])
 
 
 def lower_recurrent(lw, op: Op) -> None:

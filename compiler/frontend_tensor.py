@@ -199,20 +199,27 @@ def _const_index(b: Builder, index, dim: int) -> np.ndarray:
 
 
 def gather_axis(b: Builder, x: Value, axis: int, idx: np.ndarray) -> Value:
-    """x's elements at positions idx along axis: one slice per evenly spaced ascending run, then cat."""
+    """x's elements at positions idx along axis: one slice per evenly spaced run (a descending run is a
+    slice then a flip), joined by cat."""
     if idx.size == 0:
         b.unsupported("an empty index (a zero-size result)")
     runs, i = [], 0
     while i < idx.size:
-        j, step = i, int(idx[i + 1] - idx[i]) if i + 1 < idx.size else 1
-        if step >= 1:
+        j = i
+        step = int(idx[i + 1] - idx[i]) if i + 1 < idx.size else 1
+        if step != 0:
             while j + 1 < idx.size and idx[j + 1] - idx[j] == step:
                 j += 1
-        else:
-            step = 1
-        runs.append((int(idx[i]), int(idx[j]) + 1, step))
+        runs.append((int(idx[i]), int(idx[j]), step if j > i else 1))
         i = j + 1
-    parts = [slice_axis(b, x, axis, s, e, st, f"run{k}" if len(runs) > 1 else None) for k, (s, e, st) in enumerate(runs)]
+    parts = []
+    for k, (first, last, step) in enumerate(runs):
+        tag = f"run{k}" if len(runs) > 1 else None
+        lo, hi = min(first, last), max(first, last)
+        y = slice_axis(b, x, axis, lo, hi + 1, abs(step), tag if step > 0 else f"run{k}_slice")
+        if step < 0:
+            y = b.emit("flip", [y], y.type.shape, {"axes": [axis]}, tag)
+        parts.append(y)
     if len(parts) == 1:
         return parts[0]
     shape = list(x.type.shape)

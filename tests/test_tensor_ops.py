@@ -219,7 +219,7 @@ class ConstGather(nn.Module):
 
 def test_gather_const_slices_runs_and_cats(monkeypatch):
     """gather_const (for index_select / index.Tensor with a constant index, whose lowerings live in
-    tinyc.frontend_tokens): evenly spaced runs become slices joined by one cat."""
+    tinyc.frontend_tokens): evenly spaced runs become slices (descending ones flipped) joined by one cat."""
     from tinyc import frontend_table, frontend_tensor
 
     def index_select(b, a):
@@ -231,7 +231,8 @@ def test_gather_const_slices_runs_and_cats(monkeypatch):
     graph = from_torch(model, (x,))
     slices = [(op.attrs["start"], op.attrs["stop"], op.attrs["step"]) for op in graph.compute_ops()
               if op.kind == "slice" and op.attrs["axis"] == 2]
-    assert slices == [(0, 5, 2), (5, 6, 1), (3, 4, 1), (0, 2, 1)]
+    assert slices == [(0, 5, 2), (3, 6, 2), (0, 2, 1)]     # 0 2 4 | 5 3 (flipped) | 0 1
+    assert [op.attrs["axes"] for op in graph.compute_ops() if op.kind == "flip"] == [[2]]
     for got, want in zip(run(graph, [x.numpy()]), model(x)):
         assert np.array_equal(got, want.numpy())
 

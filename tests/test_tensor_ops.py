@@ -240,8 +240,9 @@ def test_gather_const_slices_runs_and_cats(monkeypatch):
 # ---- QEMU -----------------------------------------------------------------------------------------
 
 @pytest.mark.qemu
-def test_shufflenet_int8_exact_on_cortex_m4(tmp_path):
-    _, _, graph = _import("shufflenet")
+@pytest.mark.parametrize("name", ["shufflenet", "sequence"])
+def test_int8_exact_on_cortex_m4(name, tmp_path):
+    _, _, graph = _import(name)
     q = quantize(PassManager("fuse").run(graph))
     assert_exact(q, tmp_path, target="cortex-m4", rows=2)
 

@@ -444,6 +444,24 @@ def lower_norm(op: Op, ctx: Context) -> Lowered:
     return Lowered(("NORM",), (param,), (), (call,))
 
 
+def lower_fake_quant(op: Op, ctx: Context) -> Lowered:
+    """fake_quant (an imported model's quantize-dequantize): per tensor, or per channel of axis;
+    the inverse scales are computed here exactly as the interpreter does (tinyc.ops.fake_quant)."""
+    from tinyc.ops.fake_quant import inv_scales
+    a, shape = op.attrs, _shape(op.operands[0])
+    axis = a.get("axis")
+    if axis is None:
+        outer, channels, inner = 1, 1, op.result.type.numel
+    else:
+        outer, channels, inner = math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
+    weights = (Weight(ctx.weight_name("scale"), np.asarray(a["scale"], np.float32)),
+               Weight(ctx.weight_name("inv_scale"), inv_scales(a["scale"], axis is not None)),
+               Weight(ctx.weight_name("zp"), np.asarray(a["zero_point"], np.float32)))
+    call = Call("tinyc_f32_fake_quant", (ctx.ref(op.operands[0]), ctx.ref(op.result), *(w.cname for w in weights),
+                                         c_float(a["qmin"]), c_float(a["qmax"]), str(outer), str(channels),
+                                         str(inner)))
+    return Lowered(("FAKE_QUANT",), (), weights, (call,))
+
 # ---- in-place rules -----------------------------------------------------------
 
 def _none(op: Op) -> Sequence[int]:
@@ -479,6 +497,7 @@ LOWERINGS: dict[str, Lowering] = {
     "decoded_weight": Lowering(lower_reshape, _none),
     "normalize": Lowering(lower_norm, _first),
     "gather_copy": Lowering(lower_gather_copy, _none),
+    "quant_dequant": Lowering(lower_fake_quant, _first),
 }
 ACT_LOWERINGS = {True: Lowering(lower_act, _first), False: Lowering(lower_unary, _first)}
 

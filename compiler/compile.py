@@ -40,11 +40,14 @@ def compile_model(args) -> int:
         raise TinycError(f"board {args.board} has a {target.name}, not a {args.target}",
                          hint=f"drop --target or use --target {target.name}")
     calib = load_npy(args.calib, "calibration") if args.calib else None
-    pm = make_pass_manager(args, args.pipeline if args.pipeline is not None else default_pipeline(calib is not None))
     graph = load_graph(args.model, args)
+    from tinyc.passes.quant_from_model import has_model_quant
+    quantized = has_model_quant(graph)   # a pt2e-quantized model brings its own int8 parameters
+    pm = make_pass_manager(args, args.pipeline if args.pipeline is not None
+                           else default_pipeline(calib is not None or quantized))
     ctx = make_context(args, graph, pm, calib=calib)
     graph = pm.run(graph, ctx)
-    if calib is None and args.pipeline is None:
+    if calib is None and args.pipeline is None and not quantized:
         print("tinyc: note: compiling to float32; pass --calib X.npy (sample inputs) to get int8",
               file=sys.stderr)
     if args.stats:

@@ -61,7 +61,10 @@ def from_torch(module: torch.nn.Module, example_inputs, name: str = "model") -> 
             kind = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
             raise FrontendError(f"example input {i} is {kind}; tinyc model inputs must be float32 tensors",
                                 hint="pass float32 tensors of the deployed shape (batch included)")
-    module.eval()
+    try:
+        module.eval()
+    except NotImplementedError:   # an exported graph module (a pt2e model): its mode was fixed at export
+        pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -518,6 +521,9 @@ def _load_export(data: bytes, path, trust_pickle: bool = False) -> ExportedProgr
     it loads, as a second line of defence.
     """
     members = _read_archive(data, path)
+    if any(b"quantized_decomposed" in blob for name, blob in members.items() if name.endswith(".json")):
+        from tinyc.frontend_quantized import register_ops
+        register_ops()   # a pt2e-quantized model: torch.export.load needs PyTorch's definition of its ops
     if not trust_pickle:
         members = _safe_export_members(members, path)
         data = _rezip(members)

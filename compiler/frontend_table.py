@@ -26,3 +26,4 @@ LOWERINGS = _merge()
 # Lowerings that hand their input through: applied even to constants (instead of folding) so a
 # lifted constant keeps its own name.
 PASSTHROUGH = frontend_ops.PASSTHROUGH | getattr(frontend_tensor, "PASSTHROUGH", frozenset())
+PASSTHROUGH |= frontend_quantized.PASSTHROUGH   # the model's quantized constants keep their parameters

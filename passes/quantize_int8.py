@@ -384,10 +384,24 @@ def _norm_affine(lw: Lowering, op: Op):
     return op.kind, [lw.int_of(op.operands[0])] + [lw.float_of(v) for v in op.operands[1:]], dict(op.attrs)
 
 
+def _fake_quant(lw: Lowering, op: Op) -> None:
+    """fake_quant (an imported model's quantization): with the model's parameters (qparams=model,
+    passes/quant_from_model.py) no op or a requantizing lut; on calibrated ranges (qparams=calibrate,
+    where it cannot be dropped) the table of its float function."""
+    model_rule = getattr(lw, "fake_quant", None)
+    if model_rule is not None:
+        model_rule(op)
+        return
+    kind, operands, attrs = _lut(lw, op)
+    t = TensorType(op.result.type.shape, "i8", lw.qmap[op.result.name])
+    lw.ints[op.result.name] = lw._emit(kind, operands, op.result.name, t, attrs, op.loc)
+
+
 # By the `int8` rule of an op's definition. Rules lowered by a function that emits the op itself
 # (their results are not plain i8 activations):
 SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, "bin_layer": _bin_layer}
 SPECIAL["recurrent"] = lower_recurrent          # gru, lstm (passes/quantize_recurrent.py)
+SPECIAL["model_quant"] = _fake_quant
 
 # Rules whose function returns (kind, operands, attrs) of the int8 op:
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
@@ -410,6 +424,9 @@ class QuantizeInt8(Pass):
     keep_float: tuple[str, ...] = option((), "value names of ops to leave in float, e.g. keep-float=softmax,fc")
     weight_bits: int = option(8, "conv/linear weight bits: 8 (i8), 4 (i4, codes in [-7, 7]) or 2 (i2, ternary "
                                  "[-1, 1]); low-bit scales minimise the squared error")
+    qparams: Literal["auto", "model", "calibrate"] = option(
+        "auto", "model: an imported model's own quantization (its fake_quant ops, PyTorch pt2e) instead of "
+                "calibration; calibrate: ignore it; auto: model if the graph has fake_quant ops")
 
     def __post_init__(self):
         if not 50.0 < self.percentile <= 100.0:
@@ -427,12 +444,29 @@ class QuantizeInt8(Pass):
         check(not unknown, f"keep-float names no op result: {', '.join(unknown)}",
               "use value names from the IR dump (tinyc opt --print-ir-after-all)")
         graph = prepare(graph.copy(), keep)
-        samples = calibration_samples(graph, ctx.calib)
-        ranges = observe_ranges(graph, samples, self.observer, self.percentile)
-        out = Lowering(graph, assign_quant(graph, ranges, keep), keep, self.weight_bits, samples).run()
+        from tinyc.passes import quant_from_model   # (it builds on this module's Lowering)
+        mode = self.qparams
+        if mode == "auto":
+            mode = "model" if quant_from_model.has_model_quant(graph) else "calibrate"
+        if mode == "model":
+            check(self.weight_bits == 8, f"weight-bits={self.weight_bits} with the model's own quantization",
+                  "the model's weights are int8 codes: drop weight-bits, or pass qparams=calibrate")
+            out, model = quant_from_model.lower(graph, keep)
+            samples = []
+            auto = model.auto_kept(keep)
+            ctx.notes.extend(f"quantize-int8: {n}" for n in model.notes)
+            if auto:
+                ctx.notes.append("quantize-int8: float in the model (no quantization parameters), kept in float: "
+                                 + ", ".join(auto))
+        else:
+            if quant_from_model.has_model_quant(graph):
+                graph = quant_from_model.strip(graph)
+            samples = calibration_samples(graph, ctx.calib)
+            ranges = observe_ranges(graph, samples, self.observer, self.percentile)
+            out = Lowering(graph, assign_quant(graph, ranges, keep), keep, self.weight_bits, samples).run()
         kinds = [op.kind for op in out.compute_ops()]
         floats = sum(op.result.type.dtype == "f32" and op.kind != "dequantize" for op in out.compute_ops())
-        ctx.stats[self.name] = {"observer": self.observer, "weight_bits": self.weight_bits,
+        ctx.stats[self.name] = {"qparams": mode, "observer": self.observer, "weight_bits": self.weight_bits,
                                 "calibration_samples": len(samples),
                                 "float_ops": floats, "int8_ops": len(kinds) - floats - kinds.count("quantize")}
         if keep:

@@ -592,3 +592,27 @@ static void tinyc_f32_masked_softmax(const float *x, const uint8_t *mask, float 
     }
 }
 #endif
+
+#ifdef TINYC_F32_FAKE_QUANT
+/* In place. An imported model's quantize-then-dequantize (PyTorch's quantized_decomposed ops, in
+   float32): q = clamp(rint(x * inv_scale[c]) + zp[c], qmin, qmax), y = (q - zp[c]) * scale[c],
+   with c the channel of [outer, channels, inner] (channels = 1 per tensor). rintf rounds ties to
+   even in the default rounding mode, as torch.round. */
+static void tinyc_f32_fake_quant(const float *x, float *y, const float *scale, const float *inv_scale,
+                                 const float *zp, float qmin, float qmax, int32_t outer, int32_t channels,
+                                 int32_t inner)
+{
+    int32_t o, c, i;
+    for (o = 0; o < outer; ++o) {
+        for (c = 0; c < channels; ++c) {
+            const int32_t base = (o * channels + c) * inner;
+            for (i = 0; i < inner; ++i) {
+                float q = rintf(x[base + i] * inv_scale[c]) + zp[c];
+                if (q < qmin) q = qmin;
+                if (q > qmax) q = qmax;
+                y[base + i] = (q - zp[c]) * scale[c];
+            }
+        }
+    }
+}
+#endif

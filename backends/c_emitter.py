@@ -120,6 +120,7 @@ class HeaderCtx:
     lower_bound: int
     inputs: tuple[IOCtx, ...]
     outputs: tuple[IOCtx, ...]
+    input_type: str = "float"   # the C element type of `input`: float, or int32_t (token ids)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class SourceCtx:
     int8: bool = False
     wrappers: tuple[str, ...] = ()
     i8_arena: bool = False      # the arena has an int8 view (int8 or binary layers)
+    input_type: str = "float"   # the C element type of `input`: float, or int32_t (token ids)
 
 
 # ---- lowering context ------------------------------------------------------------
@@ -296,15 +298,19 @@ def _check_graph(graph: Graph, name: str) -> bool:
         raise BackendError(f"bundle name {name!r} is not a C identifier",
                            hint="use letters, digits and underscores, not starting with a digit")
     int8 = any(_is_int8_op(op) for op in graph.compute_ops())
+    input_type(graph)
     for v in list(graph.inputs) + list(graph.outputs):
-        if v.type.dtype != "f32" or v.type.quant is not None:
-            raise BackendError(f"the C backend needs f32 tensors at the graph's inputs and outputs; "
-                               f"%{v.name} is {v.type.dtype}",
+        token = v in graph.inputs and v.type.dtype == "i32"
+        if (v.type.dtype != "f32" and not token) or v.type.quant is not None:
+            raise BackendError(f"the C backend needs f32 tensors at the graph's inputs and outputs (inputs may "
+                               f"also be i32 token ids); %{v.name} is {v.type.dtype}",
                                hint="quantize-int8 keeps them float (quantize/dequantize at the edges)")
     for op in graph.ops:
         v = op.result
         if (v.type.dtype == "f32" and v.type.quant is None) or c_ops_binary.accepts(op) or c_ops_packed.accepts(op):
             continue
+        if v.type.dtype == "i32" and v.type.quant is None and (op.is_const or OPS[op.kind].c == "view"):
+            continue   # token ids: i32 constants, and views (reshapes) of the i32 inputs
         if int8 and (int8_layout.is_int8(v) or (op.is_const and v.type.dtype in ("i8", "i32"))):
             if not op.is_const and op.kind not in c_ops_int8.SUPPORTED:
                 raise BackendError(f"the int8 C backend has no kernel for op '{op.kind}'", where=op.loc,
@@ -334,14 +340,30 @@ def _io(values: list[Value]) -> tuple[IOCtx, ...]:
 
 
 def _type_str(v: Value) -> str:
-    return "tensor<" + "x".join(map(str, v.type.shape)) + ("x" if v.type.shape else "") + "f32>"
+    return "tensor<" + "x".join(map(str, v.type.shape)) + ("x" if v.type.shape else "") + v.type.dtype + ">"
+
+
+def input_type(graph: Graph) -> str:
+    """The C element type of invoke's `input`: float, or int32_t when every graph input is i32 (token
+    ids). A graph mixing float and token inputs has no single-buffer API: a BackendError."""
+    kinds = {v.type.dtype for v in graph.inputs}
+    if kinds == {"i32"}:
+        return "int32_t"
+    if "i32" in kinds:
+        f = next(v for v in graph.inputs if v.type.dtype != "i32")
+        t = next(v for v in graph.inputs if v.type.dtype == "i32")
+        raise BackendError(f"the graph mixes float inputs (%{f.name}: {f.type.dtype}) and token-id inputs "
+                           f"(%{t.name}: i32); NAME_invoke takes one input buffer of one element type",
+                           hint="give the model only float inputs or only token-id inputs (e.g. compile the "
+                                "token and the float parts as two bundles)")
+    return "float"
 
 
 def _header_ctx(graph: Graph, name: str, target: str, plan: planner.Plan) -> HeaderCtx:
     inputs, outputs = _io(graph.inputs), _io(graph.outputs)
     return HeaderCtx(name, f"{name.upper()}_TINYC_H", _comment(graph.name), target,
                      sum(io.size for io in inputs), sum(io.size for io in outputs),
-                     plan.arena_size, plan.lower_bound, inputs, outputs)
+                     plan.arena_size, plan.lower_bound, inputs, outputs, input_type(graph))
 
 
 def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: list[Op],
@@ -361,7 +383,7 @@ def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: l
     return SourceCtx(name, _comment(graph.name), target, libraries, tuple(weights), params,
                      plan.arena_size, layers, copies, len(ops), int8,
                      tuple(text for _, text in lowerer.wrappers.values()),
-                     int8 or bool(_used(lowered, c_ops_binary.LIBRARY)))
+                     int8 or bool(_used(lowered, c_ops_binary.LIBRARY)), input_type(graph))
 
 
 def c_ops_dtype(a: np.ndarray) -> str:

@@ -33,11 +33,16 @@ from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
 from tinyc.errors import FrontendError
-from tinyc.frontend_ops import OPS_HINT, Builder, ConstRef, clean_node_name, sanitize
+from tinyc.frontend_ops import OPS_HINT, TOKENS_HINT, Builder, ConstRef, clean_node_name, sanitize
 from tinyc.frontend_table import LOWERINGS, PASSTHROUGH
 from tinyc.ir import Graph, Value
+from tinyc.ops import Trait, has
 
 __all__ = ["from_torch", "import_exported_program", "load_model", "supported_ops"]
+
+# Model input dtypes -> IR dtype. Token ids (int64, PyTorch's index type, or int32) become i32 inputs:
+# ids beyond int32's range are the caller's problem (no vocabulary is that large).
+INPUT_DTYPES = {torch.float32: "f32", torch.int64: "i32", torch.int32: "i32"}
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
 _FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
@@ -57,10 +62,12 @@ def from_torch(module: torch.nn.Module, example_inputs, name: str = "model") -> 
         example_inputs = (example_inputs,)
     example_inputs = tuple(example_inputs)
     for i, x in enumerate(example_inputs):
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32:
+        if not isinstance(x, torch.Tensor) or x.dtype not in INPUT_DTYPES:
             kind = f"a {x.dtype} tensor" if isinstance(x, torch.Tensor) else f"a {type(x).__name__}"
-            raise FrontendError(f"example input {i} is {kind}; tinyc model inputs must be float32 tensors",
-                                hint="pass float32 tensors of the deployed shape (batch included)")
+            raise FrontendError(f"example input {i} is {kind}; tinyc model inputs must be float32 tensors, "
+                                "or int64/int32 tensors of token ids",
+                                hint="pass float32 tensors (token ids: int64 or int32) of the deployed shape "
+                                     "(batch included)")
     try:
         module.eval()
     except NotImplementedError:   # an exported graph module (a pt2e model): its mode was fixed at export
@@ -305,10 +312,11 @@ def _placeholder(b: Builder, ep: ExportedProgram, node, spec):
         raise FrontendError(f"model input {node.name} has a dynamic shape {list(val.shape)}", where=b.where(),
                             hint="export with static shapes (no dynamic_shapes=); microcontroller "
                                  "buffers are sized at compile time")
-    if val.dtype != torch.float32:
-        raise FrontendError(f"model input {node.name} is {val.dtype}; tinyc inputs must be float32",
-                            where=b.where(), hint="cast the input to float32 in the exported model's caller")
-    return b.add_input(node.name, val.shape)
+    if val.dtype not in INPUT_DTYPES:
+        raise FrontendError(f"model input {node.name} is {val.dtype}; tinyc inputs must be float32, or int64/int32 "
+                            "token ids", where=b.where(),
+                            hint="cast the input to float32 (token ids: int64) in the exported model's caller")
+    return b.add_input(node.name, val.shape, INPUT_DTYPES[val.dtype])
 
 
 def _call(b: Builder, node, env):
@@ -409,7 +417,11 @@ def _check_result(b: Builder, out) -> None:
             continue
         if not isinstance(want, torch.Tensor):
             b.unsupported(f"a {type(want).__name__} result")
-        if want.dtype != torch.float32:
+        if got.type.dtype == "i32":   # token ids: only views of them (reshapes) stay integer
+            made = next((op for op in reversed(b.body) if op.result is got), None)
+            if want.dtype not in (torch.int32, torch.int64) or (made is not None and not has(made, Trait.VIEW)):
+                b.unsupported(f"a {want.dtype} result computed from integer (token id) tensors", TOKENS_HINT)
+        elif want.dtype != torch.float32:
             b.unsupported(f"a {want.dtype} result (tinyc computes in float32)")
         if tuple(got.type.shape) != tuple(want.shape):
             raise FrontendError(f"internal error: tinyc built shape {list(got.type.shape)} for {b.node.target} "
@@ -434,6 +446,9 @@ def _outputs(b: Builder, ep: ExportedProgram, node, env) -> list[Value]:
         if not isinstance(v, Value):
             raise FrontendError(f"the model returns a {type(v).__name__}; tinyc outputs must be float32 "
                                 "tensors", hint="return only tensors (a tensor or a tuple/list of tensors)")
+        if v.type.dtype != "f32":
+            raise FrontendError(f"the model returns the integer tensor %{v.name}; tinyc outputs must be float32 "
+                                "tensors", hint="return float results (e.g. the logits), not token ids")
         outputs.append(v)
     return outputs
 

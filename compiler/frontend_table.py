@@ -6,10 +6,12 @@ from typing import Any, Callable
 
 from tinyc import (frontend_math, frontend_norms, frontend_ops, frontend_quantized, frontend_recurrent,
                    frontend_spatial, frontend_tensor)
+from tinyc import frontend_tokens
 from tinyc.frontend_ops import Builder
 
 _MODULES = (frontend_ops, frontend_math, frontend_norms, frontend_recurrent, frontend_spatial, frontend_tensor,
             frontend_quantized)
+_MODULES += (frontend_tokens,)
 
 
 def _merge() -> dict[str, Callable[[Builder, dict], Any]]:

@@ -69,7 +69,7 @@ def check_float(graph: Graph, what: str = "to_torch") -> None:
         if int_form or t.quant is not None:
             raise TinycError(f"{what}: %{op.result.name} = {op.kind} is an int8 op; only float graphs convert to "
                              "PyTorch", where=op.loc, hint=f"run {what} before quantize-int8")
-        if d is None or d.torch is None or t.dtype != "f32":
+        if d is None or d.torch is None or t.dtype not in ("f32", "i32"):   # i32: views of token ids
             raise TinycError(f"{what}: no PyTorch form for %{op.result.name} = {op.kind} ({t.dtype})",
                              where=op.loc, hint=f"run {what} before the pass that introduced it")
 

@@ -256,6 +256,8 @@ def test_unsupported_forms(fn, words):
 
 def test_inputs_must_be_static_float32_tensors():
     with pytest.raises(FrontendError, match="float32"):
+        import_fn(lambda self, x: x * 2, torch.ones(1, 3, dtype=torch.int16))
+    with pytest.raises(FrontendError, match="reads the integer tensor"):   # int32/int64 are token ids
         import_fn(lambda self, x: x * 2, torch.ones(1, 3, dtype=torch.int32))
 
     class M(nn.Module):

@@ -567,3 +567,4 @@ class FloatFamily:
 
 from tinyc.backends import c_ops_spatial  # noqa: E402,F401  (registers the spatial ops' lowerings)
 from tinyc.backends import c_ops_recurrent  # noqa: E402,F401  (registers gru and lstm's lowering)
+from tinyc.backends import c_ops_math  # noqa: E402,F401  (registers the math ops' lowerings)

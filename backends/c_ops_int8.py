@@ -689,4 +689,8 @@ from tinyc.backends import c_ops_recurrent  # noqa: E402  (gru, lstm)
 _PLANS.update(c_ops_recurrent.PLANS_S8)
 _EMIT.update(c_ops_recurrent.EMIT_S8)
 
+from tinyc.backends import c_ops_math  # noqa: E402  (maximum/minimum, prelu, log_softmax, sum, amax, amin)
+_PLANS.update(c_ops_math.PLANS_S8)
+_EMIT.update(c_ops_math.EMIT_S8)
+
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

@@ -360,3 +360,48 @@ def resize_round(acc) -> np.ndarray:
     sum to 2^20, so interpolating raw codes equals interpolating centered codes plus the zero point,
     and the result needs no saturation (a convex combination of codes)."""
     return (np.asarray(acc, np.int64) + (1 << (2 * RESIZE_FRAC_BITS - 1))) >> (2 * RESIZE_FRAC_BITS)
+
+
+# ---- log_softmax (docs/quantization.md "log_softmax") --------------------------------------------
+
+LOG_SOFTMAX_OUT = QuantParams((16.0 / 256,), (127,))   # TFLite's fixed log_softmax output: [-16, 0]
+# By quantize-int8 rule (an OpDef's `int8` facet): results whose int8 quantization is fixed.
+FIXED_OUTPUT_QUANT: dict[str, QuantParams] = {"exp_table": SOFTMAX_OUT, "log_exp_table": LOG_SOFTMAX_OUT}
+FIXED_OUTPUT_QUANT["masked_exp_table"] = SOFTMAX_OUT   # masked_softmax (attention masks)
+LOG_BITS = 16                      # log2 values in Q16
+LOG2_TABLE_BITS = 8                # log2(1 + i / 256), i = 0..256, linearly interpolated
+
+
+def log2_table() -> np.ndarray:
+    """257 int32 entries: round(2^16 * log2(1 + i / 256)), i = 0..256 (the last is 2^16)."""
+    i = np.arange(2 ** LOG2_TABLE_BITS + 1, dtype=np.float64)
+    return np.floor(np.log2(1.0 + i / 2 ** LOG2_TABLE_BITS) * 2.0 ** LOG_BITS + 0.5).astype(np.int32)
+
+
+def log2_q16(s) -> np.ndarray:
+    """log2(s / 2^20) in Q16 for integers 2^20 <= s < 2^31 (an exp-table sum: the row max contributes
+    2^20): e = floor(log2 s), f = (s << (30 - e)) - 2^30 (the mantissa's 30 fraction bits),
+    i = f >> 22, r = f & (2^22 - 1): (e - 20) 2^16 + T[i] + (((T[i+1] - T[i]) r + 2^21) >> 22),
+    T = log2_table(). Error below 2^-15."""
+    s = np.asarray(s, np.int64)
+    t = log2_table().astype(np.int64)
+    e = EXP_BITS + sum(((s >> k) > 0).astype(np.int64) for k in range(EXP_BITS + 1, 31))
+    f = (s << (30 - e)) - (1 << 30)
+    i, r = f >> 22, f & ((1 << 22) - 1)
+    return ((e - EXP_BITS) << LOG_BITS) + t[i] + (((t[i + 1] - t[i]) * r + (1 << 21)) >> 22)
+
+
+def log_softmax_multipliers(x: QuantParams) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(M, shift) of the two terms of an int8 log_softmax in Q16 output units (LOG_SOFTMAX_OUT):
+    d (= row max - q) by 2^16 sx / out_scale, and the Q16 log2 of the exp sum by 2^16 ln 2 / out_scale
+    / 2^16 = ln 2 / out_scale."""
+    so = LOG_SOFTMAX_OUT.scale[0]
+    return quantize_multiplier(x.scale[0] * 2.0 ** LOG_BITS / so), quantize_multiplier(math.log(2.0) / so)
+
+
+def log_softmax_codes(d, log2_sum, x: QuantParams) -> np.ndarray:
+    """out = clamp(127 - ((requantize(d) + requantize(log2_sum) + 2^15) >> 16)), by the multipliers above:
+    127 + round((-sx d - ln(sum)) / out_scale)."""
+    (m1, s1), (m2, s2) = log_softmax_multipliers(x)
+    acc = requantize(d, m1, s1) + requantize(log2_sum, m2, s2)
+    return saturate(LOG_SOFTMAX_OUT.zero_point[0] - ((acc + (1 << (LOG_BITS - 1))) >> LOG_BITS))

@@ -110,8 +110,8 @@ def prepare(graph: Graph, keep: set[str]) -> Graph:
 def assign_quant(graph: Graph, ranges: dict[str, tuple[float, float]], keep: set[str]) -> dict[str, QuantParams]:
     """name -> activation quant. Ops that keep their input's quantization (SAME_QUANT_OPS) put
     input and result in one group whose range is the union of the members' ranges; a group
-    holding an int8 softmax result takes softmax's fixed output quantization. Which ops do is
-    a facet of their definition (Trait.SAME_QUANT, the int8 rule "exp_table")."""
+    holding an int8 softmax (log_softmax) result takes its fixed output quantization. Which ops do
+    is a facet of their definition (Trait.SAME_QUANT, an int8 rule in quant.FIXED_OUTPUT_QUANT)."""
     ranges = dict(ranges)
     for op in graph.const_ops():
         a = op.attrs["value"]
@@ -129,12 +129,14 @@ def assign_quant(graph: Graph, ranges: dict[str, tuple[float, float]], keep: set
     groups: dict[str, list[str]] = {}
     for name in ranges:
         groups.setdefault(find(name), []).append(name)
-    fixed = {op.result.name for op in graph.compute_ops()
-             if OPS[op.kind].int8 == "exp_table" and op.result.name not in keep}
+    # results whose int8 rule fixes their quantization (softmax, log_softmax: quant.FIXED_OUTPUT_QUANT)
+    fixed = {op.result.name: quant.FIXED_OUTPUT_QUANT[OPS[op.kind].int8] for op in graph.compute_ops()
+             if OPS[op.kind].int8 in quant.FIXED_OUTPUT_QUANT and op.result.name not in keep}
     qmap = {}
     for members in groups.values():
         lo, hi = min(ranges[m][0] for m in members), max(ranges[m][1] for m in members)
-        q = quant.SOFTMAX_OUT if fixed.intersection(members) else quant.range_params(lo, hi)
+        pinned = [fixed[m] for m in members if m in fixed]
+        q = pinned[0] if pinned else quant.range_params(lo, hi)
         qmap.update(dict.fromkeys(members, q))
     return qmap
 
@@ -331,6 +333,32 @@ def _masked_softmax(lw: Lowering, op: Op):
         dict(op.attrs)
 
 
+def _log_softmax(lw: Lowering, op: Op):
+    """log_softmax(x) ==> log_softmax(x i8, exp_table i32[256]), softmax's table; the result has the
+    fixed quantization quant.LOG_SOFTMAX_OUT (assign_quant)."""
+    x = lw.int_of(op.operands[0])
+    n = x.type.shape[op.attrs["axis"]]
+    check(n <= quant.SOFTMAX_MAX_LEN, f"%{op.result.name} = log_softmax: {n} elements along the axis; the int8 "
+          f"form handles at most {quant.SOFTMAX_MAX_LEN}", f"quantize-int8{{keep-float={op.result.name}}}")
+    table = quant.softmax_exp_table(x.type.quant)
+    return op.kind, [x, lw.const((op.result.name + ".exp",), table, "i32", None)], dict(op.attrs)
+
+
+def _masked_softmax(lw: Lowering, op: Op):
+    """masked_softmax(x, mask) ==> masked_softmax(x i8, mask, exp_table i32[256]): softmax's table and
+    fixed output quantization (quant.FIXED_OUTPUT_QUANT); the constant f32 0/1 mask stays as it is.
+    The calibrated range of x is the scores', without the -inf a masked position has in PyTorch."""
+    x = lw.int_of(op.operands[0])
+    n = x.type.shape[op.attrs["axis"]]
+    check(n <= quant.SOFTMAX_MAX_LEN, f"%{op.result.name} = masked_softmax: {n} elements along the axis; the "
+          f"int8 form handles at most {quant.SOFTMAX_MAX_LEN}", f"quantize-int8{{keep-float={op.result.name}}}")
+    check(op.operands[1].name in lw.consts, f"%{op.result.name} = masked_softmax: the mask is not a constant",
+          f"keep it in float: quantize-int8{{keep-float={op.result.name}}}")
+    table = quant.softmax_exp_table(x.type.quant)
+    return op.kind, [x, lw.float_of(op.operands[1]), lw.const((op.result.name + ".exp",), table, "i32", None)], \
+        dict(op.attrs)
+
+
 def _sign(lw: Lowering, op: Op) -> None:
     """sign(x f32, t?) ==> sign(x i8, t i32): bit = q >= ceil(t / scale + zp) (q >= zp without t)."""
     x = lw.int_of(op.operands[0])
@@ -407,6 +435,7 @@ SPECIAL["model_quant"] = _fake_quant
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
                                                      "exp_table": _softmax}
 LOWER["norm_affine"] = _norm_affine
+LOWER["log_exp_table"] = _log_softmax
 LOWER["masked_exp_table"] = _masked_softmax
 
 

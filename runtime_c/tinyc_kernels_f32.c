@@ -18,7 +18,8 @@
 /* ---- helpers --------------------------------------------------------- */
 
 /* In place: y = act(x) over n elements. Also the kernel for relu, clamp, leaky_relu, and for gelu,
- * silu and hardsigmoid, whose cases a model compiles in with TINYC_F32_ACT_<KIND>. */
+ * silu, hardsigmoid and the math activations (abs, sqrt, rsqrt, exp, log, reciprocal, elu, selu, celu,
+ * mish, softplus, pow), whose cases a model compiles in with TINYC_F32_ACT_<KIND>. */
 TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const tinyc_act *act)
 {
     int32_t i;
@@ -57,6 +58,78 @@ TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const t
         for (i = 0; i < n; ++i) {
             const float g = x[i] + 3.0f;
             y[i] = (g < 0.0f ? 0.0f : (g > 6.0f ? 6.0f : g)) / 6.0f;
+        }
+        break;
+#endif
+#ifdef TINYC_F32_ACT_ABS
+    case TINYC_ACT_ABS:
+        for (i = 0; i < n; ++i) y[i] = fabsf(x[i]);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_SQRT
+    case TINYC_ACT_SQRT:
+        for (i = 0; i < n; ++i) y[i] = sqrtf(x[i]);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_RSQRT
+    case TINYC_ACT_RSQRT:
+        for (i = 0; i < n; ++i) y[i] = 1.0f / sqrtf(x[i]);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_EXP
+    case TINYC_ACT_EXP:
+        for (i = 0; i < n; ++i) y[i] = expf(x[i]);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_LOG
+    case TINYC_ACT_LOG:
+        for (i = 0; i < n; ++i) y[i] = logf(x[i]);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_RECIPROCAL
+    case TINYC_ACT_RECIPROCAL:
+        for (i = 0; i < n; ++i) y[i] = 1.0f / x[i];
+        break;
+#endif
+#ifdef TINYC_F32_ACT_ELU
+    case TINYC_ACT_ELU:
+        for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : act->lo * expm1f(x[i]);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_SELU
+    case TINYC_ACT_SELU:
+        for (i = 0; i < n; ++i) {
+            const float v = x[i];
+            y[i] = 1.05070098735548f * (v > 0.0f ? v : 1.67326324235438f * expm1f(v));
+        }
+        break;
+#endif
+#ifdef TINYC_F32_ACT_CELU
+    case TINYC_ACT_CELU:
+        for (i = 0; i < n; ++i) y[i] = x[i] > 0.0f ? x[i] : act->lo * expm1f(x[i] / act->lo);
+        break;
+#endif
+#ifdef TINYC_F32_ACT_MISH
+    case TINYC_ACT_MISH:
+        for (i = 0; i < n; ++i) y[i] = x[i] * tanhf(log1pf(expf(x[i])));
+        break;
+#endif
+#ifdef TINYC_F32_ACT_SOFTPLUS
+    case TINYC_ACT_SOFTPLUS: /* lo = beta, hi = threshold: linear above the threshold, as PyTorch */
+        for (i = 0; i < n; ++i) {
+            const float b = x[i] * act->lo;
+            y[i] = b > act->hi ? x[i] : log1pf(expf(b)) / act->lo;
+        }
+        break;
+#endif
+#ifdef TINYC_F32_ACT_POW
+    case TINYC_ACT_POW: /* lo = exponent; squares and square roots without powf */
+        if (act->lo == 2.0f) {
+            for (i = 0; i < n; ++i) y[i] = x[i] * x[i];
+        } else if (act->lo == 0.5f) {
+            for (i = 0; i < n; ++i) y[i] = sqrtf(x[i]);
+        } else {
+            for (i = 0; i < n; ++i) y[i] = powf(x[i], act->lo);
         }
         break;
 #endif
@@ -310,6 +383,18 @@ static void tinyc_f32_binary(const float *a, const float *b, float *y, const tin
             break;
         case TINYC_MUL:
             for (i = 0; i < inner; ++i) yr[i] = ar[i * sa] * br[i * sb];
+            break;
+        case TINYC_MAXIMUM: /* NaN wins, as torch.maximum */
+            for (i = 0; i < inner; ++i) {
+                const float u = ar[i * sa], v = br[i * sb];
+                yr[i] = (u > v || u != u) ? u : v;
+            }
+            break;
+        case TINYC_MINIMUM:
+            for (i = 0; i < inner; ++i) {
+                const float u = ar[i * sa], v = br[i * sb];
+                yr[i] = (u < v || u != u) ? u : v;
+            }
             break;
         default:
             for (i = 0; i < inner; ++i) yr[i] = ar[i * sa] / br[i * sb];
@@ -590,6 +675,70 @@ static void tinyc_f32_masked_softmax(const float *x, const uint8_t *mask, float 
         for (i = 0; i < p->len; ++i) yr[i * p->xs] /= sum;
         tinyc_next(p->rank, p->dims, idx);
     }
+}
+#endif
+
+/* ---- math: prelu, log_softmax, amax / amin --------------------------------------- */
+
+#ifdef TINYC_F32_PRELU
+/* In place. x viewed as [outer, channels, inner]: y = x > 0 ? x : slope[c] x. */
+static void tinyc_f32_prelu(const float *x, const float *slope, float *y, int32_t outer, int32_t channels,
+                            int32_t inner)
+{
+    int32_t o, c, i;
+    for (o = 0; o < outer; ++o) {
+        for (c = 0; c < channels; ++c) {
+            const int32_t base = (o * channels + c) * inner;
+            const float a = slope[c];
+            for (i = 0; i < inner; ++i) {
+                const float v = x[base + i];
+                y[base + i] = v > 0.0f ? v : a * v;
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_LOG_SOFTMAX
+/* In place. x viewed as [outer, n, inner]: y = x - max - log(sum exp(x - max)) over n. */
+static void tinyc_f32_log_softmax(const float *x, float *y, int32_t outer, int32_t n, int32_t inner)
+{
+    int32_t o, i, j;
+    for (o = 0; o < outer; ++o) {
+        for (i = 0; i < inner; ++i) {
+            const int32_t base = o * n * inner + i;
+            float mx = x[base], sum = 0.0f, lse;
+            for (j = 1; j < n; ++j)
+                if (x[base + j * inner] > mx) mx = x[base + j * inner];
+            for (j = 0; j < n; ++j) sum += expf(x[base + j * inner] - mx);
+            lse = logf(sum);
+            for (j = 0; j < n; ++j) y[base + j * inner] = (x[base + j * inner] - mx) - lse;
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_F32_REDUCE_EXTREME
+/* amax (is_min 0) / amin (1: the max of -x, negated back; exact). NaN wins, as torch.amax. */
+static void tinyc_f32_reduce_extreme(const float *x, float *y, const tinyc_f32_extreme_params *p)
+{
+    const int32_t outer = p->rank - 1, inner = p->dims[outer], sy = p->y_strides[outer];
+    const float sign = p->is_min ? -1.0f : 1.0f;
+    int32_t idx[TINYC_MAX_RANK] = {0};
+    int32_t r, i;
+    for (i = 0; i < p->y_size; ++i) y[i] = -INFINITY;
+    for (r = 0; r < p->rows; ++r) {
+        const float *xr = x + r * inner;
+        float *yr = y + tinyc_dot(outer, idx, p->y_strides);
+        for (i = 0; i < inner; ++i) {
+            const float v = sign * xr[i];
+            float *t = yr + i * sy;
+            if (v > *t || v != v) *t = v;
+        }
+        tinyc_next(outer, p->dims, idx);
+    }
+    if (p->is_min)
+        for (i = 0; i < p->y_size; ++i) y[i] = -y[i];
 }
 #endif
 

@@ -36,7 +36,19 @@ enum {
     TINYC_ACT_LEAKY_RELU = 3, /* lo = negative slope */
     TINYC_ACT_GELU = 4,       /* lo = 0: x Phi(x) with erf; lo = 1: the tanh approximation */
     TINYC_ACT_SILU = 5,       /* x / (1 + exp(-x)) */
-    TINYC_ACT_HARDSIGMOID = 6 /* relu6(x + 3) / 6 */
+    TINYC_ACT_HARDSIGMOID = 6, /* relu6(x + 3) / 6 */
+    TINYC_ACT_ABS = 7,
+    TINYC_ACT_SQRT = 8,
+    TINYC_ACT_RSQRT = 9,
+    TINYC_ACT_EXP = 10,
+    TINYC_ACT_LOG = 11,
+    TINYC_ACT_RECIPROCAL = 12,
+    TINYC_ACT_ELU = 13,       /* lo = alpha */
+    TINYC_ACT_SELU = 14,
+    TINYC_ACT_CELU = 15,      /* lo = alpha */
+    TINYC_ACT_MISH = 16,
+    TINYC_ACT_SOFTPLUS = 17,  /* lo = beta, hi = threshold */
+    TINYC_ACT_POW = 18        /* lo = exponent */
 };
 
 /* A fused activation applied to each output element of conv2d/linear/matmul/binary. */
@@ -46,7 +58,7 @@ typedef struct {
     float hi;
 } tinyc_act;
 
-enum { TINYC_ADD = 0, TINYC_SUB = 1, TINYC_MUL = 2, TINYC_DIV = 3 };
+enum { TINYC_ADD = 0, TINYC_SUB = 1, TINYC_MUL = 2, TINYC_DIV = 3, TINYC_MAXIMUM = 4, TINYC_MINIMUM = 5 };
 
 typedef struct {
     int32_t n, c, h, w;           /* input */
@@ -142,5 +154,15 @@ typedef struct {
     int32_t m_strides[TINYC_MAX_RANK];
     int32_t len, xs, ms;
 } tinyc_f32_masked_softmax_params;
+
+/* amax / amin: x over its dims into y read through y_strides (0 on reduced dims). */
+typedef struct {
+    int32_t rows;                 /* product of all dims of x but the last */
+    int32_t rank;
+    int32_t dims[TINYC_MAX_RANK];
+    int32_t y_strides[TINYC_MAX_RANK];
+    int32_t y_size;
+    int32_t is_min;
+} tinyc_f32_extreme_params;
 
 #endif /* TINYC_KERNELS_F32_H */

@@ -1224,3 +1224,120 @@ static void tinyc_s8_masked_softmax(const int8_t *x, const uint8_t *mask, int8_t
     }
 }
 #endif
+
+/* ---- math: maximum / minimum, prelu, log_softmax, amax / amin ----------------------- */
+
+#ifdef TINYC_S8_MINMAX
+/* y = max(ta[a], tb[b]) (min if is_min): each operand requantized to y's quantization by its table
+ * (256 entries, indexed by code + 128; monotonic), then compared. s0 = y, s1 = a, s2 = b. */
+static void tinyc_s8_minmax(const int8_t *a, const int8_t *b, int8_t *y, const int8_t *ta, const int8_t *tb,
+                            const tinyc_s8_iter *it, int32_t is_min)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last], t2 = it->s2[last];
+    int32_t r, i, o0, o1, o2;
+    ta += 128;
+    tb += 128;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        for (i = 0; i < len; ++i, o0 += t0, o1 += t1, o2 += t2) {
+            const int32_t u = ta[a[o1]], v = tb[b[o2]];
+            y[o0] = (int8_t)(is_min ? (u < v ? u : v) : (u > v ? u : v));
+        }
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_PRELU
+static void tinyc_s8_prelu(const int8_t *x, const int8_t *slope, int8_t *y, const tinyc_s8_prelu_params *p)
+{
+    const tinyc_s8_iter *it = &p->it;
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last], t2 = it->s2[last];
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        for (i = 0; i < len; ++i, o0 += t0, o1 += t1, o2 += t2) {
+            const int32_t d = x[o1] - p->zx;
+            y[o0] = (int8_t)(d > 0 ? tinyc_s8_rq64(d, p->m_pos, p->n_pos, p->zy)
+                                   : tinyc_s8_rq64(d * (slope[o2] - p->zs), p->m_neg, p->n_neg, p->zy));
+        }
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_LOG_SOFTMAX
+/* (acc * m + 2^(n-1)) >> n, n in [1, 62]: requantization without zero point or saturation. */
+TINYC_S8_INLINE int64_t tinyc_s8_rq_raw(int64_t acc, int32_t m, int32_t n)
+{
+    return (acc * m + ((int64_t)1 << (n - 1))) >> n;
+}
+
+/* Per row: d_i = max - q_i, s = sum table[d_i] (>= 2^20, < 2^31), l = log2(s / 2^20) in Q16 from
+ * the 257-entry log2 table with linear interpolation (tinyc.quant.log2_q16), then
+ * y_i = clamp(zy - ((rq(d_i; m_d) + rq(l; m_l) + 2^15) >> 16)). */
+static void tinyc_s8_log_softmax(const int8_t *x, int8_t *y, const int32_t *table, const int32_t *log2_table,
+                                 const tinyc_s8_log_softmax_params *p)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(&p->outer) * p->outer.dims[p->outer.rank - 1];
+    int32_t r, i, d, o0, o1;
+    for (r = 0; r < rows; ++r) {
+        int32_t mx = -128, sum = 0, e = 20, f, k, l2;
+        int64_t lterm;
+        o0 = o1 = 0;
+        for (d = 0; d < p->outer.rank; ++d) {
+            o0 += idx[d] * p->outer.s0[d];
+            o1 += idx[d] * p->outer.s1[d];
+        }
+        for (i = 0; i < p->len; ++i) if (x[o1 + i * p->xs] > mx) mx = x[o1 + i * p->xs];
+        for (i = 0; i < p->len; ++i) sum += table[mx - x[o1 + i * p->xs]];
+        while (e < 30 && (sum >> (e + 1)) != 0) ++e;
+        f = (int32_t)(((uint32_t)sum << (30 - e)) - (1u << 30));
+        k = f >> 22;
+        l2 = ((e - 20) << 16) + log2_table[k] +
+             (int32_t)(((int64_t)(log2_table[k + 1] - log2_table[k]) * (f & ((1 << 22) - 1)) + (1 << 21)) >> 22);
+        lterm = tinyc_s8_rq_raw(l2, p->m_l, p->n_l);
+        for (i = 0; i < p->len; ++i) {
+            const int64_t acc = tinyc_s8_rq_raw(mx - x[o1 + i * p->xs], p->m_d, p->n_d) + lterm;
+            const int64_t v = p->zy - ((acc + 32768) >> 16);
+            y[o0 + i * p->ys] = (int8_t)(v < -128 ? -128 : v > 127 ? 127 : v);
+        }
+        tinyc_s8_next(p->outer.rank, p->outer.dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_REDUCE_EXTREME
+static void tinyc_s8_reduce_extreme(const int8_t *x, int8_t *y, const tinyc_s8_extreme_params *p)
+{
+    int32_t oidx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t orows = tinyc_s8_rows(&p->out) * p->out.dims[p->out.rank - 1];
+    const int32_t rrows = tinyc_s8_rows(&p->red), rl = p->red.rank - 1, rlen = p->red.dims[rl];
+    int32_t r, i, j, d, o0, o1;
+    for (r = 0; r < orows; ++r) {
+        int32_t ridx[TINYC_S8_MAX_RANK] = {0};
+        int32_t m = p->is_min ? 127 : -128;
+        o0 = o1 = 0;
+        for (d = 0; d < p->out.rank; ++d) {
+            o0 += oidx[d] * p->out.s0[d];
+            o1 += oidx[d] * p->out.s1[d];
+        }
+        for (i = 0; i < rrows; ++i) {
+            int32_t off = o1;
+            for (d = 0; d < rl; ++d) off += ridx[d] * p->red.s1[d];
+            for (j = 0; j < rlen; ++j, off += p->red.s1[rl]) {
+                const int32_t v = x[off];
+                if (p->is_min ? v < m : v > m) m = v;
+            }
+            tinyc_s8_next(rl, p->red.dims, ridx);
+        }
+        y[o0] = (int8_t)m;
+        tinyc_s8_next(p->out.rank, p->out.dims, oidx);
+    }
+}
+#endif

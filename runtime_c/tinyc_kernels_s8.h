@@ -156,4 +156,27 @@ typedef struct {
     int32_t len, xs, ys, ms;
 } tinyc_s8_masked_softmax_params;
 
+/* prelu: it walks y (s0), x (s1) and the slope (s2: the slope's offset for the element's channel).
+ * y = x > zx ? rq(x - zx; pos) : rq((x - zx)(slope - zs); neg), each with its zero point zy. */
+typedef struct {
+    tinyc_s8_iter it;
+    int32_t zx, zs, zy;
+    int32_t m_pos, n_pos, m_neg, n_neg;
+} tinyc_s8_prelu_params;
+
+/* log_softmax along one axis (docs/quantization.md, "log_softmax"); outer: s0 = y, s1 = x. */
+typedef struct {
+    tinyc_s8_iter outer;
+    int32_t len, xs, ys;            /* the axis */
+    int32_t zy;                     /* the fixed output zero point, 127 */
+    int32_t m_d, n_d, m_l, n_l;     /* (max - q) and log2(sum) to Q16 output units */
+} tinyc_s8_log_softmax_params;
+
+/* amax / amin over the reduced dims (codes; the result keeps x's quantization). */
+typedef struct {
+    tinyc_s8_iter out;              /* kept dims: s0 = y strides, s1 = x strides */
+    tinyc_s8_iter red;              /* reduced dims: s1 = x strides */
+    int32_t is_min;
+} tinyc_s8_extreme_params;
+
 #endif /* TINYC_KERNELS_S8_H */

@@ -13,6 +13,7 @@ from tinyc.ops import layers, activations, elementwise, pooling, shape, quantiza
 from tinyc.ops import spatial  # noqa: E402,F401  (conv_transpose2d, resize, masked_softmax)
 from tinyc.ops import norms  # noqa: E402,F401  (layer_norm, group_norm)
 from tinyc.ops import recurrent  # noqa: E402,F401  (gru, lstm)
+from tinyc.ops import mathops  # noqa: E402,F401  (prelu, log_softmax, sum, amax, amin)
 from tinyc.ops import fake_quant  # noqa: E402,F401  (imported models' own quantization: pt2e)
 from tinyc.ops.compressed import INDEX_DTYPES, bin_int_form  # noqa: E402
 

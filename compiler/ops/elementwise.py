@@ -1,11 +1,11 @@
-"""Binary elementwise arithmetic with broadcasting: add, sub, mul, div."""
+"""Binary elementwise arithmetic with broadcasting: add, sub, mul, div, maximum, minimum."""
 from __future__ import annotations
 
 import numpy as np
 
 from tinyc import quant
 from tinyc.ops.core import (OpDef, Trait, broadcast, int_all, keeps_batch_broadcast, register, same_dtype,
-                            sample)
+                            sample, torch)
 from tinyc.ops.layers import mul_int
 from tinyc.ops.refs import centered, qparams, requant_out
 
@@ -65,3 +65,28 @@ _binary("sub", lambda op, a, b: a - b, _add_int(-1), lambda op, a, b: a - b, 0.0
 _binary("mul", lambda op, a, b: a * b, mul_int, lambda op, a, b: a * b, 1.0, True, doc="a * b")
 _binary("div", lambda op, a, b: a / b, _div_int, lambda op, a, b: a / b, 1.0, False, fusable=False,
         doc="a / b (int8: x / 0 saturates by the sign of x)")
+
+
+# ---- maximum, minimum ----------------------------------------------------------------------------
+
+def _pick_int(pick):
+    """int8: each operand requantized to the result's quantization (a cat-style rescale, monotonic),
+    then the larger / smaller code."""
+    def kernel(op, a, b):
+        out = op.result.type.quant
+        ya, yb = (requant_out(op, centered(op, i, v), quant.rescale_ratio(qparams(op, i), out))
+                  for i, v in ((0, a), (1, b)))
+        return pick(ya, yb).astype(np.int8)
+    return kernel
+
+
+def _pick(kind: str, fn, torch_fn, doc: str) -> None:
+    register(OpDef(kind, _shape, 2, 2, doc=doc, ref=lambda op, a, b: fn(a, b), ref_int=_pick_int(fn),
+                   torch=lambda op, a, b: torch_fn(a, b), int_operands=int_all, int8="same", c="minmax",
+                   channels="broadcast", keeps_batch=keeps_batch_broadcast,
+                   samples=lambda rng: [sample((2, 3, 4), rng.uniform(-1.0, 1.0, (3, 4)).astype(np.float32)),
+                                        sample((1, 6), (1, 6)), sample((2, 1, 5), (3, 1))]))
+
+
+_pick("maximum", np.maximum, lambda a, b: torch.maximum(a, b), "elementwise max, broadcasting (NaN wins)")
+_pick("minimum", np.minimum, lambda a, b: torch.minimum(a, b), "elementwise min, broadcasting (NaN wins)")

@@ -153,19 +153,31 @@ TINYC_RNN_HELPER int32_t tinyc_rnn_act(const int16_t *table, int32_t v)
     return table[i] + (((table[i + 1] - table[i]) * f + 128) >> 8);
 }
 
+/* acc + sum_k w[k] * x[k * xs] (contiguous x unrolled by four). */
+TINYC_RNN_HELPER int32_t tinyc_rnn_dot_s8(int32_t acc, const int8_t *w, const int8_t *x, int32_t xs, int32_t k)
+{
+    int32_t i = 0;
+    if (xs == 1) {
+        for (; i + 4 <= k; i += 4) {
+            acc += (int32_t)w[i] * x[i] + (int32_t)w[i + 1] * x[i + 1] + (int32_t)w[i + 2] * x[i + 2]
+                   + (int32_t)w[i + 3] * x[i + 3];
+        }
+    }
+    for (; i < k; ++i) acc += (int32_t)w[i] * x[i * xs];
+    return acc;
+}
+
 /* Gate pre-activations (Q3.12, each saturated to int16) of hidden unit j. */
 TINYC_RNN_HELPER void tinyc_rnn_gates_s8(const tinyc_rnn_s8_params *p, int32_t d, int32_t gates, int32_t j,
                                          const int8_t *xt, const int8_t *hp, int32_t *px, int32_t *ph)
 {
     const int32_t f = p->f, h = p->h, xs = p->xs_f;
-    int32_t g, k;
+    int32_t g;
     for (g = 0; g < gates; ++g) {
         const int32_t row = g * h + j;
-        const int8_t *wi = p->w_ih[d] + row * f, *wh = p->w_hh[d] + row * h;
         const int32_t *qi = p->q_ih[d] + 3 * row, *qh = p->q_hh[d] + 3 * row;
-        int32_t ax = qi[0], ah = qh[0];
-        for (k = 0; k < f; ++k) ax += (int32_t)wi[k] * xt[k * xs];
-        for (k = 0; k < h; ++k) ah += (int32_t)wh[k] * hp[k];
+        const int32_t ax = tinyc_rnn_dot_s8(qi[0], p->w_ih[d] + row * f, xt, xs, f);
+        const int32_t ah = tinyc_rnn_dot_s8(qh[0], p->w_hh[d] + row * h, hp, 1, h);
         px[g] = tinyc_rnn_sat16(tinyc_rnn_rq(ax, qi[1], qi[2]));
         ph[g] = tinyc_rnn_sat16(tinyc_rnn_rq(ah, qh[1], qh[2]));
     }

@@ -83,9 +83,39 @@ def split_activation(rw: Rewriter, op: Op) -> None:
 
 
 # The float rewrites, by the `prepare` rule of an op's definition.
+def additive_mask_to_masked_softmax(rw: Rewriter, sm: Op) -> None:
+    """softmax(add(x, c)) with a constant c holding -inf entries (an attention mask: nn.MultiheadAttention
+    with need_weights adds its merged masks) ==> masked_softmax(add(x, c'), keep), keep = c is finite,
+    c' = c with 0 at -inf (the add goes if c' is all 0): the same values in float, and no -inf in the
+    calibrated range of the scores. A row with nothing kept is NaN in float, as before; in int8 -128s."""
+    x = sm.operands[0]
+    add = rw.producer(x)
+    if add is None or add.kind != "add" or "act" in add.attrs or rw.sole_user(x) is not sm or rw.is_output(x):
+        return
+    for i in (0, 1):
+        c = rw.const(add.operands[i])
+        if c is not None and c.ndim <= x.type.rank and np.isneginf(c).any() and not np.isnan(c).any() \
+                and not np.isposinf(c).any():
+            break
+    else:
+        return
+    keep, finite = np.isfinite(c), np.where(np.isfinite(c), c, 0.0).astype(np.float32)
+    other = add.operands[1 - i]
+    b = rw.before(sm)
+    mask = b.const(sm.result.name + ".keep", keep.astype(np.float32))
+    if finite.any() or other.type.shape != x.type.shape:
+        rw.replace_const_operand(add, i, finite)
+        scores = x
+    else:
+        scores = other
+    rw.replace_op(sm, b.create("masked_softmax", [scores, mask], {"axis": sm.attrs["axis"]}, sm.result.name,
+                               fresh=False))
+
+
 PREPARE: dict[str, Callable[[Rewriter, Op], None]] = {
     "batch_norm_to_conv": batch_norm_to_conv,
     "div_by_const": div_by_const_to_mul,
+    "additive_mask": additive_mask_to_masked_softmax,
 }
 
 

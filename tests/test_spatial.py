@@ -101,14 +101,20 @@ class Attention(nn.Module):
 
 
 class MHA(nn.Module):
-    """nn.MultiheadAttention, sequence first, returning the output and the head-averaged weights."""
+    """nn.MultiheadAttention, sequence first, with a causal float mask and a key padding mask, returning
+    the output and the head-averaged weights (need_weights: the masks arrive as an add of -inf, which
+    quantize-int8 turns into masked_softmax)."""
 
-    def __init__(self):
+    def __init__(self, tokens=6):
         super().__init__()
         self.m = nn.MultiheadAttention(16, 4)
+        self.register_buffer("causal", nn.Transformer.generate_square_subsequent_mask(tokens))
+        pad = torch.zeros(1, tokens)
+        pad[:, tokens - 2:] = float("-inf")
+        self.register_buffer("padding", pad)
 
     def forward(self, x):
-        y, w = self.m(x, x, x, need_weights=True)
+        y, w = self.m(x, x, x, attn_mask=self.causal, key_padding_mask=self.padding, need_weights=True)
         return y + w.transpose(0, 1)[..., :1]     # [N, L, S] weights -> [L, N, 1]
 
 
@@ -204,6 +210,9 @@ def test_ir_ops():
     kinds = lambda name: sorted({op.kind for op in build(name)[1].compute_ops()})  # noqa: E731
     assert "conv_transpose2d" in kinds("unet") and "resize" in kinds("unet")
     assert "masked_softmax" in kinds("attention")
+    _, g, x, _ = build("mha")       # need_weights: softmax(scores + mask) in float, masked_softmax in int8
+    assert "softmax" in {op.kind for op in g.compute_ops()}
+    assert "masked_softmax" in {op.kind for op in quantized(g, x.shape).compute_ops()}
 
 
 class _SDPA(nn.Module):

@@ -141,5 +141,6 @@ register(OpDef(
     "softmax", _softmax_shape, 1, 2, {"axis": int}, doc="softmax along axis (int8: softmax(x, exp_table))",
     ref=_softmax, ref_int=_softmax_int, torch=lambda op, x: torch.softmax(x, dim=op.attrs["axis"]),
     int_operands=_softmax_operands, result_quant_rule=_softmax_result, int8="exp_table", c="softmax_axis", channels="along_axis",
+    prepare="additive_mask",
     keeps_batch=lambda a, types, flags, result: flags[0] and not any(flags[1:]) and a["axis"] != 0,
     samples=lambda rng: [sample((2, 10), axis=1), sample((2, 3, 4), axis=1)]))

@@ -273,8 +273,7 @@ def filled(value: float | None) -> Callable:
         fill = a["fill_value"] if value is None else value
         if not isinstance(fill, (int, float, bool)):
             b.unsupported("a fill value computed at run time")
-        dtype = a.get("dtype") or torch.float32
-        array = torch.full(b.out_shape(), fill, dtype=dtype).numpy()
+        array = torch.full(b.out_shape(), fill, dtype=b.node.meta["val"].dtype).numpy()   # PyTorch's dtype
         return ConstRef(b.node.name, array)
     return lower
 

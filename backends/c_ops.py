@@ -33,6 +33,7 @@ class Param:
 class Call:
     function: str
     args: tuple[str, ...]
+    status: int = 0     # non-zero: the kernel returns an int, and invoke returns `status` when it is non-zero
 
 
 @dataclass(frozen=True)
@@ -462,6 +463,7 @@ def lower_fake_quant(op: Op, ctx: Context) -> Lowered:
                                          str(inner)))
     return Lowered(("FAKE_QUANT",), (), weights, (call,))
 
+
 # ---- in-place rules -----------------------------------------------------------
 
 def _none(op: Op) -> Sequence[int]:
@@ -499,6 +501,8 @@ LOWERINGS: dict[str, Lowering] = {
     "gather_copy": Lowering(lower_gather_copy, _none),
     "quant_dequant": Lowering(lower_fake_quant, _first),
 }
+LOWERINGS["gather_rows"] = Lowering(lambda op, ctx: lower_embedding(op, ctx), _none)
+LOWERINGS["int_to_float"] = Lowering(lambda op, ctx: lower_int_to_float(op, ctx), _none)
 ACT_LOWERINGS = {True: Lowering(lower_act, _first), False: Lowering(lower_unary, _first)}
 
 
@@ -563,6 +567,23 @@ class FloatFamily:
     def emit(self, op: Op, ctx: Context) -> Lowered:
         packed = self.packing.emit(op, ctx) if self.packing is not None else None
         return packed or lowering(op).emit(op, ctx)
+
+
+# ---- token ids (tinyc.ops.gather) ------------------------------------------------------------
+
+def lower_embedding(op: Op, ctx: Context) -> Lowered:
+    """Rows of the table by i32 token ids; an id outside [0, V) makes invoke return ERR_INDEX."""
+    from tinyc.ops.gather import ERR_INDEX
+    table, idx = op.operands
+    vocab, dim = _shape(table)
+    call = Call("tinyc_f32_embedding", (ctx.ref(idx), ctx.ref(table), ctx.ref(op.result), str(idx.type.numel),
+                                        str(vocab), str(dim)), ERR_INDEX)
+    return Lowered(("EMBEDDING",), (), (), (call,))
+
+
+def lower_int_to_float(op: Op, ctx: Context) -> Lowered:
+    call = Call("tinyc_f32_from_i32", (ctx.ref(op.operands[0]), ctx.ref(op.result), str(op.result.type.numel)))
+    return Lowered(("FROM_I32",), (), (), (call,))
 
 
 from tinyc.backends import c_ops_spatial  # noqa: E402,F401  (registers the spatial ops' lowerings)

@@ -621,6 +621,35 @@ _EMIT: dict[str, Callable] = {
     "gather_copy": emit_gather_copy,
 }
 
+
+
+# ---- token ids (tinyc.ops.gather) --------------------------------------------------------------
+
+def emit_embedding(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    """Rows of the i8 table (its codes: the result shares its quantization) by i32 token ids, written
+    in the result's layout; an id outside [0, V) makes invoke return ERR_INDEX."""
+    from tinyc.ops.gather import ERR_INDEX
+    table, idx = op.operands
+    y = op.result
+    vocab, dim = table.type.shape
+    ys = _out_strides(self, y)
+    base, dims, (sy, sx) = iteration(self.lay.of(y)[..., 0], row_major(idx.type.shape))
+    if base[1] != 0:
+        raise BackendError(f"%{y.name} = embedding: the token walk does not start at the first id (internal error)")
+    it = _iter_param(ctx, 0, dims, [sy, sx])
+    call = Call("tinyc_s8_embedding", (ctx.ref(idx), ctx.ref(table), ctx.ref(y, base[0]), "&" + it.cname,
+                                       str(idx.type.numel), str(vocab), str(dim), str(ys[-1])), ERR_INDEX)
+    return Lowered8(("EMBEDDING",), (it,), (), (call,))
+
+
+_PLANS["gather_rows"] = _plan_none
+_EMIT["gather_rows"] = emit_embedding
+
+from tinyc.backends import c_ops_spatial  # noqa: E402  (conv_transpose2d, resize, masked_softmax)
+_PLANS.update(c_ops_spatial.PLANS_S8)
+_EMIT.update(c_ops_spatial.EMIT_S8)
+
+
 # ---- layer_norm / group_norm (tinyc.ops.norms) ---------------------------------------------------
 
 def _plan_norm(self: Int8Lowering, op: Op, p: OpPlan) -> None:
@@ -681,16 +710,11 @@ def emit_norm(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
 _PLANS["normalize"] = _plan_norm
 _EMIT["normalize"] = emit_norm
 
-
-from tinyc.backends import c_ops_spatial  # noqa: E402  (conv_transpose2d, resize, masked_softmax)
-_PLANS.update(c_ops_spatial.PLANS_S8)
-_EMIT.update(c_ops_spatial.EMIT_S8)
-from tinyc.backends import c_ops_recurrent  # noqa: E402  (gru, lstm)
-_PLANS.update(c_ops_recurrent.PLANS_S8)
-_EMIT.update(c_ops_recurrent.EMIT_S8)
-
 from tinyc.backends import c_ops_math  # noqa: E402  (maximum/minimum, prelu, log_softmax, sum, amax, amin)
 _PLANS.update(c_ops_math.PLANS_S8)
 _EMIT.update(c_ops_math.EMIT_S8)
+from tinyc.backends import c_ops_recurrent  # noqa: E402  (gru, lstm)
+_PLANS.update(c_ops_recurrent.PLANS_S8)
+_EMIT.update(c_ops_recurrent.EMIT_S8)
 
 SUPPORTED = sorted(k for k, d in OPS.items() if d.c in _EMIT or d.c in VIEW_RULES)

@@ -40,7 +40,7 @@ Evaluator = Callable[[Graph], float]
 # ---- samples ------------------------------------------------------------------------------
 
 def as_samples(graph: Graph, data, what: str = "input", flag: str = "--eval") -> list[np.ndarray]:
-    """One float32 array per graph input, each `[N, *input shape]`. `data` is an array (one-input
+    """One float32 array (int32 for token-id inputs) per graph input, each `[N, *input shape]`. `data` is an array (one-input
     graphs) or a list of arrays, each N x the input's shape, N x the shape without its leading
     batch dimension of 1, or a single sample of the input's shape."""
     arrays = [data] if isinstance(data, np.ndarray) else list(data)
@@ -65,6 +65,12 @@ def as_samples(graph: Graph, data, what: str = "input", flag: str = "--eval") ->
                              f"{fmt_shape(shape)}",
                              hint=f"{flag} takes N samples: [N, {', '.join(map(str, shape))}]"
                              + (f" or [N, {rows}]" if shape[:1] == (1,) else ""))
+        if v.type.dtype == "i32":   # token ids
+            if a.dtype.kind == "f" and not np.array_equal(a, np.floor(a)):
+                raise TinycError(f"{what} data for %{v.name} must hold integer token ids, got {a.dtype} values "
+                                 "with fractions", hint="save the token ids as an integer array (int64 or int32)")
+            out.append(np.ascontiguousarray(a, dtype=np.int32))
+            continue
         out.append(np.ascontiguousarray(a, dtype=np.float32))
     counts = {len(a) for a in out}
     if len(counts) != 1 or counts == {0}:

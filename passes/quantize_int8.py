@@ -154,7 +154,9 @@ def assign_quant(graph: Graph, ranges: dict[str, tuple[float, float]], keep: set
         return n
 
     for op in graph.compute_ops():
-        if has(op, Trait.SAME_QUANT) and op.result.name not in keep:
+        # (integer values, e.g. a reshape of i32 token ids, have no range and no quantization)
+        if has(op, Trait.SAME_QUANT) and op.result.name not in keep and op.result.name in parent \
+                and op.operands[0].name in parent:
             parent[find(op.result.name)] = find(op.operands[0].name)
     groups: dict[str, list[str]] = {}
     for name in ranges:
@@ -348,21 +350,6 @@ def _softmax(lw: Lowering, op: Op):
     return "softmax", [x, lw.const((op.result.name + ".exp",), table, "i32", None)], dict(op.attrs)
 
 
-def _masked_softmax(lw: Lowering, op: Op):
-    """masked_softmax(x, mask) ==> masked_softmax(x i8, mask, exp_table i32[256]): softmax's table and
-    fixed output quantization (quant.FIXED_OUTPUT_QUANT); the constant f32 0/1 mask stays as it is.
-    The calibrated range of x is the scores', without the -inf a masked position has in PyTorch."""
-    x = lw.int_of(op.operands[0])
-    n = x.type.shape[op.attrs["axis"]]
-    check(n <= quant.SOFTMAX_MAX_LEN, f"%{op.result.name} = masked_softmax: {n} elements along the axis; the "
-          f"int8 form handles at most {quant.SOFTMAX_MAX_LEN}", f"quantize-int8{{keep-float={op.result.name}}}")
-    check(op.operands[1].name in lw.consts, f"%{op.result.name} = masked_softmax: the mask is not a constant",
-          f"keep it in float: quantize-int8{{keep-float={op.result.name}}}")
-    table = quant.softmax_exp_table(x.type.quant)
-    return op.kind, [x, lw.float_of(op.operands[1]), lw.const((op.result.name + ".exp",), table, "i32", None)], \
-        dict(op.attrs)
-
-
 def _log_softmax(lw: Lowering, op: Op):
     """log_softmax(x) ==> log_softmax(x i8, exp_table i32[256]), softmax's table; the result has the
     fixed quantization quant.LOG_SOFTMAX_OUT (assign_quant)."""
@@ -423,6 +410,23 @@ def _bin_layer(lw: Lowering, op: Op) -> None:
     lw.ints[op.result.name] = lw._emit(op.kind, operands, op.result.name, t, dict(op.attrs), op.loc)
 
 
+def _gather_table(lw: Lowering, op: Op):
+    """embedding(table, indices i32) ==> embedding(table i8, indices): the table quantized per tensor
+    with the quantization its result shares (Trait.SAME_QUANT puts both in one group, whose range is
+    the table's); the i32 indices stay as they are (no quantize)."""
+    table, indices = op.operands
+    check(indices.type.dtype == "i32", f"%{op.result.name} = {op.kind}: indices %{indices.name} are "
+          f"{indices.type.dtype}, not i32")
+    return op.kind, [lw.int_of(table), lw.float_of(indices)], dict(op.attrs)
+
+
+def _float_op(lw: Lowering, op: Op) -> None:
+    """An op that stays float in an int8 graph (cast of i32 token ids to f32): its consumers
+    quantize its result like any float value."""
+    operands = [lw.float_of(v) for v in op.operands]
+    lw.floats[op.result.name] = lw._emit(op.kind, operands, op.result.name, op.result.type, dict(op.attrs), op.loc)
+
+
 def _norm_affine(lw: Lowering, op: Op):
     """layer_norm / group_norm ==> the int8 form: x i8, weight and bias kept as the float32 constants
     they are (the per-element multipliers and Q8 biases derive from them and the result's quant,
@@ -459,12 +463,14 @@ def _fake_quant(lw: Lowering, op: Op) -> None:
 # (their results are not plain i8 activations):
 SPECIAL: dict[str, Callable[[Lowering, Op], None]] = {"threshold_codes": _sign, "bin_layer": _bin_layer}
 SPECIAL["recurrent"] = lower_recurrent          # gru, lstm (passes/quantize_recurrent.py)
+SPECIAL["float_op"] = _float_op
 SPECIAL["model_quant"] = _fake_quant
 
 # Rules whose function returns (kind, operands, attrs) of the int8 op:
 LOWER: dict[str, Callable[[Lowering, Op], tuple]] = {"layer": _layer, "same": _same, "table": _lut,
                                                      "exp_table": _softmax}
 LOWER["norm_affine"] = _norm_affine
+LOWER["gather_table"] = _gather_table
 LOWER["log_exp_table"] = _log_softmax
 LOWER["masked_exp_table"] = _masked_softmax
 

@@ -678,6 +678,61 @@ static void tinyc_f32_masked_softmax(const float *x, const uint8_t *mask, float 
 }
 #endif
 
+#ifdef TINYC_F32_FAKE_QUANT
+/* In place. An imported model's quantize-then-dequantize (PyTorch's quantized_decomposed ops, in
+   float32): q = clamp(rint(x * inv_scale[c]) + zp[c], qmin, qmax), y = (q - zp[c]) * scale[c],
+   with c the channel of [outer, channels, inner] (channels = 1 per tensor). rintf rounds ties to
+   even in the default rounding mode, as torch.round. */
+static void tinyc_f32_fake_quant(const float *x, float *y, const float *scale, const float *inv_scale,
+                                 const float *zp, float qmin, float qmax, int32_t outer, int32_t channels,
+                                 int32_t inner)
+{
+    int32_t o, c, i;
+    for (o = 0; o < outer; ++o) {
+        for (c = 0; c < channels; ++c) {
+            const int32_t base = (o * channels + c) * inner;
+            for (i = 0; i < inner; ++i) {
+                float q = rintf(x[base + i] * inv_scale[c]) + zp[c];
+                if (q < qmin) q = qmin;
+                if (q > qmax) q = qmax;
+                y[base + i] = (q - zp[c]) * scale[c];
+            }
+        }
+    }
+}
+#endif
+
+/* ---- token ids (embedding, cast) ------------------------------------------------------ */
+
+#ifdef TINYC_F32_EMBEDDING
+/* y[i, :] = table[idx[i], :] for n token ids, rows of dim floats. Every id is checked before
+ * anything is written: returns 0, or -1 (nothing written, nothing read out of bounds) if an
+ * id lies outside [0, vocab). */
+static int tinyc_f32_embedding(const int32_t *idx, const float *table, float *y, int32_t n, int32_t vocab,
+                               int32_t dim)
+{
+    int32_t i, j;
+    for (i = 0; i < n; ++i) {
+        if (idx[i] < 0 || idx[i] >= vocab) return -1;
+    }
+    for (i = 0; i < n; ++i) {
+        const float *row = table + (long)idx[i] * dim;
+        float *out = y + (long)i * dim;
+        for (j = 0; j < dim; ++j) out[j] = row[j];
+    }
+    return 0;
+}
+#endif
+
+#ifdef TINYC_F32_FROM_I32
+/* y = (float)x: token ids to float (round to nearest, as PyTorch's x.float()). */
+static void tinyc_f32_from_i32(const int32_t *x, float *y, int32_t n)
+{
+    int32_t i;
+    for (i = 0; i < n; ++i) y[i] = (float)x[i];
+}
+#endif
+
 /* ---- math: prelu, log_softmax, amax / amin --------------------------------------- */
 
 #ifdef TINYC_F32_PRELU
@@ -739,29 +794,5 @@ static void tinyc_f32_reduce_extreme(const float *x, float *y, const tinyc_f32_e
     }
     if (p->is_min)
         for (i = 0; i < p->y_size; ++i) y[i] = -y[i];
-}
-#endif
-
-#ifdef TINYC_F32_FAKE_QUANT
-/* In place. An imported model's quantize-then-dequantize (PyTorch's quantized_decomposed ops, in
-   float32): q = clamp(rint(x * inv_scale[c]) + zp[c], qmin, qmax), y = (q - zp[c]) * scale[c],
-   with c the channel of [outer, channels, inner] (channels = 1 per tensor). rintf rounds ties to
-   even in the default rounding mode, as torch.round. */
-static void tinyc_f32_fake_quant(const float *x, float *y, const float *scale, const float *inv_scale,
-                                 const float *zp, float qmin, float qmax, int32_t outer, int32_t channels,
-                                 int32_t inner)
-{
-    int32_t o, c, i;
-    for (o = 0; o < outer; ++o) {
-        for (c = 0; c < channels; ++c) {
-            const int32_t base = (o * channels + c) * inner;
-            for (i = 0; i < inner; ++i) {
-                float q = rintf(x[base + i] * inv_scale[c]) + zp[c];
-                if (q < qmin) q = qmin;
-                if (q > qmax) q = qmax;
-                y[base + i] = (q - zp[c]) * scale[c];
-            }
-        }
-    }
 }
 #endif

@@ -1036,78 +1036,36 @@ static void tinyc_s8_matmul(const int8_t *a, const int8_t *b, int8_t *y, const t
 }
 #endif
 
-#ifdef TINYC_S8_NORM
-/* floor(sqrt(m)), bit by bit (exact for any uint64). */
-TINYC_S8_INLINE uint32_t tinyc_s8_isqrt64(uint64_t m)
-{
-    uint64_t rem = m, res = 0, bit = (uint64_t)1 << 62;
-    while (bit > rem) bit >>= 2;
-    while (bit) {
-        if (rem >= res + bit) {
-            rem -= res + bit;
-            res = (res >> 1) + bit;
-        } else {
-            res >>= 1;
-        }
-        bit >>= 2;
-    }
-    return (uint32_t)res;
-}
+/* ---- token ids -------------------------------------------------------------------------- */
 
-/* layer_norm / group_norm, in place. Per set: S1 = sum d, S2 = sum d^2 (d = q - zx);
- * V = n S2 - S1^2 (rms: n S2) plus eps; 1 / sqrt(V) = R 2^(j - 61) with m = V << 2j in
- * [2^60, 2^62), R = 2^61 / isqrt(m); per element Z = (dev R + 2^(k-1)) >> k (k = 45 - j,
- * dev = n d - S1, rms: n d) is z in Q16; out = ((Z M + 2^(n-1)) >> n + B + 128) >> 8, + zy. */
-static void tinyc_s8_norm(const int8_t *x, int8_t *y, const int32_t *q, const tinyc_s8_norm_params *p)
+#ifdef TINYC_S8_EMBEDDING
+/* Row idx[t] of the int8 table (vocab rows of dim codes, row-major) to token t of y: codes are
+ * copied, the result keeps the table's quantization. `it` walks the tokens (s0: y, s1: idx element
+ * strides); ys_d is y's stride along a row. The n ids (contiguous) are all checked first: returns
+ * 0, or -1 (nothing written, nothing read out of bounds) if an id lies outside [0, vocab). */
+static int tinyc_s8_embedding(const int32_t *idx, const int8_t *table, int8_t *y, const tinyc_s8_iter *it,
+                              int32_t n, int32_t vocab, int32_t dim, int32_t ys_d)
 {
-    int32_t oidx[TINYC_S8_MAX_RANK] = {0};
-    const int32_t orows = tinyc_s8_rows(&p->outer) * p->outer.dims[p->outer.rank - 1];
-    const int32_t irows = tinyc_s8_rows(&p->inner), il = p->inner.rank - 1, ilen = p->inner.dims[il];
-    const int32_t xl = p->inner.s1[il], yl = p->inner.s0[il], ql = p->inner.s2[il];
-    int32_t r, i, j, d;
-    for (r = 0; r < orows; ++r) {
-        int32_t iidx[TINYC_S8_MAX_RANK] = {0};
-        int32_t o0 = 0, o1 = 0, o2 = 0, s1 = 0, s2 = 0, bits = 0, half, k;
-        int64_t v;
-        uint64_t m;
-        int64_t rs;
-        for (d = 0; d < p->outer.rank; ++d) {
-            o0 += oidx[d] * p->outer.s0[d];
-            o1 += oidx[d] * p->outer.s1[d];
-            o2 += oidx[d] * p->outer.s2[d];
-        }
-        for (i = 0; i < irows; ++i) {
-            int32_t b0, b1, b2;
-            tinyc_s8_base(&p->inner, iidx, &b0, &b1, &b2);
-            for (j = 0; j < ilen; ++j) {
-                const int32_t dx = x[o1 + b1 + j * xl] - p->zx;
-                s1 += dx;
-                s2 += dx * dx;
-            }
-            tinyc_s8_next(il, p->inner.dims, iidx);
-        }
-        v = (int64_t)p->count * s2 - (p->rms ? 0 : (int64_t)s1 * s1) + p->eps;
-        if (v < 1) v = 1;
-        for (m = (uint64_t)v; m; m >>= 1) ++bits;
-        half = (62 - bits) / 2;
-        rs = (int64_t)((((uint64_t)1) << 61) / tinyc_s8_isqrt64((uint64_t)v << (2 * half)));
-        k = 45 - half;
-        if (p->rms) s1 = 0;
-        for (i = 0; i < irows; ++i) {
-            int32_t b0, b1, b2;
-            tinyc_s8_base(&p->inner, iidx, &b0, &b1, &b2);
-            for (j = 0; j < ilen; ++j) {
-                const int32_t dev = p->count * (x[o1 + b1 + j * xl] - p->zx) - s1;
-                const int64_t z = ((int64_t)dev * rs + ((int64_t)1 << (k - 1))) >> k;
-                const int32_t *rec = q + 3 * (o2 + b2 + j * ql);
-                int64_t t = (z * rec[0] + ((int64_t)1 << (rec[1] - 1))) >> rec[1];
-                t = ((t + rec[2] + 128) >> 8) + p->zy;
-                y[o0 + b0 + j * yl] = (int8_t)(t < -128 ? -128 : t > 127 ? 127 : t);
-            }
-            tinyc_s8_next(il, p->inner.dims, iidx);
-        }
-        tinyc_s8_next(p->outer.rank, p->outer.dims, oidx);
+    int32_t ids[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last];
+    int32_t r, i, j, o0, o1, o2;
+    for (i = 0; i < n; ++i) {
+        if (idx[i] < 0 || idx[i] >= vocab) return -1;
     }
+    for (r = 0; r < rows; ++r) {
+        tinyc_s8_base(it, ids, &o0, &o1, &o2);
+        for (i = 0; i < len; ++i, o0 += t0, o1 += t1) {
+            const int8_t *row = table + (long)idx[o1] * dim;
+            if (ys_d == 1) {
+                memcpy(y + o0, row, (size_t)dim);
+            } else {
+                for (j = 0; j < dim; ++j) y[o0 + j * ys_d] = row[j];
+            }
+        }
+        tinyc_s8_next(last, it->dims, ids);
+    }
+    return 0;
 }
 #endif
 
@@ -1221,6 +1179,81 @@ static void tinyc_s8_masked_softmax(const int8_t *x, const uint8_t *mask, int8_t
             y[o0 + i * p->ys] = (int8_t)tinyc_s8_ssat8(tinyc_s8_div_round(e * 256, sum) - 128);
         }
         tinyc_s8_next(p->rows.rank, p->rows.dims, idx);
+    }
+}
+#endif
+
+#ifdef TINYC_S8_NORM
+/* floor(sqrt(m)), bit by bit (exact for any uint64). */
+TINYC_S8_INLINE uint32_t tinyc_s8_isqrt64(uint64_t m)
+{
+    uint64_t rem = m, res = 0, bit = (uint64_t)1 << 62;
+    while (bit > rem) bit >>= 2;
+    while (bit) {
+        if (rem >= res + bit) {
+            rem -= res + bit;
+            res = (res >> 1) + bit;
+        } else {
+            res >>= 1;
+        }
+        bit >>= 2;
+    }
+    return (uint32_t)res;
+}
+
+/* layer_norm / group_norm, in place. Per set: S1 = sum d, S2 = sum d^2 (d = q - zx);
+ * V = n S2 - S1^2 (rms: n S2) plus eps; 1 / sqrt(V) = R 2^(j - 61) with m = V << 2j in
+ * [2^60, 2^62), R = 2^61 / isqrt(m); per element Z = (dev R + 2^(k-1)) >> k (k = 45 - j,
+ * dev = n d - S1, rms: n d) is z in Q16; out = ((Z M + 2^(n-1)) >> n + B + 128) >> 8, + zy. */
+static void tinyc_s8_norm(const int8_t *x, int8_t *y, const int32_t *q, const tinyc_s8_norm_params *p)
+{
+    int32_t oidx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t orows = tinyc_s8_rows(&p->outer) * p->outer.dims[p->outer.rank - 1];
+    const int32_t irows = tinyc_s8_rows(&p->inner), il = p->inner.rank - 1, ilen = p->inner.dims[il];
+    const int32_t xl = p->inner.s1[il], yl = p->inner.s0[il], ql = p->inner.s2[il];
+    int32_t r, i, j, d;
+    for (r = 0; r < orows; ++r) {
+        int32_t iidx[TINYC_S8_MAX_RANK] = {0};
+        int32_t o0 = 0, o1 = 0, o2 = 0, s1 = 0, s2 = 0, bits = 0, half, k;
+        int64_t v;
+        uint64_t m;
+        int64_t rs;
+        for (d = 0; d < p->outer.rank; ++d) {
+            o0 += oidx[d] * p->outer.s0[d];
+            o1 += oidx[d] * p->outer.s1[d];
+            o2 += oidx[d] * p->outer.s2[d];
+        }
+        for (i = 0; i < irows; ++i) {
+            int32_t b0, b1, b2;
+            tinyc_s8_base(&p->inner, iidx, &b0, &b1, &b2);
+            for (j = 0; j < ilen; ++j) {
+                const int32_t dx = x[o1 + b1 + j * xl] - p->zx;
+                s1 += dx;
+                s2 += dx * dx;
+            }
+            tinyc_s8_next(il, p->inner.dims, iidx);
+        }
+        v = (int64_t)p->count * s2 - (p->rms ? 0 : (int64_t)s1 * s1) + p->eps;
+        if (v < 1) v = 1;
+        for (m = (uint64_t)v; m; m >>= 1) ++bits;
+        half = (62 - bits) / 2;
+        rs = (int64_t)((((uint64_t)1) << 61) / tinyc_s8_isqrt64((uint64_t)v << (2 * half)));
+        k = 45 - half;
+        if (p->rms) s1 = 0;
+        for (i = 0; i < irows; ++i) {
+            int32_t b0, b1, b2;
+            tinyc_s8_base(&p->inner, iidx, &b0, &b1, &b2);
+            for (j = 0; j < ilen; ++j) {
+                const int32_t dev = p->count * (x[o1 + b1 + j * xl] - p->zx) - s1;
+                const int64_t z = ((int64_t)dev * rs + ((int64_t)1 << (k - 1))) >> k;
+                const int32_t *rec = q + 3 * (o2 + b2 + j * ql);
+                int64_t t = (z * rec[0] + ((int64_t)1 << (rec[1] - 1))) >> rec[1];
+                t = ((t + rec[2] + 128) >> 8) + p->zy;
+                y[o0 + b0 + j * yl] = (int8_t)(t < -128 ? -128 : t > 127 ? 127 : t);
+            }
+            tinyc_s8_next(il, p->inner.dims, iidx);
+        }
+        tinyc_s8_next(p->outer.rank, p->outer.dims, oidx);
     }
 }
 #endif

@@ -239,6 +239,10 @@ def test_out_of_range_token_is_an_error(int8, tmp_path):
         y[0, 0, 7] = bad
         with pytest.raises(TinycError, match=rf"token index {bad} is out of range \[0, {vocab}\)"):
             run(graph, [y[0]])
+    y = x.copy()
+    y[0, 0, 7] = 2 ** 32 + 1   # an int64 id beyond int32 is refused, not wrapped to 1
+    with pytest.raises(TinycError, match="outside i32's range"):
+        run(graph, [y[0]])
     emit_bundle(graph, tmp_path, target_name="host")
     rows = _rows(np.concatenate([x, x]))
     rows[1, 7] = vocab
@@ -318,11 +322,13 @@ def test_cli_compiles_and_runs_an_int64_exported_program(tmp_path):
     example = torch.from_numpy(tokens("classifier", 1, seed=9)[0])
     torch.export.save(torch.export.export(m, (example,)), str(tmp_path / "model.pt2"))
     np.save(tmp_path / "calib.npy", tokens("classifier", 32, seed=3))
-    result = tinyc("compile", tmp_path / "model.pt2", "--calib", tmp_path / "calib.npy", "-o", tmp_path / "out")
+    result = tinyc("compile", tmp_path / "model.pt2", "--calib", tmp_path / "calib.npy", "--eval", tmp_path / "calib.npy",
+                   "-o", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "const int32_t *input" in (tmp_path / "out" / "model.h").read_text()
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["inputs"][0]["dtype"] == "i32"
+    assert report["metric"] and all(step["accuracy"] is not None for step in report["passes"])   # --eval on ids
     xs = tokens("classifier", 3, seed=10)
     np.save(tmp_path / "x.npy", xs)
     result = tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy", "-o", tmp_path / "y.npy")

@@ -67,7 +67,7 @@ def _check_inputs(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
                              f"{fmt_shape(v.type.shape)}", hint="include the batch dimension the model was traced with")
         if not np.can_cast(a.dtype, storage, "same_kind"):
             raise TinycError(f"input %{v.name} has dtype {a.dtype}, the graph expects {v.type.dtype} ({storage})")
-        if storage.kind == "i" and a.size and a.dtype.kind in "iu" and \
+        if np.issubdtype(storage, np.signedinteger) and a.size and a.dtype.kind in "iu" and \
                 (a.min() < np.iinfo(storage).min or a.max() > np.iinfo(storage).max):
             raise TinycError(f"input %{v.name} holds values outside {v.type.dtype}'s range "
                              f"[{np.iinfo(storage).min}, {np.iinfo(storage).max}]",

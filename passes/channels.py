@@ -527,3 +527,20 @@ def filter_norms(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str)
         w = analysis.consts[id(p.operands[1])].attrs["value"].astype(np.float64).reshape(group.size, -1)
         total += np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1))
     return total
+
+
+def _rule_slope_per_channel(self: ChannelAnalysis, op: Op, lays) -> Layout | None:
+    """prelu: one slope per channel of axis 1 is sliced with the channels (a single slope stays)."""
+    L = lays[0]
+    if L is None or op.operands[1].type.numel == 1:
+        return L
+    if L.axis != 1:
+        self._freeze(L, f"%{op.result.name} = {op.kind} has its slopes on axis 1, not {L.axis}")
+    elif not self._weights_const(op):
+        self._freeze(L, f"%{op.result.name} = {op.kind} has a non-constant slope")
+    else:
+        self._act(op, "param", 1, 0)
+    return L
+
+
+RULES["slope_per_channel"] = _rule_slope_per_channel

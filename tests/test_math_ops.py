@@ -285,3 +285,35 @@ def test_reductions_over_everything_and_along_a_dim(tmp_path):
     want = torch_out(m, x.numpy())
     assert_close(interpret(g, [x.numpy()])[0], want, 1e-5)
     assert_close(run_c(g, tmp_path, x.numpy()[None]).reshape(want.shape), want, 1e-5)
+
+
+# ---- prune-channels through a per-channel PReLU ----------------------------------------------------
+
+def test_prune_channels_slices_the_prelu_slopes():
+    """conv -> PReLU(8) -> conv: halving the first conv's filters slices the slopes the same way; the
+    kept channels of the PReLU's output are unchanged."""
+    from tinyc.interpreter import run_all
+    from tinyc.passes.channels import ChannelAnalysis, filter_norms
+    from tinyc.passes.prune_channels import choose_kept, kept_count
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.PReLU(8)
+            self.conv2 = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.conv2(self.act(self.conv1(x)))
+
+    m = _seeded(Net(), 4)
+    x = np.random.default_rng(0).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    g = PassManager("fuse").run(from_torch(m, (torch.from_numpy(x),)))
+    a = ChannelAnalysis(g)
+    (group,) = [grp for grp in a.groups if not grp.frozen]
+    kept = choose_kept(group, filter_norms(a, group, "l1"), kept_count(group, 0.5))
+    out = PassManager("prune-channels{ratio=0.5}").run(g.copy())
+    (prelu,) = [op for op in out.compute_ops() if op.kind == "prelu"]
+    assert prelu.operands[1].type.shape == (4,) and prelu.result.type.shape[1] == 4
+    name = prelu.result.name
+    np.testing.assert_allclose(run_all(out, [x])[name], run_all(g, [x])[name][:, kept], rtol=1e-6, atol=1e-6)

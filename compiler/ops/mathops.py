@@ -64,7 +64,7 @@ def _slopes(rng, n):
 register(OpDef(
     "prelu", _prelu_shape, 2, 2, doc="x > 0 ? x : slope x, slope [C] along axis 1 or [1]",
     ref=_prelu, ref_int=_prelu_int, torch=_torch_prelu, trainable=(1,), int_operands=int_all, int8="same",
-    c="channel_slope", keeps_batch=keeps_batch_unary,
+    c="channel_slope", channels="slope_per_channel", keeps_batch=keeps_batch_unary,
     samples=lambda rng: [sample((2, 3, 4, 5), _slopes(rng, 3)), sample((2, 6), np.array([0.25], np.float32)),
                          sample((2, 4, 7), _slopes(rng, 4))]))
 

@@ -128,6 +128,7 @@ def iteration(*offs: np.ndarray) -> tuple[list[int], list[int], list[list[int]]]
 # operand, and ops that keep their operand's layout (elementwise, tables, softmax).
 VIEW_RULES = ("view", "permute")
 LAYOUT_KEEPING_RULES = ("table_lookup", "elementwise", "softmax_axis")
+LAYOUT_KEEPING_RULES += ("minmax", "channel_slope", "log_softmax_axis")   # maximum/minimum, prelu, log_softmax
 
 
 def _rule(op: Op) -> str | None:

@@ -76,6 +76,24 @@ class TableFeatures(nn.Module):
         return self.fc(torch.cat([a, b, c], dim=-1))
 
 
+class TextCNN(nn.Module):
+    """Convolutions over embedded tokens: over time (channels = features) and, as some keyword models
+    do, with the tokens as channels (the embedding then writes a channels-last int8 layout)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(40, 8)
+        self.over_time = nn.Conv1d(8, 6, 3, padding=1)
+        self.over_tokens = nn.Conv1d(12, 4, 3)
+        self.fc = nn.Linear(6 + 4, 3)
+
+    def forward(self, ids):
+        x = self.emb(ids)                                              # [1, 12, 8]
+        a = torch.relu(self.over_time(x.transpose(1, 2))).mean(dim=2)  # [1, 6]
+        b = torch.relu(self.over_tokens(x)).mean(dim=2)                # [1, 4]
+        return self.fc(torch.cat([a, b], dim=1))
+
+
 def _seeded(cls, seed, **kw):
     torch.manual_seed(seed)
     return cls(**kw).eval()
@@ -85,6 +103,7 @@ MODELS = {
     "classifier": (lambda: _seeded(TokenClassifier, 0), (1, 16), torch.int64, 100),
     "int32_lookup": (lambda: _seeded(Int32Lookup, 1), (2, 5), torch.int32, 50),
     "table_features": (lambda: _seeded(TableFeatures, 2), (1, 6), torch.int64, 30),
+    "textcnn": (lambda: _seeded(TextCNN, 4), (1, 12), torch.int64, 40),
 }
 if HAS_LAYER_NORM:
     MODELS["classifier_ln"] = (lambda: _seeded(TokenClassifier, 3, norm=True), (1, 16), torch.int64, 100)
@@ -186,10 +205,11 @@ def test_int8_host_c_is_bit_exact(name, tmp_path):
     assert any(op.kind == "embedding" and op.result.type.dtype == "i8" for op in q.ops)
     emit_bundle(q, tmp_path, target_name="host")
     xs = tokens(name, 3, seed=4)
-    got = run_model(tmp_path, "host", "model", _rows(xs), sanitize=True)
-    for r, x in enumerate(xs):
-        want = run(q, [x])[0].reshape(-1)
-        assert np.array_equal(got[r].view(np.uint32), want.view(np.uint32)), r
+    for cc in ("gcc", "clang") if name == "table_features" else ("gcc",):   # -Wall -Wextra -Werror -pedantic
+        got = run_model(tmp_path, "host", "model", _rows(xs), sanitize=True, cc=cc)
+        for r, x in enumerate(xs):
+            want = run(q, [x])[0].reshape(-1)
+            assert np.array_equal(got[r].view(np.uint32), want.view(np.uint32)), (cc, r)
 
 
 def test_bundle_api_is_int32_tokens(tmp_path):

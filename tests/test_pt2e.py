@@ -75,15 +75,17 @@ class MLP(nn.Module):
 
 
 class QatNet(nn.Module):
+    """(No BatchNorm: with one the QAT flow works the same, but torchao's conv-bn QAT folding makes
+    convert_pt2e take some 20 s, too slow for this file; the post-training conv net folds one.)"""
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 6, 3)
-        self.bn = nn.BatchNorm2d(6)
         self.fc1 = nn.Linear(6 * 6 * 6, 24)
         self.fc2 = nn.Linear(24, 4)
 
     def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        x = F.max_pool2d(F.relu(self.conv(x)), 2)
         return self.fc2(F.relu(self.fc1(torch.flatten(x, 1))))
 
 

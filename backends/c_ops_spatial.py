@@ -186,9 +186,9 @@ def emit_masked_softmax_s8(low, op: Op, ctx, p):
 
 
 # By the `c` rule (merged into c_ops_int8's _PLANS / _EMIT).
-PLANS_S8 = {"conv_transpose": plan_conv_transpose2d_s8, "resize": plan_strided_s8,
+PLANS_S8 = {"conv_transpose": plan_conv_transpose2d_s8, "resample": plan_strided_s8,
             "masked_softmax_axis": plan_strided_s8}
-EMIT_S8 = {"conv_transpose": emit_conv_transpose2d_s8, "resize": emit_resize_s8,
+EMIT_S8 = {"conv_transpose": emit_conv_transpose2d_s8, "resample": emit_resize_s8,
            "masked_softmax_axis": emit_masked_softmax_s8}
 
 
@@ -203,7 +203,7 @@ def _first(op: Op) -> Sequence[int]:
 # By the `c` rule of the ops' definitions (merged into c_ops.LOWERINGS).
 LOWERINGS: dict[str, Lowering] = {
     "conv_transpose": Lowering(lower_conv_transpose2d, _none),
-    "resize": Lowering(lower_resize, _none),
+    "resample": Lowering(lower_resize, _none),
     "masked_softmax_axis": Lowering(lower_masked_softmax, _first),
 }
 

@@ -18,6 +18,7 @@ import numpy as np
 from tinyc import quant
 from tinyc.interpreter import run_all
 from tinyc.ir import Op, QuantParams, TensorType, Value
+from tinyc.ops import OPS
 from tinyc.ops.recurrent import cell_frac, op_layout, run_float
 from tinyc.passes.base import check
 
@@ -105,7 +106,7 @@ def _traced(lw, op: Op, lay) -> dict[str, tuple[float, float]]:
     recurrent op of the graph)."""
     cache = lw.__dict__.get("_recurrent_states")
     if cache is None:
-        ops = [o for o in lw.src.compute_ops() if o.kind in ("gru", "lstm")]
+        ops = [o for o in lw.src.compute_ops() if OPS[o.kind].int8 == "recurrent"]
         cache = lw._recurrent_states = {o.result.name: {"h": (0.0, 0.0), "c": (0.0, 0.0)} for o in ops}
         for s in lw.samples:
             env = run_all(lw.src, s)

@@ -131,7 +131,7 @@ def kept_channels(graph, key, ratio=0.5, criterion="l1"):
 
 
 @pytest.mark.parametrize("name, key, value, first", [
-    ("conv1d", "conv1d_2d", "relu", 0),   # conv -> reshape -> batch_norm (unfused) -> relu
+    ("conv1d", "conv1d_2d", "max_pool1d_2d", 0),   # conv (batch norm and relu folded) -> max pool
     ("kitchen_sink", "conv2d", "sub", 0),  # cat(sigmoid(conv), ...) -> pad -> pool -> * scale - shift
 ])
 def test_kept_channels_compute_what_they_did(name, key, value, first):

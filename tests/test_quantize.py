@@ -553,9 +553,32 @@ def test_int8_inference_matches_float_on_the_int8_grid(name):
 
 
 def test_unfused_batch_norm_becomes_a_depthwise_conv():
-    g = quantized("conv1d")
-    convs = [op for op in g.ops if op.kind == "conv2d" and op.attrs["groups"] > 1]
+    """A batch norm with no layer to fold into (on the graph input, after a residual add) becomes a
+    1x1 depthwise conv in int8, and computes what the float graph did."""
+    import torch
+    from tinyc.frontend import from_torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn_in, self.conv, self.bn_add = torch.nn.BatchNorm1d(3), torch.nn.Conv1d(3, 3, 3, padding=1), \
+                torch.nn.BatchNorm1d(3)
+            for bn in (self.bn_in, self.bn_add):
+                bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2)
+
+        def forward(self, x):
+            x = self.bn_in(x)
+            return self.bn_add(x + self.conv(x))
+
+    torch.manual_seed(0)
+    g = PassManager("fuse").run(from_torch(Net().eval(), (torch.randn(1, 3, 16),), name="bn"))
+    assert sum(op.kind == "batch_norm" for op in g.ops) == 2
+    calib = rng.standard_normal((CALIB_ROWS, 3, 16)).astype(np.float32)
+    q = PassManager("quantize-int8").run(g.copy(), PassContext(calib=calib))
+    convs = [op for op in q.ops if op.kind == "conv2d" and op.attrs["groups"] > 1]
     assert len(convs) == 2 and all(op.operands[1].type.shape[1:] == (1, 1, 1) for op in convs)
+    rows = rng.standard_normal((8, 3, 16)).astype(np.float32)
+    assert sqnr_db(outputs(g, rows)[0], outputs(q, rows)[0]) > 30
 
 
 def test_division_by_an_activation_is_integer():

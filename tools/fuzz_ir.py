@@ -540,6 +540,10 @@ def run_input(text: str, data_seed: int, workdir: Path, allow_nonfinite: bool = 
             storage = DTYPES[v.type.dtype]
             if storage.kind == "f":
                 inputs.append((rng.standard_normal(v.type.shape) * rng.choice([1.0, 1e3, 1e-3])).astype(storage))
+            elif v.type.dtype == "i32":
+                # integer graph inputs are ids into a table (embedding, gather): a small range keeps
+                # them inside the seeds' tables; an id outside a mutated table is a clear error
+                inputs.append(rng.integers(0, 4, size=v.type.shape).astype(storage))
             else:
                 lo, hi = code_range(v.type.dtype)
                 inputs.append(rng.integers(lo, hi, size=v.type.shape, endpoint=True).astype(storage))

@@ -270,7 +270,7 @@ register(OpDef(
     doc="spatial resize of NCHW to size [OH, OW]: nearest (PyTorch's legacy 'nearest'), nearest_exact or "
         "bilinear (align_corners); scales: the scale factors the model gave ([] if it gave the size), which "
         "PyTorch's source-index formulas use",
-    ref=_resize, ref_int=_resize_int, torch=_torch_resize, int_operands=int_all, int8="same", c="resize",
+    ref=_resize, ref_int=_resize_int, torch=_torch_resize, int_operands=int_all, int8="same", c="resample",
     channels="window", keeps_batch=keeps_batch_unary, samples=_resize_samples))
 
 

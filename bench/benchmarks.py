@@ -1,5 +1,7 @@
 """`make bench`: the MLPerf Tiny reference architectures compiled for a Cortex-M4, int8 and float32,
-measured under QEMU and compared with TFLite Micro + CMSIS-NN. Writes docs/benchmarks.md.
+measured under QEMU and compared with TFLite Micro + CMSIS-NN, and the recurrent and attention zoo
+models (GRU keyword spotter, LSTM activity recognizer, transformer encoder), which the baseline file
+has no figures for. Writes docs/benchmarks.md.
 
     python -m bench.benchmarks --out docs/benchmarks.md
 """
@@ -38,6 +40,15 @@ BASELINES = {
     "resnet8": Baseline("ResNet-8 image classification (3x32x32)", 12_501_632, 29_863_353, 107_404_888, 54_996, 1_176, 71_131, 98_500),
     "mobilenet_v1_025": Baseline("MobileNetV1-0.25 visual wake words (3x96x96)", 7_489_664, 24_101_963, 100_250_554, 100_708, 1_176, 76_369, 333_292),
     "fc_autoencoder": Baseline("FC autoencoder anomaly detection (640)", 264_192, 582_945, 1_952_293, 2_580, 680, 26_587, 276_980),
+}
+
+
+# Models beyond convnets: measured the same way; the baseline file has no TFLM figures for them.
+# name -> (title, time steps: per-step figures divide by it)
+SEQUENCE_MODELS = {
+    "gru_kws": ("GRU keyword spotting (49 frames x 10 MFCC)", 49),
+    "lstm_imu": ("LSTM activity recognition (32 steps x 6 IMU axes)", 32),
+    "transformer_encoder": ("transformer encoder layer (16 tokens x 64)", 16),
 }
 
 
@@ -129,6 +140,8 @@ def summary_table(results: list[Result]) -> list[str]:
             "| model flash B (TFLM lib + flatbuffer) | firmware flash B | compile s |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        if r.model not in BASELINES:
+            continue
         b = BASELINES[r.model]
         rows.append(
             f"| {r.model} | {r.precision} | {r.macs:,} | {r.instructions:,} | {r.per_mac:.2f} | "
@@ -138,7 +151,7 @@ def summary_table(results: list[Result]) -> list[str]:
 
 
 def goals(results: list[Result]) -> list[str]:
-    int8 = [r for r in results if r.precision == "int8"]
+    int8 = [r for r in results if r.precision == "int8" and r.model in BASELINES]
     if not int8:
         return ["No int8 results: the goals below compare int8 builds."]
     lines = []
@@ -153,6 +166,19 @@ def goals(results: list[Result]) -> list[str]:
     return lines
 
 
+def sequence_table(results: list[Result]) -> list[str]:
+    rows = ["| model | precision | MACs | instructions | instr/MAC | instr/step | arena B | static B | stack B "
+            "| model flash B | compile s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if r.model not in SEQUENCE_MODELS:
+            continue
+        title, steps = SEQUENCE_MODELS[r.model]
+        rows.append(f"| {r.model}: {title} | {r.precision} | {r.macs:,} | {r.instructions:,} | {r.per_mac:.2f} | "
+                    f"{r.instructions // steps:,} | {r.arena:,} | {r.static_ram:,} | {r.stack:,} | {r.flash_model:,} | "
+                    f"{r.compile_seconds:.1f} |")
+    return rows if len(rows) > 2 else []
+
+
 def layer_tables(results: list[Result]) -> list[str]:
     lines = []
     for r in results:
@@ -165,6 +191,13 @@ def layer_tables(results: list[Result]) -> list[str]:
             lines.append(f"| {i} | {layer['name']} | {layer['kind']} | {layer['macs']:,} | "
                          f"{count if count is None else format(count, ',')} | {ratio} |")
     return lines
+
+
+SEQUENCE_NOTE = (
+    "Same build, emulator and counting as above. *instr/step* divides by the time steps (frames, IMU samples, "
+    "tokens). `shared/baselines/tflm-cmsis-nn-cortex-m4.md` has no recurrent or attention figures, so there is no "
+    "TFLite Micro column: a comparison would need TFLM's int8 UNIDIRECTIONAL_SEQUENCE_LSTM (CMSIS-NN "
+    "`arm_lstm_unidirectional_s8`) built and counted on the same emulator, which has not been done.")
 
 
 def render(results: list[Result]) -> str:
@@ -185,6 +218,9 @@ def render(results: list[Result]) -> str:
         "",
     ]
     body = summary_table(results) + ["", "## Goals (int8 against TFLite Micro + CMSIS-NN)", ""] + goals(results)
+    sequence = sequence_table(results)
+    if sequence:
+        body += ["", "## Recurrent and attention models", "", SEQUENCE_NOTE, ""] + sequence
     body += ["", "## Per layer"] + layer_tables(results)
     return "\n".join(head + body) + "\n"
 
@@ -192,7 +228,7 @@ def render(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
-    parser.add_argument("--models", default=",".join(BASELINES), help="comma-separated zoo names")
+    parser.add_argument("--models", default=",".join([*BASELINES, *SEQUENCE_MODELS]), help="comma-separated zoo names")
     parser.add_argument("--precisions", default="int8,float32")
     args = parser.parse_args(argv)
     results = []

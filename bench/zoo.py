@@ -27,6 +27,7 @@ class ZooEntry:
     input_shape: tuple[int, ...]       # batch included
     description: str
     reference_macs: int | None = None  # published MAC count (MLPerf Tiny models)
+    vocab: int | None = None           # token models: int64 ids in [0, vocab) instead of floats
 
 
 # ---------------------------------------------------------------- helpers
@@ -436,10 +437,38 @@ class TokenClassifier(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+class GRUKeywordSpotter(nn.Module):
+    """Keyword spotting on 49 frames x 10 MFCC (1x49x10): one GRU(64) layer, batch first, the last
+    hidden state h_n into a linear head over 12 keywords (the GRU KWS of 'Hello Edge')."""
+
+    def __init__(self, features=10, hidden=64, classes=12):
+        super().__init__()
+        self.gru = nn.GRU(features, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        _, h_n = self.gru(x)
+        return self.fc(h_n[-1])
+
+
+class LSTMActivity(nn.Module):
+    """Activity recognition on 32-step windows of 6 IMU channels (1x32x6): LSTM(32), batch first,
+    the last step of the output sequence into a linear head over 6 activities."""
+
+    def __init__(self, features=6, hidden=32, classes=6):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=features, hidden_size=hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.fc(out[:, -1, :])
+
+
 # ---------------------------------------------------------------- registry
 
-def _entry(name, ctor, shape, seed, description, macs=None) -> ZooEntry:
-    return ZooEntry(name, _seeded(seed, shape)(ctor), shape, description, macs)
+def _entry(name, ctor, shape, seed, description, macs=None, vocab=None) -> ZooEntry:
+    return ZooEntry(name, _seeded(seed, shape)(ctor), shape, description, macs, vocab)
 
 
 ZOO: dict[str, ZooEntry] = {e.name: e for e in [
@@ -451,6 +480,17 @@ ZOO: dict[str, ZooEntry] = {e.name: e for e in [
     _entry("fc_autoencoder", FCAutoencoder, (1, 640), 6, "MLPerf Tiny AD FC autoencoder", 264_192),
     _entry("conv1d", Conv1dNet, (1, 3, 128), 7, "1-D CNN: conv1d, maxpool1d, avgpool1d, adaptive pool"),
     _entry("kitchen_sink", KitchenSink, (1, 3, 16, 16), 8, "every other supported op"),
+    _entry("gru_kws", GRUKeywordSpotter, (1, 49, 10), 9, "GRU keyword spotter on 49x10 MFCC"),
+    _entry("lstm_imu", LSTMActivity, (1, 32, 6), 10, "LSTM activity recognition on 32x6 IMU windows"),
+    _entry("transformer_encoder", TransformerEncoderNet, (1, 16, 64), 11,
+           "one nn.TransformerEncoderLayer (4 heads, GELU FFN) over 16x64 tokens"),
+    _entry("unet_small", UNetSmall, (1, 1, 32, 32), 12, "two-level U-Net: ConvTranspose2d and bilinear upsampling"),
+    _entry("shufflenet_v2_block", ShuffleNetV2Block, (1, 3, 32, 32), 13,
+           "ShuffleNetV2 stage: chunk and channel shuffle"),
+    _entry("mobilevit_block", MobileViTBlock, (1, 16, 16, 16), 14,
+           "MobileViT block: unfold to patches, LayerNorm + multi-head attention, fold"),
+    _entry("token_classifier", TokenClassifier, (1, 16), 15, "int64 tokens: Embedding + LayerNorm + GELU MLP",
+           vocab=100),
 ]}
 
 
@@ -466,4 +506,6 @@ def get(name: str) -> tuple[nn.Module, torch.Tensor]:
     entry = ZOO[name]
     model = entry.build()
     gen = torch.Generator().manual_seed(1000 + list(ZOO).index(name))
+    if entry.vocab is not None:
+        return model, torch.randint(0, entry.vocab, entry.input_shape, generator=gen)
     return model, torch.randn(entry.input_shape, generator=gen)

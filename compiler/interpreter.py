@@ -74,3 +74,37 @@ def _check_inputs(graph: Graph, inputs: list[np.ndarray]) -> list[np.ndarray]:
                              hint="token ids are passed as int32 (an int64 id must fit int32)")
         out.append(a.astype(storage, copy=False))
     return out
+
+
+def id_bound(graph: Graph, value) -> int | None:
+    """The exclusive bound of valid ids for integer graph input `value`: the smallest of what the
+    ops reading it (directly or through views) accept (an embedding: its table's rows), or None."""
+    bounds, frontier = [], [value]
+    while frontier:
+        v = frontier.pop()
+        for op in graph.ops:
+            for i, operand in enumerate(op.operands):
+                if operand is not v:
+                    continue
+                d = OPS[op.kind]
+                if d.has(Trait.VIEW):
+                    frontier.append(op.result)
+                elif d.id_bound is not None and (b := d.id_bound(op, i)) is not None:
+                    bounds.append(b)
+    return min(bounds) if bounds else None
+
+
+def random_inputs(graph: Graph, rng: np.random.Generator, rows: int | None = None,
+                  scale: float = 1.0) -> list[np.ndarray]:
+    """Random values for each graph input (a stack of `rows` when given): float inputs
+    scale x standard normal; integer inputs (token ids) uniform over the ids the graph accepts
+    (id_bound), [0, 64) where nothing bounds them."""
+    lead = () if rows is None else (rows,)
+    out = []
+    for v in graph.inputs:
+        shape = lead + tuple(v.type.shape)
+        if np.issubdtype(DTYPES[v.type.dtype], np.floating):
+            out.append((scale * rng.standard_normal(shape)).astype(np.float32))
+        else:
+            out.append(rng.integers(0, id_bound(graph, v) or 64, shape).astype(DTYPES[v.type.dtype]))
+    return out

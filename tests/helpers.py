@@ -50,9 +50,14 @@ def fused_graph(name: str):
 
 
 def zoo_inputs(name: str, rows: int = 2, seed: int = 0) -> np.ndarray:
-    """Random float32 inputs (rows x the model's input shape without batch)."""
+    """Random inputs (rows x the model's input shape without batch): float32 standard normal, or
+    int32 token ids uniform in [0, vocab) for token models."""
+    from bench import zoo
     _, example = zoo_model(name)
     rng = np.random.default_rng(seed)
+    vocab = zoo.ZOO[name].vocab
+    if vocab is not None:
+        return rng.integers(0, vocab, (rows, *example.shape[1:])).astype(np.int32)
     return rng.standard_normal((rows, *example.shape[1:])).astype(np.float32)
 
 
@@ -63,7 +68,8 @@ def torch_outputs(name: str, inputs: np.ndarray) -> list[np.ndarray]:
     per_row = []
     with torch.no_grad():
         for row in inputs:
-            out = module(torch.from_numpy(row[None]))
+            x = torch.from_numpy(row[None])
+            out = module(x.long() if row.dtype.kind == "i" else x)
             per_row.append([o.numpy()[0] for o in (out if isinstance(out, (tuple, list)) else (out,))])
     return [np.stack(outs) for outs in zip(*per_row)]
 
@@ -108,7 +114,8 @@ def record_layers(bundle, x: np.ndarray) -> list[tuple[int, np.ndarray]]:
                 extra_cflags=["-DTINYC_LAYER_OUTPUT_HOOK=tinyc_record_layer"])
     run_dir = bundle / "run"
     run_dir.mkdir()
-    np.asarray(x, np.float32).tofile(run_dir / "input.bin")
+    x = np.asarray(x)
+    x.astype(np.int32 if x.dtype.kind == "i" else np.float32).tofile(run_dir / "input.bin")
     subprocess.run([str(exe)], cwd=run_dir, check=True, capture_output=True)
     data = (run_dir / "layers.bin").read_bytes()
     layers, pos = [], 0

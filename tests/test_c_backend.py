@@ -16,7 +16,7 @@ from tinyc.backends.c_emitter import emit_bundle
 from tinyc.backends.c_ops import c_floats
 from tinyc.backends.run import run_model
 from tinyc.errors import BackendError
-from tinyc.interpreter import run as interpret
+from tinyc.interpreter import random_inputs as graph_inputs, run as interpret
 from tinyc.ir import TensorType, Value
 
 RTOL = 1e-4
@@ -28,8 +28,7 @@ M4_FLAGS = ["-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16
 
 def random_inputs(graph, rows: int, seed: int = 0, scale: float = 1.0) -> list[list[np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [[(scale * rng.standard_normal(v.type.shape)).astype(np.float32) for v in graph.inputs]
-            for _ in range(rows)]
+    return [graph_inputs(graph, rng, scale=scale) for _ in range(rows)]
 
 
 def check_on_host(graph, out_dir, *, rows: int = 2, scale: float = 1.0, name: str = "model"):

@@ -123,7 +123,9 @@ def test_graph_with_other_output_shape_is_an_error():
 def test_batched_run_equals_sample_by_sample(name):
     graph = fused_graph(name)
     x = zoo_inputs(name, rows=3, seed=2)
-    assert batch_safe(graph) == (name != "kitchen_sink")        # its squeeze(0) mixes the batch axis
+    # kitchen_sink's squeeze(0) mixes the batch axis; multi-head attention folds the heads into axis
+    # 0 (nn.MultiheadAttention's [N * heads, T, d] view) and MobileViT folds its patches into it
+    assert batch_safe(graph) == (name not in ("kitchen_sink", "transformer_encoder", "mobilevit_block"))
     got = run_batch(graph, as_samples(graph, x), chunk=2)       # chunks of 2 and 1
     for i in range(3):
         for g, want in zip(got, run(graph, [x[i:i + 1]])):

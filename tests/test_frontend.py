@@ -65,7 +65,9 @@ def test_zoo_model_imports_verifies_and_matches_torch(name):
     assert graph.name == name
     check_matches(graph, module, example)
     # a second input, not the one traced with
-    other = torch.randn(example.shape, generator=torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    vocab = zoo.ZOO[name].vocab
+    other = torch.randint(0, vocab, example.shape, generator=gen) if vocab else torch.randn(example.shape, generator=gen)
     check_matches(graph, module, other)
 
 

@@ -22,7 +22,7 @@ from tinyc.backends.c_emitter import emit_bundle
 from tinyc.backends.run import run_model
 from tinyc.backends.target_files import write_target_files
 from tinyc.backends.targets import get_target
-from tinyc.interpreter import run as interpret, run_all
+from tinyc.interpreter import random_inputs, run as interpret, run_all
 from tinyc.ir import QuantParams, TensorType
 from tinyc.passes import PassContext
 from tinyc.passmanager import PassManager
@@ -48,8 +48,7 @@ def zoo_int8(name: str):
 
 def sample_rows(graph, rows=3, seed=7, scale=1.5):
     rng = np.random.default_rng(seed)
-    return [[(scale * rng.standard_normal(v.type.shape)).astype(np.float32) for v in graph.inputs]
-            for _ in range(rows)]
+    return [random_inputs(graph, rng, scale=scale) for _ in range(rows)]
 
 
 def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, packing=None, **run_options):

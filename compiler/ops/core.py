@@ -103,6 +103,8 @@ class OpDef:
     identity: Callable[[Op, Callable[[Any], np.ndarray | None]], int | None] | None = None
     # fuse: the operand index this op merely forwards (given const lookups), or None
     accepts_act: Callable[["Activation"], bool] = lambda a: a.fusable   # with Trait.FUSABLE
+    id_bound: Callable[[Op, int], int | None] | None = None
+    # integer operands that address rows: f(op, operand index) -> the exclusive bound of a valid id
     c: str | None = None               # the C kernel families' lowering rule (backends); activations:
     #                                    their Activation's c_code; compressed forms: their family
     # conformance: sample invocations (tests/test_registry.py runs every op's samples through

@@ -46,11 +46,22 @@ def _token_rows(inputs: np.ndarray, in_size: int) -> np.ndarray:
     return np.ascontiguousarray(x.reshape(rows.shape), dtype="<i4")
 
 
+# The default time limit of a run: a fixed allowance plus one per row (an emulated Cortex-M runs an
+# MCU-sized model in well under a quarter of a second per inference; the host in far less).
+TIMEOUT_BASE_S = 60.0
+TIMEOUT_PER_ROW_S = {True: 0.25, False: 0.02}     # bare metal (QEMU) / host
+
+
+def default_timeout(rows: int, bare_metal: bool) -> float:
+    return TIMEOUT_BASE_S + rows * TIMEOUT_PER_ROW_S[bare_metal]
+
+
 def run_model(out_dir: Path | str, target: "str | Target | Board" = "host", name: str = "model",
-        inputs: np.ndarray | None = None, *, timeout: float = 60.0, sanitize: bool = False,
+        inputs: np.ndarray | None = None, *, timeout: float | None = None, sanitize: bool = False,
         profile: bool = False, cc: str | None = None) -> np.ndarray:
     """Run the model on every row of ``inputs`` on ``target`` (natively for host,
     under QEMU for Cortex-M); returns the outputs, shape (rows, OUTPUT_SIZE).
+    ``timeout`` (seconds) defaults to default_timeout(rows) for the target.
     ``cc`` builds with another compiler than the target's (see build)."""
     out = Path(out_dir).resolve()
     t, _ = resolve(target)
@@ -60,6 +71,10 @@ def run_model(out_dir: Path | str, target: "str | Target | Board" = "host", name
         raise BackendError("run() needs inputs (rows of INPUT_SIZE float32)")
     manifest = read_manifest(out, name)
     x = _as_rows(inputs, manifest.input_size, manifest.input_dtype)
+    if timeout is None:
+        timeout = default_timeout(x.shape[0], t.bare_metal)
+    elif not timeout > 0:
+        raise BackendError(f"timeout must be a positive number of seconds, got {timeout}")
     exe = build(out, t, name, "run", profile, sanitize=sanitize, cc=cc)
     if t.bare_metal:
         require_tool(QEMU, t)

@@ -207,7 +207,7 @@ def run_bundle_cmd(args) -> int:
                          hint="call tinyc.backends.run.run_model from Python with the inputs concatenated per row")
     x = load_npy(args.input, "input")   # run_model converts: float32, or int32 for token ids
     rows, lead = as_rows(x, bundle.report["inputs"][0]["shape"])
-    y = run_model(bundle.path, bundle.target, bundle.name, rows)
+    y = run_model(bundle.path, bundle.target, bundle.name, rows, timeout=args.timeout)
     out_shape = bundle.report["outputs"][0]["shape"]
     if len(bundle.report["outputs"]) == 1:
         y = y.reshape(lead + tuple(out_shape[1:] if lead else out_shape))

@@ -37,6 +37,20 @@ def test_run_command_matches_pytorch_on_host(zoo_archive, tmp_path):
     assert_close(np.load(tmp_path / "y.npy"), torch_outputs("mlp", x)[0], 1e-4)
 
 
+def test_run_timeout_option_and_default_that_scales_with_rows(zoo_archive, tmp_path):
+    from tinyc.backends.run import default_timeout
+    assert default_timeout(1000, True) >= 60 + 1000 * 0.2 and default_timeout(1, True) >= 60
+    assert default_timeout(1000, True) > default_timeout(10, True) > default_timeout(10, False)
+    assert tinyc("compile", zoo_archive("mlp"), "-o", tmp_path / "out").returncode == 0
+    np.save(tmp_path / "x.npy", zoo_inputs("mlp", rows=2))
+    result = tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy", "--timeout", "1e-6")
+    assert result.returncode != 0 and "did not finish within 1e-06 s" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy", "--timeout", "0")
+    assert result.returncode != 0 and "timeout must be a positive" in result.stderr
+    assert tinyc("run", tmp_path / "out", "--input", tmp_path / "x.npy", "--timeout", "30").returncode == 0
+
+
 @pytest.mark.qemu
 def test_bench_command_prints_figures_and_layers(zoo_archive, tmp_path):
     assert tinyc("compile", zoo_archive("mlp"), "--target", "cortex-m4", "-o", tmp_path / "out").returncode == 0

@@ -254,6 +254,7 @@ def make_pass_manager(args, pipeline: str):
         time_passes=args.time_passes,
         elide_weights=args.elide_weights,
         out=sys.stderr,
+        check_steps=True,
     )
     pm = PassManager(pipeline, options)
     known = {p.name for p in pm.passes} | {"import"}
@@ -279,6 +280,42 @@ def make_context(args, graph: Graph, pm, calib=None):
     return ctx
 
 
+def run_passes(args, pipeline: str, graph: Graph, ctx, pm=None):
+    """Run the pipeline under the budget contract (tinyc.contract): (graph, pass manager, report
+    section or None)."""
+    from tinyc.contract import confirm, run_pipeline
+
+    def make_pm():
+        fresh = make_pass_manager(args, pipeline)
+        fresh.evaluate = ctx.evaluate
+        return fresh
+    outcome = run_pipeline(make_pm, graph, ctx)
+    section = None
+    if ctx.max_accuracy_drop is not None and ctx.selection is not None:
+        final = ctx.selection.describe(outcome.graph)
+        section = {"budget": ctx.max_accuracy_drop, "metric": ctx.metric, "baseline": ctx.baseline,
+                   "selection": {"samples": ctx.selection.samples, "labelled": ctx.selection.labelled,
+                                 "drop": ctx.baseline - final["score"], "figures": final},
+                   "confirmation": confirm(ctx, outcome.graph), "attempts": outcome.attempts}
+    return outcome.graph, outcome.pm, section
+
+
+def contract_lines(section: dict | None) -> list[str]:
+    if not section:
+        return []
+    sel, conf = section["selection"], section["confirmation"]
+    line = (f"  budget contract: {section['metric']} drop {sel['drop']:.2f} on {sel['samples']} selection samples")
+    if "estimated_drop_ci" in sel["figures"]:
+        lo, hi = sel["figures"]["estimated_drop_ci"]
+        line += f" (95 % interval {lo:.2f} to {hi:.2f})"
+    elif "agreement_ci" in sel["figures"]:
+        lo, hi = sel["figures"]["agreement_ci"]
+        line += f" (agreement 95 % interval {lo:.2f} to {hi:.2f} %)"
+    if conf:
+        line += f", {conf['drop']:.2f} on {conf['samples']} confirmation samples"
+    return [line + f"; budget {section['budget']:g}"]
+
+
 # ---- commands -----------------------------------------------------------------
 
 def cmd_opt(args) -> int:
@@ -289,11 +326,13 @@ def cmd_opt(args) -> int:
     pm = make_pass_manager(args, args.pipeline)  # parse the pipeline before the (slow) import
     graph = load_graph(args.input, args)
     ctx = make_context(args, graph, pm)
-    graph = pm.run(graph, ctx)
+    graph, pm, section = run_passes(args, args.pipeline, graph, ctx, pm)
     text = print_graph(graph, elide_weights=args.elide_weights)
     if args.stats:
         print(pm.stats_table(), file=sys.stderr)
         print_score_notes(ctx)
+        for line in contract_lines(section):
+            print(line.strip(), file=sys.stderr)
     if args.output:
         write_atomically(args.output, text)
     else:

@@ -31,7 +31,8 @@ def load_npy(path: Path, what: str) -> np.ndarray:
 
 def compile_model(args) -> int:
     from tinyc.backends.targets import resolve
-    from tinyc.commands import check_output_path, load_graph, make_context, make_pass_manager, print_score_notes
+    from tinyc.commands import (check_output_path, contract_lines, load_graph, make_context, make_pass_manager,
+                                print_score_notes, run_passes)
 
     t0 = time.perf_counter()
     check_output_path(args.output, "-o", directory=True)
@@ -43,10 +44,10 @@ def compile_model(args) -> int:
     graph = load_graph(args.model, args)
     from tinyc.passes.quant_from_model import has_model_quant
     quantized = has_model_quant(graph)   # a pt2e-quantized model brings its own int8 parameters
-    pm = make_pass_manager(args, args.pipeline if args.pipeline is not None
-                           else default_pipeline(calib is not None or quantized))
+    pipeline = args.pipeline if args.pipeline is not None else default_pipeline(calib is not None or quantized)
+    pm = make_pass_manager(args, pipeline)
     ctx = make_context(args, graph, pm, calib=calib)
-    graph = pm.run(graph, ctx)
+    graph, pm, contract = run_passes(args, pipeline, graph, ctx, pm)
     if calib is None and args.pipeline is None and not quantized:
         print("tinyc: note: compiling to float32; pass --calib X.npy (sample inputs) to get int8",
               file=sys.stderr)
@@ -56,9 +57,11 @@ def compile_model(args) -> int:
     report = write_bundle(graph, args.output, args.name, target, board, pm)
     report["metric"] = ctx.metric or None
     report["notes"] = ctx.notes
+    report["warnings"] = [s.warning for s in pm.history if s.warning]
+    report["contract"] = contract
     report["compile_seconds"] = round(time.perf_counter() - t0, 3)
     _write_json(args.output / REPORT, report)
-    print(summary(report))
+    print("\n".join([summary(report)] + contract_lines(contract)))
     return 0
 
 

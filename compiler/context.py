@@ -29,5 +29,7 @@ class PassContext:
     baseline: float | None = None
     max_accuracy_drop: float | None = None
     reference: Graph | None = None
+    selection: Any = None      # contract.Scorer of the selection split (under a budget)
+    confirmation: Any = None   # contract.Scorer of the confirmation split, or None
     notes: list[str] = field(default_factory=list)   # decisions a pass wants in the report
     stats: dict[str, Any] = field(default_factory=dict)  # pass name -> pass-specific statistics

@@ -259,9 +259,45 @@ def make_context(graph: Graph, *, calib=None, eval_inputs=None, eval_labels=None
                              hint="pass --eval X.npy [Y.npy] (inputs, optional labels)")
         if not (max_accuracy_drop >= 0 and math.isfinite(max_accuracy_drop)):
             raise TinycError(f"--max-accuracy-drop must be a non-negative number of points, got {max_accuracy_drop}")
-    if eval_inputs is not None:
-        ctx.evaluate, ctx.metric = make_evaluator(ctx.reference, eval_inputs, eval_labels)
-        ctx.baseline = ctx.evaluate(ctx.reference)
     if train is not None:
         as_samples(graph, train, "training", "--train")   # shape errors now, not in the middle of a pipeline
+    if eval_inputs is not None and max_accuracy_drop is not None:
+        _contract_scorers(ctx, graph)
+    elif eval_inputs is not None:
+        ctx.evaluate, ctx.metric = make_evaluator(ctx.reference, eval_inputs, eval_labels)
+        ctx.baseline = ctx.evaluate(ctx.reference)
     return ctx
+
+
+def _first_output(graph: Graph, samples: list[np.ndarray]) -> np.ndarray:
+    return run_batch(graph, samples, [graph.outputs[0].name])[0]
+
+
+def _contract_scorers(ctx, graph: Graph) -> None:
+    """Under a budget (contract.py): selection and confirmation splits of the evaluation data and
+    their scorers."""
+    from tinyc import contract
+    samples = as_samples(graph, ctx.eval_inputs, "evaluation")
+    n = len(samples[0])
+    kind = choose_metric(graph, ctx.eval_labels)
+    labels = None
+    if kind == "accuracy":
+        out_shape = graph.outputs[0].type.shape
+        if math.prod(out_shape[:-1]) != 1:
+            raise TinycError("--max-accuracy-drop with labels needs one prediction per sample (output [1, classes])",
+                             hint="drop the labels: the budget then counts changed predictions")
+        labels = _labels(ctx.eval_labels, n, out_shape[-1] if out_shape else 1)
+    sel, conf = contract.split_indices(n)
+    if not len(conf):
+        ctx.notes.append(f"budget contract: {n} evaluation samples are too few to keep a confirmation split "
+                         f"(it needs {contract.MIN_CONFIRM} of {contract.CONFIRM_FRACTION:.0%}); the final check "
+                         "uses the selection data")
+    pool = [s[sel] for s in samples]
+    if kind == "sqnr":
+        make = lambda idx_pool, _labels: contract.sqnr_scorer(ctx.reference, idx_pool, _first_output)
+    else:
+        make = lambda idx_pool, lab: contract.classifier_scorer(ctx.reference, idx_pool, lab, _first_output)
+    ctx.selection = make(pool, None if labels is None else labels[sel])
+    ctx.confirmation = (make([s[conf] for s in samples], None if labels is None else labels[conf])
+                        if len(conf) else None)
+    ctx.evaluate, ctx.metric, ctx.baseline = ctx.selection.score, ctx.selection.metric, ctx.selection.baseline

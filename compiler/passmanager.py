@@ -28,6 +28,9 @@ class StepStats:
     seconds: float
     accuracy: float | None = None
     extra: dict = field(default_factory=dict)
+    scores: dict | None = None        # under a budget: the selection figures with 95 % intervals
+    sqnr_db: float | None = None      # without evaluation data: output SQNR against the step's input
+    warning: str | None = None
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -42,11 +45,54 @@ class PassManagerOptions:
     time_passes: bool = False
     elide_weights: bool = False
     out: TextIO = sys.stderr
+    check_steps: bool = False   # warn on a step that loses more than the budget / falls under the SQNR floor
 
 
 def banner(p: Pass | None) -> str:
     what = f"{type(p).title()} ({p.name})" if p else "Import (import)"
     return f"// -----// IR Dump After {what} //----- //"
+
+
+STEP_SAMPLES = 16   # samples of the SQNR check of a step without evaluation data
+
+
+def later_passes(passes: list[Pass], i: int) -> list[Pass]:
+    """The passes after the i-th (1-based) that replay on a candidate: fixed settings only (an
+    accuracy-aware pass later makes its own choice under the same budget), no retraining."""
+    return [q for q in passes[i:] if not q.accuracy_aware and not q.trains]
+
+
+def shipped(evaluate: Callable[[Graph], float], later: list[Pass], ctx: PassContext) -> Callable[[Graph], float]:
+    """`evaluate` of a candidate after the later fixed passes (in a scratch context)."""
+    if not later:
+        return evaluate
+    import dataclasses
+
+    def score(graph: Graph) -> float:
+        scratch = dataclasses.replace(ctx, notes=[], stats={}, evaluate=None)
+        g = graph.copy()
+        for q in later:
+            g = q.apply(g, scratch)
+        return evaluate(g)
+    return score
+
+
+def step_sqnr(before: Graph, after: Graph, ctx: PassContext) -> float | None:
+    """Output SQNR (dB) of `after` against `before` on STEP_SAMPLES calibration (else random) inputs."""
+    import numpy as np
+
+    from tinyc.evaluate import as_samples, run_batch, sqnr_db
+    from tinyc.interpreter import random_inputs
+    if ctx.calib is not None:
+        samples = as_samples(before, ctx.calib, "calibration", "--calib")
+        samples = [s[:STEP_SAMPLES] for s in samples]
+    else:
+        samples = random_inputs(before, np.random.default_rng(0), rows=STEP_SAMPLES)
+    if not before.outputs or [v.type.shape for v in before.outputs] != [v.type.shape for v in after.outputs]:
+        return None
+    want = run_batch(before, samples)
+    got = run_batch(after, samples)
+    return min(sqnr_db(g, w) for g, w in zip(got, want))
 
 
 class PassManager:
@@ -64,26 +110,60 @@ class PassManager:
         ctx = ctx or PassContext()
         opts = self.options
         self._check(graph, None)
-        self._record(0, None, graph, 0.0)
+        self._record(0, None, graph, 0.0, ctx=ctx)
         self._emit(graph, None, 0)
-        for i, p in enumerate(self.passes, start=1):
-            t0 = time.perf_counter()
-            try:
-                graph = p.apply(graph, ctx)
-            except (ValueError, ArithmeticError) as e:
-                if self._input_finite:
-                    raise
-                raise TinycError(f"pass '{p.name}' failed on the input's NaN or infinite weights: "
-                                 f"{type(e).__name__}: {e}",
-                                 hint="fix the weights, or leave this pass out of the pipeline") from None
-            seconds = time.perf_counter() - t0
-            if opts.verify_each:
-                self._check(graph, p)
-            self._record(i, p, graph, seconds, ctx.stats.get(p.name))
-            self._emit(graph, p, i)
+        raw = ctx.evaluate
+        try:
+            for i, p in enumerate(self.passes, start=1):
+                before = graph.copy() if opts.check_steps and raw is None else None
+                if raw is not None:   # every score the pass asks for is taken on what will ship
+                    ctx.evaluate = shipped(raw, later_passes(self.passes, i), ctx)
+                t0 = time.perf_counter()
+                try:
+                    graph = p.apply(graph, ctx)
+                except (ValueError, ArithmeticError) as e:
+                    if self._input_finite:
+                        raise
+                    raise TinycError(f"pass '{p.name}' failed on the input's NaN or infinite weights: "
+                                     f"{type(e).__name__}: {e}",
+                                     hint="fix the weights, or leave this pass out of the pipeline") from None
+                finally:
+                    ctx.evaluate = raw
+                seconds = time.perf_counter() - t0
+                if opts.verify_each:
+                    self._check(graph, p)
+                self._record(i, p, graph, seconds, ctx.stats.get(p.name), ctx)
+                if opts.check_steps:
+                    self._check_step(p, before, graph, ctx)
+                self._emit(graph, p, i)
+        finally:
+            ctx.evaluate = raw
         if opts.time_passes:
             self._print_timing()
         return graph
+
+    def _check_step(self, p: Pass, before: Graph | None, graph: Graph, ctx: PassContext) -> None:
+        """Safe defaults: a step that loses more than the budget, or (without evaluation data) whose
+        output SQNR against its input falls under contract.SQNR_FLOOR_DB, warns with the figure."""
+        from tinyc import contract
+        step = self.history[-1]
+        fix = (f"weaken '{step.spec}' (`tinyc passes` lists its options) or add distill with --train after it")
+        if step.accuracy is not None:
+            drop = self.history[-2].accuracy - step.accuracy
+            limit = ctx.max_accuracy_drop
+            if limit is not None and drop > limit:
+                step.warning = (f"pass '{step.spec}' lost {drop:.2f} points of {ctx.metric} in one step, more than "
+                                f"the whole budget of {limit:g}; {fix}")
+        elif before is not None:
+            step.sqnr_db = step_sqnr(before, graph, ctx)
+            if step.sqnr_db is not None and step.sqnr_db < contract.SQNR_FLOOR_DB:
+                step.warning = (f"pass '{step.spec}' changed the model's outputs a lot: SQNR {step.sqnr_db:.1f} dB "
+                                f"against its input on {STEP_SAMPLES} {'calibration' if ctx.calib is not None else 'random'} "
+                                f"samples (floor {contract.SQNR_FLOOR_DB:g} dB); {fix}, or pass --eval data and "
+                                "--max-accuracy-drop to have it measured")
+        if step.warning:
+            ctx.notes.append("warning: " + step.warning)
+            self.options.out.write(f"tinyc: warning: {step.warning}\n")
 
     def _check(self, graph: Graph, p: Pass | None) -> None:
         """Verify the graph. At step 0 it is the caller's input (IR text the user wrote, or a graph built
@@ -105,11 +185,16 @@ class PassManager:
                              hint="this is a bug in tinyc (or weights too close to the float32 limits); "
                                   "please report it with the model")
 
-    def _record(self, step: int, p: Pass | None, graph: Graph, seconds: float, extra=None) -> None:
+    def _record(self, step: int, p: Pass | None, graph: Graph, seconds: float, extra=None, ctx=None) -> None:
         s = graph_stats(graph)
-        acc = self.evaluate(graph) if self.evaluate else None
+        scores = None
+        if ctx is not None and ctx.selection is not None and self.evaluate is ctx.evaluate:
+            scores = ctx.selection.describe(graph)
+            acc = scores["score"]
+        else:
+            acc = self.evaluate(graph) if self.evaluate else None
         self.history.append(StepStats(step, p.name if p else "import", p.spec() if p else "import",
-                                      s.params, s.weight_bytes, s.macs, seconds, acc, dict(extra or {})))
+                                      s.params, s.weight_bytes, s.macs, seconds, acc, dict(extra or {}), scores))
 
     def _emit(self, graph: Graph, p: Pass | None, step: int) -> None:
         opts = self.options

@@ -26,9 +26,16 @@ class Pass:
     """Base class. Subclasses set `name` and implement `apply`; the docstring is the help text."""
 
     name: ClassVar[str] = ""
+    trains: ClassVar[bool] = False     # retrains weights (distill): not replayed to score candidates
+    searches: ClassVar[tuple[str, ...]] = ()   # options whose value `auto` searches against the budget
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         raise NotImplementedError
+
+    @property
+    def accuracy_aware(self) -> bool:
+        """A `searches` option set to `auto`: the pass chooses its setting against the accuracy budget."""
+        return any(getattr(self, name) == "auto" for name in self.searches)
 
     @classmethod
     def title(cls) -> str:

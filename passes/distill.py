@@ -73,6 +73,7 @@ class Distill(Pass):
     classifiers, relative MSE otherwise. Zero weights (pruned) stay zero. Run before quantize-int8."""
 
     name = "distill"
+    trains = True
     epochs: int = option(10, "passes over the training inputs")
     lr: float = option(3e-3, "Adam learning rate, cosine-annealed to zero (try 1e-4 for deep regression models)")
     batch: int = option(64, "training inputs per step")

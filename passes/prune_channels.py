@@ -47,6 +47,7 @@ class PruneChannels(Pass):
     them, matmul with other data), are never pruned."""
 
     name = "prune-channels"
+    searches = ("ratio",)   # ratio=auto: chosen against the accuracy budget
     ratio: float | str = option(0.5, "fraction of each layer's output channels removed, in [0, 1), "
                                      "or auto (needs evaluation data and --max-accuracy-drop)")
     criterion: Literal["l1", "l2"] = option("l1", "filter importance: l1 or l2 norm of its weights")

@@ -187,6 +187,7 @@ class PruneLayers(Pass):
     gain of a branch relative to its shortcut)."""
 
     name = "prune-layers"
+    searches = ("count",)   # count=auto: chosen against the accuracy budget
     count: int | str = option(0, "layers/blocks to remove, or auto (needs evaluation data and "
                                  "--max-accuracy-drop); 0 = not given")
     budget: float = option(0.0, "fraction of the MACs to remove, in (0, 1); 0 = not given")

@@ -109,6 +109,7 @@ class PruneWeights(Pass):
     sparsity within --max-accuracy-drop (needs --eval)."""
 
     name = "prune-weights"
+    searches = ("sparsity",)   # sparsity=auto: chosen against the accuracy budget
     sparsity: float | Literal["auto"] = option(0.9, "fraction of weights set to zero, in [0, 1], or auto "
                                                     "(largest within --max-accuracy-drop, needs --eval)")
     scope: Literal["global", "layer"] = option("global", "one magnitude threshold over all layers, or per layer")

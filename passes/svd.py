@@ -97,6 +97,7 @@ class Svd(Pass):
     relative error ||W - W_r||_F / ||W||_F go to the report."""
 
     name = "svd"
+    searches = ("rank",)   # rank=auto: chosen against the accuracy budget
     rank: int | str = option(0, "rank of every split layer, or auto (needs evaluation data and "
                                 "--max-accuracy-drop); 0 = choose by energy")
     energy: float = option(0.9, "fraction of the squared singular values kept, in (0, 1] (when rank=0)")

@@ -180,10 +180,18 @@ def test_digits_sized_cnn_is_fast():
 
 def test_make_context():
     graph = picker()
-    ctx = make_context(graph, eval_inputs=X, eval_labels=np.array([0, 1, 2, 3, 0]), train=X, max_accuracy_drop=1.5)
+    labels = np.array([0, 1, 2, 3, 0])
+    ctx = make_context(graph, eval_inputs=X, eval_labels=labels, train=X)
     assert ctx.metric == "accuracy %" and ctx.baseline == pytest.approx(80.0)
     assert ctx.reference is not graph and ctx.reference.ops[2].kind == "linear"
+    assert ctx.train is X and ctx.evaluate(graph) == pytest.approx(80.0)
+    # under a budget (the contract): the score is estimated from agreement; 5 samples are too few
+    # for a confirmation split
+    ctx = make_context(graph, eval_inputs=X, eval_labels=labels, train=X, max_accuracy_drop=1.5)
+    assert ctx.metric == "accuracy % (estimated from agreement)" and ctx.baseline == pytest.approx(80.0)
     assert ctx.max_accuracy_drop == 1.5 and ctx.train is X and ctx.evaluate(graph) == pytest.approx(80.0)
+    assert ctx.confirmation is None and any("too few" in n for n in ctx.notes)
+    assert ctx.selection.samples == 5 and ctx.selection.labelled == 5
     bare = make_context(graph)
     assert bare.evaluate is None and bare.reference is not None
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from tinyc.ir import Graph, Op
 from tinyc.ops import OPS
+from tinyc.ops.recurrent import op_layout
 from tinyc.rewrite import Builder, reinfer
 
 
@@ -55,6 +56,8 @@ class ChannelGroup:
     frozen: list[str] = field(default_factory=list)   # why the group cannot shrink
     ties: list[str] = field(default_factory=list)     # ops that tie different producers together
     gid: int = -1
+    unit: int = 1               # channels go in aligned runs of `unit` (whole groups of a group_norm)
+    units: list[str] = field(default_factory=list)    # why they go in runs
 
     @property
     def tied(self) -> bool:
@@ -103,6 +106,8 @@ class ChannelAnalysis:
         ga.producers += gb.producers
         ga.blocks = math.lcm(ga.blocks, gb.blocks)
         ga.frozen += gb.frozen
+        ga.unit = math.lcm(ga.unit, gb.unit)
+        ga.units += [u for u in gb.units if u not in ga.units]
         ga.ties += [t for t in gb.ties + [why] if t not in ga.ties]
 
     def _freeze(self, layout: Layout | None, why: str) -> None:
@@ -113,6 +118,12 @@ class ChannelAnalysis:
     def _constrain(self, gid: int, blocks: int) -> None:
         g = self._info[self.find(gid)]
         g.blocks = math.lcm(g.blocks, blocks)
+
+    def _constrain_unit(self, gid: int, unit: int, why: str) -> None:
+        g = self._info[self.find(gid)]
+        g.unit = math.lcm(g.unit, unit)
+        if why not in g.units:
+            g.units.append(why)
 
     def _tie(self, a: Layout, b: Layout, why: str) -> bool:
         """Channels at equal positions of `a` and `b` must go together."""
@@ -131,6 +142,12 @@ class ChannelAnalysis:
             if self.find(gid) == gid and g.producers:
                 g.producers.sort(key=lambda op: order[id(op)])
                 g.key = "+".join(p.result.name for p in g.producers)
+                per_block = g.size // g.blocks
+                if g.unit > 1 and per_block % g.unit:
+                    g.frozen.append(f"{g.units[0]}, and runs of {g.unit} do not tile its blocks of {per_block}")
+                elif g.unit > 1 and per_block == g.unit:
+                    g.frozen.append(f"{g.units[0]}, and {g.key} is a single such group"
+                                    + (" per block" if g.blocks > 1 else ""))
                 out.append(g)
         return out
 
@@ -357,22 +374,36 @@ class ChannelAnalysis:
         return L.moved(axis)
 
     def rule_instance_norm(self, op: Op, lays) -> Layout | None:
-        """group_norm: with groups = C every channel has its own statistics, so channels on axis 1
-        prune like a depthwise conv's (weight and bias sliced, groups = the kept count); any other
-        grouping (groups = 1 included) normalizes channels together and freezes them."""
+        """group_norm: channels on axis 1 go in whole groups of C/groups (a removed group takes its
+        statistics with it; the other groups' are unchanged), weight and bias sliced, groups = the
+        kept count / (C/groups). groups = C (InstanceNorm) prunes channel by channel; groups = 1
+        normalizes every channel together and freezes them; so does a group that straddles two
+        layers' channels (cat)."""
         L, why = lays[0], f"%{op.result.name} = group_norm"
         if L is None:
             return None
         c, g = op.operands[0].type.shape[1], op.attrs["groups"]
+        s = c // g
         if L.axis != 1 or L.inner != 1:
             self._freeze(L, f"{why} normalizes over them")
-        elif g != c:
-            self._freeze(L, f"{why} (groups={g}) normalizes {c // g} channels together: removing one "
-                            "changes its group's statistics")
+        elif g == 1:
+            self._freeze(L, f"{why} (groups=1) normalizes all {c} channels together: removing one changes the "
+                            "statistics of the others")
         elif not self._weights_const(op):
             self._freeze(L, f"{why} has non-constant parameters")
         else:
-            self._act(op, "depthwise")
+            off = 0
+            for gid, n in L.segs:
+                if off % s or n % s:
+                    self._freeze(L, f"{why} (groups={g}) has a group of {s} channels that spans two layers' "
+                                    "channels")
+                    return None
+                off += n
+            if s > 1:
+                for gid, _ in L.segs:
+                    self._constrain_unit(gid, s, f"{why} (groups={g}) normalizes {s} channels together: they "
+                                                 f"go in whole groups of {s}")
+            self._act(op, "norm_groups", s)
             return L
         return None
 
@@ -381,8 +412,67 @@ class ChannelAnalysis:
         normalized axis they are frozen (removing one changes the statistics)."""
         L = lays[0]
         if L is not None and L.axis >= op.attrs["axis"]:
-            self._freeze(L, f"%{op.result.name} = layer_norm normalizes over them")
+            self._freeze(L, f"%{op.result.name} = layer_norm normalizes over them: removing one would change its "
+                            "mean and variance (a barrier to channel pruning)")
             return None
+        return L
+
+    def rule_recurrent(self, op: Op, lays) -> Layout | None:
+        """gru/lstm: the hidden units of each direction are the op's channels (one group of
+        directions x hidden, the same count kept per direction): a unit takes its row in every gate
+        block of w_ih, w_hh and both biases, its column of w_hh and its entry of constant initial
+        states. Input features on axis 2 slice the columns of every direction's w_ih."""
+        lay, why = op_layout(op), f"%{op.result.name} = {op.kind}"
+        L = lays[0]
+        weights = [op.operands[i] for d in range(lay.dirs) for i in lay.weights(d)]
+        states = [op.operands[1 + i] for i in range(lay.states)]
+        for S in lays[1:1 + lay.states]:
+            self._freeze(S, f"{why} takes them as an initial state")
+        if not all(id(v) in self.consts for v in weights):
+            self._freeze(L, f"{why} has non-constant weights")
+            return None
+        slice_in = L is not None and L.axis == 2
+        if L is not None and not slice_in:
+            self._freeze(L, f"{why} reads them on axis {L.axis}, not as input features")
+        frozen = None
+        outside = [v for v in states if id(v) not in self.consts]
+        if outside:
+            frozen = f"{why} starts from the state %{outside[0].name}, which is not a constant it can shrink"
+        elif lay.result == "cell" and lay.dirs > 1:
+            frozen = f"{why} returns both directions' cell states on one axis"
+        size = lay.dirs * lay.hidden
+        self._act(op, "recurrent", slice_in)
+        return Layout(2, ((self._new(size, op, blocks=lay.dirs, frozen=frozen), size),))
+
+    def rule_table_columns(self, op: Op, lays) -> Layout | None:
+        """embedding: the table's columns (the embedding dim, the result's last axis) are channels
+        produced here, pruned when everything downstream allows it."""
+        table = op.operands[0]
+        for L in lays:
+            self._freeze(L, f"%{op.result.name} = {op.kind} gathers them")
+        if id(table) not in self.consts:
+            return None
+        d = table.type.shape[1]
+        self._act(op, "columns")
+        return Layout(op.result.type.rank - 1, ((self._new(d, op), d),))
+
+    def rule_masked_softmax(self, op: Op, lays) -> Layout | None:
+        """masked_softmax: as softmax (frozen on its axis); a constant mask varying along the
+        channels is sliced with them."""
+        L, m = lays[0], op.operands[1]
+        self._freeze(lays[1], f"%{op.result.name} = {op.kind} uses them as its mask")
+        if L is None:
+            return None
+        if L.axis == op.attrs["axis"]:
+            self._freeze(L, f"%{op.result.name} = {op.kind} normalizes over them")
+            return None
+        ax = L.axis - (op.result.type.rank - m.type.rank)
+        if ax >= 0 and m.type.shape[ax] != 1:
+            if id(m) in self.consts:
+                self._act(op, "param", 1, ax)
+            else:
+                self._freeze(L, f"%{op.result.name} = {op.kind} has a non-constant mask along them")
+                return None
         return L
 
     # ---- the rewrite ----
@@ -439,6 +529,14 @@ class ChannelAnalysis:
         if rows is not None and len(op.operands) > 2:
             self._set(users, op, 2, self.consts[id(op.operands[2])].attrs["value"][rows])
 
+    def _do_norm_groups(self, keep, users, op: Op, per_group: int) -> None:
+        pos = self.positions(self.layout[id(op.operands[0])], keep)
+        if pos is None:
+            return
+        for i in range(1, len(op.operands)):
+            self._set(users, op, i, self.consts[id(op.operands[i])].attrs["value"][pos])
+        op.attrs["groups"] = int(len(pos)) // per_group
+
     def _do_depthwise(self, keep, users, op: Op) -> None:
         pos = self.positions(self.layout[id(op.operands[0])], keep)
         if pos is None:
@@ -467,6 +565,35 @@ class ChannelAnalysis:
             op.attrs["shape"] = shape
 
 
+    def _do_recurrent(self, keep, users, op: Op, slice_in: bool) -> None:
+        lay = op_layout(op)
+        units = self.positions(self.layout[id(op.result)], keep)
+        cols = self.positions(self.layout[id(op.operands[0])], keep) if slice_in else None
+        if units is None and cols is None:
+            return
+        h = lay.hidden
+        per_dir = [np.arange(h) if units is None else units[(units >= d * h) & (units < (d + 1) * h)] - d * h
+                   for d in range(lay.dirs)]
+        value = lambda i: self.consts[id(op.operands[i])].attrs["value"]
+        new = {}                    # every array is read before any is replaced (operands may share a const)
+        for d, k in enumerate(per_dir):
+            rows = (np.arange(lay.gates)[:, None] * h + k[None, :]).ravel()
+            w_ih, w_hh, b_ih, b_hh = lay.weights(d)
+            new[w_ih] = value(w_ih)[rows] if cols is None else value(w_ih)[rows][:, cols]
+            new[w_hh] = value(w_hh)[rows][:, k]
+            new[b_ih], new[b_hh] = value(b_ih)[rows], value(b_hh)[rows]
+        for i in range(1, 1 + lay.states):
+            new[i] = np.stack([value(i)[d][:, k] for d, k in enumerate(per_dir)])
+        for i, array in new.items():
+            self._set(users, op, i, array)
+        op.attrs["hidden"] = int(len(per_dir[0]))
+
+    def _do_columns(self, keep, users, op: Op) -> None:
+        pos = self.positions(self.layout[id(op.result)], keep)
+        if pos is not None:
+            self._set(users, op, 0, self.consts[id(op.operands[0])].attrs["value"][:, pos])
+
+
 # By the `channels` rule of an op's definition (tinyc.ops); an op without one freezes its channels.
 RULES: dict[str, Callable[[ChannelAnalysis, Op, list], Layout | None]] = {
     "filters": ChannelAnalysis.rule_conv2d,
@@ -487,6 +614,9 @@ RULES: dict[str, Callable[[ChannelAnalysis, Op, list], Layout | None]] = {
     "sub_range": ChannelAnalysis.rule_slice,
     "reversed_axes": ChannelAnalysis.rule_flip,
     "broadcast_copy": ChannelAnalysis.rule_expand,
+    "hidden_units": ChannelAnalysis.rule_recurrent,
+    "table_columns": ChannelAnalysis.rule_table_columns,
+    "masked_axis": ChannelAnalysis.rule_masked_softmax,
 }
 
 
@@ -520,11 +650,31 @@ def remove_channels(graph: Graph, keep: dict[str, np.ndarray]) -> Graph:
     return out
 
 
+def filter_rows(analysis: ChannelAnalysis, op: Op, size: int) -> np.ndarray:
+    """The weights of each of the `size` channels `op` produces, one row per channel: conv/linear
+    filters (weight rows), a recurrent layer's hidden units (their rows of every gate block of
+    w_ih and w_hh, per direction), an embedding's columns."""
+    rule = OPS[op.kind].channels
+    value = lambda v: analysis.consts[id(v)].attrs["value"].astype(np.float64)
+    if rule == "hidden_units":
+        lay = op_layout(op)
+        rows = []
+        for d in range(lay.dirs):
+            w_ih, w_hh = (value(op.operands[i]) for i in list(lay.weights(d))[:2])
+            g, h = lay.gates, lay.hidden
+            rows.append(np.concatenate([w.reshape(g, h, -1).transpose(1, 0, 2).reshape(h, -1) for w in (w_ih, w_hh)],
+                                       axis=1))
+        return np.concatenate(rows).reshape(size, -1)
+    if rule == "table_columns":
+        return value(op.operands[0]).T.reshape(size, -1)
+    return value(op.operands[1]).reshape(size, -1)
+
+
 def filter_norms(analysis: ChannelAnalysis, group: ChannelGroup, criterion: str) -> np.ndarray:
     """Per channel of `group`: the sum over its producers of the l1 or l2 norm of that filter."""
     total = np.zeros(group.size)
     for p in group.producers:
-        w = analysis.consts[id(p.operands[1])].attrs["value"].astype(np.float64).reshape(group.size, -1)
+        w = filter_rows(analysis, p, group.size)
         total += np.abs(w).sum(axis=1) if criterion == "l1" else np.sqrt((w * w).sum(axis=1))
     return total
 

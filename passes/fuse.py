@@ -41,15 +41,16 @@ def producing_layer(rw: Rewriter, x: Value, consumer: Op, keep_axes: int = 0) ->
 
 @pattern(lambda d: d.has(Trait.CHANNEL_AFFINE))
 def fold_batch_norm(rw: Rewriter, bn: Op) -> bool:
-    """conv/linear -> batch_norm  ==>  conv/linear with scaled weights and shifted bias (also
-    conv1d's conv2d -> reshape -> batch_norm: the reshape keeps the channel axis)."""
+    """conv/linear/conv_transpose2d -> batch_norm  ==>  the layer with scaled weights and shifted
+    bias (any op whose `folds` facet is "out_rows"; also conv1d's conv2d -> reshape -> batch_norm:
+    the reshape keeps the channel axis)."""
     x = bn.operands[0]
     layer, view = producing_layer(rw, x, bn, keep_axes=2)
-    if layer is None or not has(layer, Trait.LAYER) or "act" in layer.attrs:
+    if layer is None or OPS[layer.kind].folds != "out_rows" or "act" in layer.attrs:
         return False
     out = layer.result if view is None else view.operands[0]
-    if rw.sole_user(x) is not bn or (layer.kind == "linear" and out.type.rank != 2):
-        return False
+    if rw.sole_user(x) is not bn or (OPS[layer.kind].channels == "features" and out.type.rank != 2):
+        return False   # a linear's channels are on its last axis, batch_norm's on axis 1
     mean, var, gamma, beta = (rw.const(v) for v in bn.operands[1:])
     w = rw.const(layer.operands[1])
     if any(a is None for a in (mean, var, gamma, beta, w)):

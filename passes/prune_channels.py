@@ -18,19 +18,22 @@ AUTO_RATIOS = (0.25, 0.5, 0.75, 0.875)   # the sensitivity analysis tries each g
 
 
 def kept_count(group: ChannelGroup, ratio: float) -> int:
-    """Channels left after removing `ratio` of them: at least one per block, equal per block."""
-    per_block = group.size // group.blocks
-    return group.blocks * max(1, math.floor(per_block * (1.0 - ratio) + 0.5))
+    """Channels left after removing `ratio` of them: at least one run of `unit` per block, equal per
+    block (unit: channels that go together, e.g. a group_norm's groups; 1 otherwise)."""
+    runs = group.size // group.blocks // group.unit
+    return group.blocks * group.unit * max(1, math.floor(runs * (1.0 - ratio) + 0.5))
 
 
 def choose_kept(group: ChannelGroup, scores: np.ndarray, count: int) -> np.ndarray:
-    """The `count` highest-scoring channels (the same number from each block), sorted."""
-    size = group.size // group.blocks
-    per_block = count // group.blocks
+    """The `count` highest-scoring channels (the same number from each block, in whole runs of
+    `unit` scored by their summed scores), sorted."""
+    size, u = group.size // group.blocks, group.unit
+    per_block = count // group.blocks // u
     kept = []
     for b in range(group.blocks):
-        block = scores[b * size:(b + 1) * size]
-        kept.append(b * size + np.sort(np.argsort(-block, kind="stable")[:per_block]))
+        runs = scores[b * size:(b + 1) * size].reshape(-1, u).sum(axis=1)
+        top = np.sort(np.argsort(-runs, kind="stable")[:per_block])
+        kept.append(b * size + (top[:, None] * u + np.arange(u)).ravel())
     return np.concatenate(kept)
 
 
@@ -157,7 +160,7 @@ class PruneChannels(Pass):
             "params": [before.params, after.params],
         }
         if self.ratio != "auto":
-            frozen = [g.key for g in analysis.groups if g.frozen]
+            frozen = [f"{g.key} ({g.frozen[0]})" for g in analysis.groups if g.frozen]
             ctx.notes.append(f"prune-channels: removed {self.ratio:g} of the channels of {len(groups)} group(s); "
                              f"MACs {before.macs:,} -> {after.macs:,}, params {before.params:,} -> {after.params:,}"
-                             + (f"; not pruned: {', '.join(frozen)}" if frozen else ""))
+                             + (f"; not pruned: {'; '.join(frozen)}" if frozen else ""))

@@ -99,6 +99,9 @@ class OpDef:
     int8: str | None = None            # quantize-int8's lowering rule: layer, same, lut, softmax, special...
     prepare: str | None = None         # quantize-int8's float rewrite before calibration
     channels: str | None = None        # prune-channels' channel-flow rule; None freezes the channels
+    folds: str | None = None           # fuse: how a following channel affine (batch_norm) folds in: "out_rows"
+    #                                    (weight operand 1 with output channels on axis 0 = the result's axis 1
+    #                                    or, rank 2, its last; optional bias operand 2)
     keeps_batch: Callable[[dict, list[TensorType], list[bool], TensorType], bool] | None = None
     identity: Callable[[Op, Callable[[Any], np.ndarray | None]], int | None] | None = None
     # fuse: the operand index this op merely forwards (given const lookups), or None

@@ -83,7 +83,7 @@ register(OpDef(
     doc="rows of the table weight [V, D] picked by i32 indices [...] -> [..., D]; an index outside [0, V) "
         "is an error",
     ref=_embedding, ref_int=_embedding, torch=lambda op, w, idx: F.embedding(idx.long(), w), trainable=(0,),
-    int_operands=_embedding_int_operands, int8="gather_table", c="gather_rows",
+    int_operands=_embedding_int_operands, int8="gather_table", c="gather_rows", channels="table_columns",
     id_bound=lambda op, i: op.operands[0].type.shape[0] if i == 1 else None,
     keeps_batch=_embedding_keeps_batch, samples=_embedding_samples))
 

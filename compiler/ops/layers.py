@@ -139,14 +139,16 @@ register(OpDef(
     macs=conv_macs,
     doc="2-D convolution, NCHW, weight [O, C/groups, KH, KW], padding [top, left, bottom, right]",
     ref=refs.conv2d, ref_int=_conv2d_int, torch=_torch_conv2d, trainable=(1, 2),
-    int_operands=int_layer, int8="layer", c="conv", channels="filters", keeps_batch=keeps_batch_unary,
+    int_operands=int_layer, int8="layer", c="conv", channels="filters", folds="out_rows",
+    keeps_batch=keeps_batch_unary,
     samples=_conv_samples))
 
 register(OpDef(
     "linear", linear_shape, 2, 3, traits=Trait.LAYER | Trait.FUSABLE, macs=linear_macs,
     doc="y = x W^T + b over the last axis, weight [N, K]",
     ref=refs.linear, ref_int=_linear_int, torch=lambda op, x, w, b=None: F.linear(x, w, b), trainable=(1, 2),
-    int_operands=int_layer, int8="layer", c="dense", channels="features", keeps_batch=_linear_keeps_batch,
+    int_operands=int_layer, int8="layer", c="dense", channels="features", folds="out_rows",
+    keeps_batch=_linear_keeps_batch,
     samples=_linear_samples))
 
 register(OpDef(

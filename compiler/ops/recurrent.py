@@ -460,5 +460,6 @@ for _kind in GATES:
         _kind, _shape(_kind), 1 + 4, 1 + STATES[_kind] + 8, {"hidden": int, "bidirectional": bool}, _optional,
         macs=_macs(_kind), doc=_DOC[_kind], ref=_ref, ref_int=_ref_int, torch=_torch,
         trainable=tuple(range(1, 1 + STATES[_kind] + 8)), int_operands=_int_operands(_kind),
-        result_quant_rule=_result_quant, int8="recurrent", c="recurrent", keeps_batch=_keeps_batch,
+        result_quant_rule=_result_quant, int8="recurrent", c="recurrent", channels="hidden_units",
+        keeps_batch=_keeps_batch,
         samples=_samples(_kind)))

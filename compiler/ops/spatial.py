@@ -152,7 +152,8 @@ register(OpDef(
         "permuted), padding [top, left, bottom, right] cropped from the full output, output_padding [h, w] "
         "added after it (PyTorch's rules)",
     ref=conv_transpose2d, ref_int=_conv_t_int, torch=_torch_conv_t, trainable=(1, 2),
-    int_operands=int_layer, int8="layer", c="conv_transpose", channels="filters", keeps_batch=keeps_batch_unary,
+    int_operands=int_layer, int8="layer", c="conv_transpose", channels="filters", folds="out_rows",
+    keeps_batch=keeps_batch_unary,
     samples=_conv_t_samples))
 
 
@@ -345,7 +346,7 @@ register(OpDef(
         "every row keeps at least one position (int8: masked_softmax(x, mask, exp_table))",
     ref=_masked_softmax, ref_int=_masked_softmax_int, torch=_torch_masked_softmax,
     int_operands=_masked_softmax_operands, result_quant_rule=_masked_softmax_result, int8="masked_exp_table",
-    c="masked_softmax_axis",
+    c="masked_softmax_axis", channels="masked_axis",
     keeps_batch=lambda a, types, flags, result: flags[0] and not any(flags[1:]) and a["axis"] != 0,
     samples=lambda rng: [sample((2, 4, 5), _causal(4, 5), axis=2),
                          sample((1, 2, 3, 4), _random_mask(rng, (1, 1, 3, 4)), axis=3),

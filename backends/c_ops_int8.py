@@ -271,8 +271,8 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
                                               ("int8_t *", ctx.scratch(p.kernel_scratch_at))], lits)
         return Lowered8(("DW",), (), (ww, qw), (call,))
     og = g["o"] // g["groups"]
-    ys_p = ys[3]
-    if g["oh"] > 1 and ys[2] != g["ow"] * ys[3]:
+    ys_p = ys[3] if g["ow"] > 1 else ys[2]   # one pixel per row (a (k, D) kernel over [N, 1, T, D]): rows apart
+    if g["oh"] > 1 and g["ow"] > 1 and ys[2] != g["ow"] * ys[3]:
         raise BackendError(f"%{y.name}: conv output pixels are not evenly spaced (internal error)")
     ww = Weight(ctx.weight_name("w"), iw.words(iw.pad_k(iw.conv_gemm_weights(w))), "int32_t")
     lits = [g["n"], g["groups"], g["cg"], og, g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"], g["sw"],

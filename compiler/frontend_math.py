@@ -1,8 +1,9 @@
-"""The long tail of elementwise math and reductions: abs, sqrt, rsqrt, exp, elu, mish, softplus, pow, maximum/minimum, prelu, log_softmax, sum/amax/amin, adaptive max pool.
+"""The long tail of elementwise math and reductions: abs, sqrt, rsqrt, exp, elu, mish, softplus, pow (also by a
+constant tensor exponent), sign, logsigmoid, maximum/minimum, prelu, log_softmax, sum/amax/amin, adaptive max pool.
 
 Lowerings of aten ops to tinyc IR (see tinyc.frontend_ops for the Builder and the conventions);
 tinyc.frontend_table merges this module's LOWERINGS with the others. The parameterless math
-activations (abs, sqrt, rsqrt, exp, log, reciprocal, selu, mish) need no entry here: frontend_ops
+activations (abs, sqrt, rsqrt, exp, log, reciprocal, selu, mish, erf, log_sigmoid) need no entry here: frontend_ops
 lowers aten.<kind>.default for every registered activation without parameters.
 """
 from __future__ import annotations
@@ -69,16 +70,58 @@ def pow_scalar(b: Builder, a: dict):
     return _pow(b, a["self"], float(e))
 
 
+MAX_EXPONENT_RUNS = 64
+
+
 def pow_tensor(b: Builder, a: dict):
-    """x ** t with a constant one-element t is pow by a scalar (an exponent tensor varying per element
-    is not supported)."""
+    """x ** t with a constant t: one-element t is pow by a scalar; a t varying along one axis (a
+    per-channel or per-feature exponent) is pow by a scalar on each run of equal exponents along that
+    axis (slices of x), joined by cat: exact in float, one table per run in int8. An exponent computed
+    at run time, or varying along several axes, is not supported."""
     e = a["exponent"]
-    if isinstance(e, ConstRef) and e.array.size == 1:
-        x = b.value(a["self"])
+    if not isinstance(e, ConstRef):
+        b.unsupported("pow with a tensor exponent computed at run time",
+                      "use a Python number or a constant tensor (a parameter or buffer) as the exponent")
+    x = b.value(a["self"])
+    if e.array.size == 1:
         if tuple(_broadcast(_shape(x), e.array.shape)) != _shape(x):
             b.unsupported("pow whose exponent's shape broadcasts the base")
         return _pow(b, x, float(e.array.reshape(())))
-    b.unsupported("pow with a tensor exponent", "use a Python number (or a one-element constant) as the exponent")
+    out = b.out_shape()
+    if out != _shape(x):
+        b.unsupported("pow whose exponent's shape broadcasts the base",
+                      "give the exponent a shape that broadcasts to the base's")
+    full = np.broadcast_to(e.array.astype(np.float32), out)
+    varying = [d for d in range(len(out)) if not (full == full.take([0], axis=d)).all()]
+    if len(varying) != 1:
+        b.unsupported(f"pow with an exponent of shape {list(e.array.shape)} varying along {len(varying)} axes",
+                      "tinyc takes a tensor exponent that varies along one axis (one exponent per channel)")
+    axis = varying[0]
+    along = full[tuple(slice(None) if d == axis else 0 for d in range(len(out)))]
+    starts = [0] + [i for i in range(1, len(along)) if along[i] != along[i - 1]]
+    if len(starts) > MAX_EXPONENT_RUNS:
+        b.unsupported(f"pow with {len(starts)} runs of different exponents along axis {axis}",
+                      f"at most {MAX_EXPONENT_RUNS} (each run is one pow by a scalar)")
+    from tinyc.frontend_tensor import slice_axis
+    parts = []
+    for k, (lo, hi) in enumerate(zip(starts, starts[1:] + [len(along)])):
+        xs = slice_axis(b, x, axis, lo, hi, 1, f"run{k}")
+        y = b.emit("pow", [xs], _shape(xs), {"exponent": float(along[lo])}, tag=f"pow{k}") \
+            if float(along[lo]) != 1.0 else xs
+        parts.append(y)
+    return b.emit("cat", parts, out, {"axis": axis})
+
+
+def log_sigmoid_forward(b: Builder, a: dict):
+    """F.logsigmoid exports as log_sigmoid_forward (output, buffer): the buffer is only for the gradient."""
+    x = b.value(a["self"])
+    return (b.emit("log_sigmoid", [x], _shape(x)), None)
+
+
+def signum(b: Builder, a: dict):
+    """torch.sign / torch.sgn of a real tensor: the `signum` op (`sign` is binarize's 1-bit op)."""
+    x = b.value(a["self"])
+    return b.emit("signum", [x], _shape(x))
 
 
 def square(b: Builder, a: dict):
@@ -239,6 +282,8 @@ def _table() -> dict[str, Callable[[Builder, dict], Any]]:
     add("pow.Tensor_Scalar", pow_scalar)
     add("pow.Tensor_Tensor", pow_tensor)
     add("square.default", square)
+    add("sign.default sgn.default", signum)
+    add("log_sigmoid_forward.default", log_sigmoid_forward)
     add("clamp_min.default", clamp_scalar(lo=True))
     add("clamp_max.default", clamp_scalar(lo=False))
     add("maximum.default max.other", pick("maximum"))

@@ -511,9 +511,12 @@ def cat(b, a):
 
 def pad(b, a):
     mode = a.get("mode", "constant")
+    if mode in ("reflect", "replicate", "circular"):   # copies of x's own elements (tinyc.frontend_tensor)
+        from tinyc.frontend_tensor import pad_by_copies
+        return pad_by_copies(b, b.value(a["self"]), [int(v) for v in a["pad"]], mode)
     if mode != "constant":
-        b.unsupported(f"padding mode {mode!r}",
-                      "tinyc pads with a constant only: use padding_mode='zeros' or F.pad(..., mode='constant')")
+        b.unsupported(f"padding mode {mode!r}", "tinyc pads with a constant, or with mode 'reflect', 'replicate' "
+                      "or 'circular'")
     x = b.value(a["self"])
     p = [int(v) for v in a["pad"]]
     if any(v < 0 for v in p):
@@ -571,7 +574,7 @@ def _table() -> dict[str, Callable]:
         "native_batch_norm.default _native_batch_norm_legit.default "
         "_native_batch_norm_legit_functional.default", batch_norm)  # training forms are rejected
     for kind, act in ACTIVATIONS.items():   # the registry's activations: aten.<kind>.default
-        if not act.params:
+        if not act.params and hasattr(torch.ops.aten, kind):   # (signum is aten.sign: frontend_math)
             add(f"{kind}.default", unary(kind))
     add("gelu.default", gelu)
     add("clamp.default", clamp)

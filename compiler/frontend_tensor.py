@@ -1,4 +1,5 @@
-"""Tensor indexing and creation: slice/select on any axis, flip, expand, chunk/split/unbind, unflatten, zeros/ones/full, embedding and token (integer) inputs.
+"""Tensor indexing and creation: slice/select on any axis, flip, expand, chunk/split/unbind, unflatten, zeros/ones/full,
+reflect/replicate/circular padding, where/masked_fill with a constant condition, embedding and token (integer) inputs.
 
 Lowerings of aten ops to tinyc IR (see tinyc.frontend_ops for the Builder and the conventions);
 tinyc.frontend_table merges this module's LOWERINGS with the others.
@@ -264,6 +265,111 @@ def _roll(b: Builder, x: Value, axis: int, shift: int, tag: str | None) -> Value
     return b.emit("cat", [tail, head], x.type.shape, {"axis": axis}, tag)
 
 
+# ---------------------------------------------------------------- padding by copies (reflect, replicate, circular)
+
+def _pad_index(b: Builder, n: int, lo: int, hi: int, mode: str) -> np.ndarray:
+    """The source positions along one dim of PyTorch's reflect / replicate / circular padding."""
+    if lo < 0 or hi < 0:
+        b.unsupported(f"negative {mode} padding (cropping)")
+    body = np.arange(n)
+    if mode == "reflect":
+        if lo >= n or hi >= n:
+            b.unsupported(f"reflect padding ({lo}, {hi}) of a dim of {n}", "reflect padding must be smaller than the dim")
+        return np.concatenate([np.arange(lo, 0, -1), body, np.arange(n - 2, n - 2 - hi, -1)])
+    if mode == "replicate":
+        return np.concatenate([np.zeros(lo, np.int64), body, np.full(hi, n - 1)])
+    if lo > n or hi > n:
+        b.unsupported(f"circular padding ({lo}, {hi}) of a dim of {n}", "circular padding may wrap around once at most")
+    return np.concatenate([np.arange(n - lo, n), body, np.arange(hi)])
+
+
+def pad_by_copies(b: Builder, x: Value, pads: list[int], mode: str) -> Value:
+    """F.pad(x, pads, mode) for reflect / replicate / circular (nn.ReflectionPad2d, ReplicationPad1d,
+    padding_mode='reflect' convs...): per padded dim, slices (flipped where they run backwards) of x
+    joined by cat (gather_axis): exact in float and int8."""
+    rank = x.type.rank
+    if len(pads) % 2 or len(pads) // 2 > rank:
+        b.unsupported(f"{len(pads)} padding values for a rank-{rank} tensor")
+    y = x
+    for i in range(len(pads) // 2):   # (before, after) pairs from the last dim backwards
+        lo, hi = pads[2 * i], pads[2 * i + 1]
+        if lo or hi:
+            axis = rank - 1 - i
+            y = gather_axis(b, y, axis, _pad_index(b, y.type.shape[axis], lo, hi, mode))
+    return y
+
+
+def pad_mode(mode: str) -> Callable:
+    """aten.reflection_pad{1,2,3}d / replication_pad*d / _pad_circular (what F.pad's modes decompose to)."""
+    return lambda b, a: pad_by_copies(b, b.value(a["self"]), [int(v) for v in a["padding" if "padding" in a else "pad"]],
+                                      mode)
+
+
+# ---------------------------------------------------------------- where / masked_fill with a constant condition
+
+def _where(b: Builder, cond, x, y) -> Value:
+    """where(cond, x, y) with a constant condition m: x m + y (1 - m), exact in float for finite x and y
+    (products by 1 and 0, sums with 0); a constant side folds to where(m, c, 0), and when the constant
+    fills every chosen position with the same infinity (masked_fill(mask, -inf) before a softmax) the
+    other side needs no product: y + where(m, -inf, 0)."""
+    if not isinstance(cond, ConstRef):
+        b.unsupported("a condition computed at run time",
+                      "tinyc selects with a constant condition (a buffer or a mask built from constants)")
+    out = b.out_shape()
+    m = np.broadcast_to(cond.array.astype(bool), np.broadcast_shapes(cond.array.shape, out))
+    if m.shape != tuple(out):
+        b.unsupported(f"a condition of shape {list(cond.array.shape)} for a result of shape {list(out)}")
+    sides = []
+    for side, pick in ((x, m), (y, ~m)):
+        if not pick.any():
+            continue
+        if isinstance(side, Value):
+            if side.type.dtype != "f32":
+                b.unsupported("where over integer tensors")
+            sides.append((side, pick))
+        else:
+            v = side.array if isinstance(side, ConstRef) else np.asarray(side)
+            const = np.where(pick, np.broadcast_to(v.astype(np.float32), out), np.float32(0.0)).astype(np.float32)
+            sides.append((const, pick))
+    consts = [c for c, _ in sides if not isinstance(c, Value)]
+    values = [(v, p) for v, p in sides if isinstance(v, Value)]
+    const = sum(consts) if consts else None
+    if const is not None and not values:
+        return ConstRef(b.node.name, const)
+    infinite = False       # the constant's positions all hold the same infinity: no product needed
+    if const is not None and len(values) == 1:
+        filled = const[~values[0][1]]
+        infinite = bool(filled.size and np.isinf(filled).all() and np.unique(filled).size == 1)
+    terms = []
+    for k, (v, pick) in enumerate(values):
+        if pick.all() or infinite:
+            terms.append(v)
+        else:
+            keep = ConstRef(f"{b.node.name}.keep{k}", pick.astype(np.float32))
+            terms.append(b.emit("mul", [v, b.value(keep)], np.broadcast_shapes(v.type.shape, pick.shape),
+                                tag=f"keep{k}"))
+    if const is not None and const.any():
+        terms.append(b.value(ConstRef(f"{b.node.name}.fill", const)))
+    y_ = terms[0]
+    for t in terms[1:]:
+        y_ = b.emit("add", [y_, t], np.broadcast_shapes(y_.type.shape, t.type.shape), tag=None if t is terms[-1] else "sum")
+    if y_.type.shape != tuple(out):
+        y_ = b.emit("expand", [y_], list(out), {"shape": list(out)}, tag="expand")
+    return y_
+
+
+def where(b, a):
+    return _where(b, a["condition"], a["self"], a["other"])
+
+
+def masked_fill(b, a):
+    """x.masked_fill(mask, value) = where(mask, value, x)."""
+    value = a["value"]
+    if isinstance(value, Value):
+        b.unsupported("masked_fill with a value computed at run time")
+    return _where(b, a["mask"], value, a["self"])
+
+
 # ---------------------------------------------------------------- constant-filled tensors
 
 def filled(value: float | None) -> Callable:
@@ -299,6 +405,11 @@ def _table() -> dict[str, Callable]:
     add("repeat.default", repeat)
     add("flip.default", flip)
     add("roll.default", roll)
+    add("reflection_pad1d.default reflection_pad2d.default reflection_pad3d.default", pad_mode("reflect"))
+    add("replication_pad1d.default replication_pad2d.default replication_pad3d.default", pad_mode("replicate"))
+    add("_pad_circular.default", pad_mode("circular"))
+    add("where.self where.ScalarSelf where.ScalarOther where.Scalar", where)
+    add("masked_fill.Scalar masked_fill.Tensor", masked_fill)
     add("zeros.default zeros_like.default new_zeros.default", filled(0.0))
     add("ones.default ones_like.default new_ones.default", filled(1.0))
     add("full.default full_like.default new_full.default", filled(None))

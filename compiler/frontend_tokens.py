@@ -7,10 +7,12 @@ arrive as i32 graph inputs (tinyc.frontend); they may be read by
 - `aten.embedding` (nn.Embedding, F.embedding), `aten.index_select` along dim 0 and `aten.index`
   with one index tensor (`weight[ids]`): all become the `embedding` op (a 1-D table is read as
   [V, 1] and the result reshaped; an N-D table as [V, rest] likewise);
+- `embedding_bag` (nn.EmbeddingBag over equal-length bags): `embedding`, then sum / mean / amax per bag;
 - `_to_copy` / `to` (x.float(), x.long(), x.int()): to float32 a `cast`, to int64/int32 nothing;
 - reshapes (view, flatten, unsqueeze, ...), which stay i32 views.
 
-Anything else computing with token ids is refused with a FrontendError (TOKENS_HINT).
+Anything else computing with token ids is refused with a FrontendError (TOKENS_HINT). index_select and
+x[idx] on float values with a constant index are gathers along an axis (tinyc.frontend_tensor.gather_const).
 """
 from __future__ import annotations
 
@@ -74,8 +76,19 @@ def embedding(b, a):
     return _gather_rows(b, a["weight"], a["indices"])
 
 
+def _float_values(x, idx) -> bool:
+    """A gather from float values (an activation) at constant positions: tinyc.frontend_tensor's
+    gather_const (slices and a cat), not an embedding lookup."""
+    return isinstance(x, Value) and x.type.dtype == "f32" and isinstance(idx, ConstRef)
+
+
 def index_select(b, a):
     x = a["self"]
+    if _float_values(x, a["index"]):
+        from tinyc.frontend_tensor import gather_const
+        if a["index"].array.ndim > 1:
+            b.unsupported("index_select with a multi-dimensional index")
+        return gather_const(b, x, _axis(a["dim"], x.type.rank), a["index"])
     rank = x.array.ndim if isinstance(x, ConstRef) else x.type.rank
     if _axis(a["dim"], rank) != 0:
         b.unsupported(f"index_select along dim {a['dim']} (tinyc gathers rows: dim 0)",
@@ -89,6 +102,10 @@ def index_select(b, a):
 def index_tensor(b, a):
     """x[ids]: advanced indexing with one index tensor on dim 0."""
     indices = list(a["indices"])
+    given = [i for i, t in enumerate(indices) if t is not None]
+    if len(given) == 1 and _float_values(a["self"], indices[given[0]]):   # x[:, idx], x[..., mask]
+        from tinyc.frontend_tensor import gather_const
+        return gather_const(b, a["self"], given[0], indices[given[0]])
     if len(indices) != 1 or indices[0] is None:
         b.unsupported("indexing with several index tensors, or not on the first dim",
                       "index the rows of a table with one tensor of token ids: weight[ids]")
@@ -97,6 +114,50 @@ def index_tensor(b, a):
             (isinstance(ids, ConstRef) and ids.array.dtype == np.bool_):
         b.unsupported("boolean-mask or float indexing", TOKENS_HINT)
     return _gather_rows(b, a["self"], ids)
+
+
+_BAG_MODES = {0: "sum", 1: "mean", 2: "amax"}
+
+
+def embedding_bag(b, a):
+    """nn.EmbeddingBag / F.embedding_bag over bags of equal length (a 2-D input: the offsets PyTorch
+    builds are evenly spaced constants): the rows (embedding), then sum / mean / max over each bag.
+    per_sample_weights (mode sum) multiply the rows first. Bags of different lengths and padding_idx
+    (which drops ids from the mean at run time) are not supported."""
+    mode = int(a["mode"])
+    if mode not in _BAG_MODES:
+        b.unsupported(f"embedding_bag mode {mode}")
+    pad = a.get("padding_idx")
+    if pad is not None and int(pad) >= 0:
+        b.unsupported(f"embedding_bag with padding_idx={pad} (ids excluded from the bags at run time)",
+                      "drop padding_idx, or use nn.Embedding and reduce the rows yourself")
+    ids, offsets = a["indices"], a["offsets"]
+    n_ids = ids.type.shape[0] if isinstance(ids, Value) else (ids.array.shape[0] if isinstance(ids, ConstRef) else 0)
+    if not isinstance(offsets, ConstRef) or (isinstance(ids, Value) and ids.type.rank != 1):
+        b.unsupported("embedding_bag with offsets computed at run time",
+                      "use a 2-D input of equal-length bags (N, L), or constant offsets")
+    starts = offsets.array.astype(np.int64).ravel()
+    if a.get("include_last_offset"):
+        if starts.size < 2 or starts[-1] != n_ids:
+            b.unsupported("include_last_offset with a last offset other than the number of ids")
+        starts = starts[:-1]
+    bags = starts.size
+    length = n_ids // bags if bags else 0
+    if bags == 0 or length == 0 or not np.array_equal(starts, np.arange(bags) * length) or bags * length != n_ids:
+        b.unsupported(f"embedding_bag with bags of different lengths (offsets {starts.tolist()[:8]}...)",
+                      "use a 2-D input of equal-length bags (N, L)")
+    rows = _gather_rows(b, a["weight"], ids)                       # [N * L, D]
+    dim = rows.type.shape[1]
+    rows = b.reshape(rows, [bags, length, dim], tag="bags")
+    weights = a.get("per_sample_weights")
+    if weights is not None:
+        if mode != 0:
+            b.unsupported("per_sample_weights with a mode other than sum")
+        w = b.value(ConstRef(weights.name, weights.array.reshape(bags, length, 1)) if isinstance(weights, ConstRef)
+                    else b.reshape(b.value(weights), [bags, length, 1], tag="weights"))
+        rows = b.emit("mul", [rows, w], [bags, length, dim], tag="weighted")
+    y = b.emit(_BAG_MODES[mode], [rows], [bags, dim], {"axes": [1], "keepdim": False})
+    return (y,) + (None,) * (len(b.node.meta["val"]) - 1) if isinstance(b.node.meta["val"], (tuple, list)) else y
 
 
 def token_to_copy(b: Builder, x: Value, dtype) -> Value:
@@ -112,4 +173,8 @@ LOWERINGS: dict[str, Callable[[Builder, dict], Any]] = {
     "aten.embedding.default": embedding,
     "aten.index_select.default": index_select,
     "aten.index.Tensor": index_tensor,
+    "aten.embedding_bag.default": embedding_bag,
+    "aten.embedding_bag.padding_idx": embedding_bag,
+    "aten._embedding_bag.default": embedding_bag,
+    "aten._embedding_bag_forward_only.default": embedding_bag,
 }

@@ -48,7 +48,10 @@ enum {
     TINYC_ACT_CELU = 15,      /* lo = alpha */
     TINYC_ACT_MISH = 16,
     TINYC_ACT_SOFTPLUS = 17,  /* lo = beta, hi = threshold */
-    TINYC_ACT_POW = 18        /* lo = exponent */
+    TINYC_ACT_POW = 18,       /* lo = exponent */
+    TINYC_ACT_SIGNUM = 19,    /* -1, 0, 1 (0 at NaN, as torch.sign) */
+    TINYC_ACT_ERF = 20,
+    TINYC_ACT_LOG_SIGMOID = 21
 };
 
 /* A fused activation applied to each output element of conv2d/linear/matmul/binary. */

@@ -1,4 +1,5 @@
-"""The long tail of math: prelu, log_softmax, and the reductions sum, amax, amin (mean's shape rule).
+"""The long tail of math: prelu, log_softmax, the reductions sum, amax, amin (mean's shape rule), and the
+activations signum (torch.sign), erf and log_sigmoid.
 
 int8 forms (docs/quantization.md):
 - prelu(x, slope): the slope is an i8 operand (quantized per tensor like any constant operand of an
@@ -15,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from tinyc import quant
-from tinyc.ops.core import (F, OpDef, Trait, act_q, axis_attr, fmt_shape, int_all, keeps_batch_unary, need,
+from tinyc.ops.activations import _erf, activation_op
+from tinyc.ops.core import (Activation, F, OpDef, Trait, act_q, axis_attr, fmt_shape, int_all, keeps_batch_unary, need,
                             register, same_dtype, sample, torch)
 from tinyc.ops.pooling import _mean_shape
 from tinyc.ops.refs import centered, qparams, requant_out
@@ -155,3 +157,25 @@ _extreme("amax", np.max, lambda x, dim, keepdim: torch.amax(x, dim=dim, keepdim=
          "max over axes (NaN wins; int8: on codes, same quant)")
 _extreme("amin", np.min, lambda x, dim, keepdim: torch.amin(x, dim=dim, keepdim=keepdim),
          "min over axes (NaN wins; int8: on codes, same quant)")
+
+
+# ---- signum, erf, log_sigmoid (activations: float tinyc_act cases, int8 tables) ----------------
+
+def _signum(x):
+    """-1, 0 or 1 (PyTorch's torch.sign: 0 at -0.0 and at NaN)."""
+    return np.where(x > 0, 1.0, np.where(x < 0, -1.0, 0.0))
+
+
+def _log_sigmoid(x):
+    """log(1 / (1 + e^-x)) = min(x, 0) - log1p(e^-|x|), without overflow."""
+    return np.minimum(x, 0.0) - np.log1p(np.exp(-np.abs(x)))
+
+
+# `signum`, not `sign`: `sign` is binarize's 1-bit op
+activation_op(Activation("signum", lambda x, p: _signum(x), lambda x, p: torch.sign(x), c_code=19,
+                         doc="-1, 0 or 1 by the sign of x (torch.sign; 0 at NaN)"))
+activation_op(Activation("erf", lambda x, p: _erf(x), lambda x, p: torch.erf(x), c_code=20,
+                         doc="the error function"))
+activation_op(Activation("log_sigmoid", lambda x, p: _log_sigmoid(x),
+                         lambda x, p: torch.nn.functional.logsigmoid(x), c_code=21,
+                         doc="log(sigmoid(x)) (F.logsigmoid)"))

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", type=Path, help="calibration inputs (.npy, N x input shape) for int8")
     add_model_options(p)
     add_data_options(p)
+    add_auto_options(p)
     add_pass_manager_options(p)
     p.set_defaults(func=commands.cmd_compile)
 
@@ -144,6 +145,23 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train", type=Path, metavar="X.npy", help="training inputs for distill (no labels needed)")
     g.add_argument("--max-accuracy-drop", type=float, metavar="POINTS",
                    help="accuracy budget of accuracy-aware passes, in points of the --eval metric")
+
+
+def add_auto_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search (--auto)")
+    g.add_argument("--auto", action="store_true",
+                   help="search pipelines (sparsity, weight sharing, channel pruning, distill with --train) and "
+                        "compile the best one that keeps --max-accuracy-drop and the resource budgets; needs "
+                        "--calib, --eval and a Cortex-M --target or --board")
+    g.add_argument("--objective", choices=("flash", "latency"), default="flash",
+                   help="what --auto minimises: firmware flash (default) or instructions per inference")
+    g.add_argument("--max-flash", type=int, metavar="BYTES", help="flash budget (default: the --board's)")
+    g.add_argument("--max-ram", type=int, metavar="BYTES", help="RAM budget, arena + static + stack (default: the --board's)")
+    g.add_argument("--max-instructions", type=int, metavar="N", help="instructions per inference on the target")
+    g.add_argument("--jobs", type=int, default=1, metavar="N", help="candidates measured in parallel (local processes)")
+    g.add_argument("--ray", metavar="ADDRESS",
+                   help="measure candidates on a Ray cluster (host:port, or 'local' to start one here); "
+                        "needs the extra tinyc[ray]")
 
 
 def add_pass_manager_options(p: argparse.ArgumentParser) -> None:

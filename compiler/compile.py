@@ -44,10 +44,14 @@ def compile_model(args) -> int:
     graph = load_graph(args.model, args)
     from tinyc.passes.quant_from_model import has_model_quant
     quantized = has_model_quant(graph)   # a pt2e-quantized model brings its own int8 parameters
-    pipeline = args.pipeline if args.pipeline is not None else default_pipeline(calib is not None or quantized)
-    pm = make_pass_manager(args, pipeline)
-    ctx = make_context(args, graph, pm, calib=calib)
-    graph, pm, contract = run_passes(args, pipeline, graph, ctx, pm)
+    auto_section = None
+    if getattr(args, "auto", False):
+        graph, pm, ctx, contract, auto_section = _auto(args, graph, calib, target, board)
+    else:
+        pipeline = args.pipeline if args.pipeline is not None else default_pipeline(calib is not None or quantized)
+        pm = make_pass_manager(args, pipeline)
+        ctx = make_context(args, graph, pm, calib=calib)
+        graph, pm, contract = run_passes(args, pipeline, graph, ctx, pm)
     if calib is None and args.pipeline is None and not quantized:
         print("tinyc: note: compiling to float32; pass --calib X.npy (sample inputs) to get int8",
               file=sys.stderr)
@@ -59,10 +63,59 @@ def compile_model(args) -> int:
     report["notes"] = ctx.notes
     report["warnings"] = [s.warning for s in pm.history if s.warning]
     report["contract"] = contract
+    if auto_section is not None:
+        from tinyc import auto
+        report["auto"] = auto_section
+        auto.plot([auto.Measured(**m) for m in auto_section["candidates"]], auto_section["chosen"],
+                  auto.Budgets(**auto_section["budgets"]), args.output / "auto_pareto.png")
+        (args.output / "auto.md").write_text(auto_section["table"] + "\n")
     report["compile_seconds"] = round(time.perf_counter() - t0, 3)
     _write_json(args.output / REPORT, report)
     print("\n".join([summary(report)] + contract_lines(contract)))
     return 0
+
+
+def _auto(args, graph: Graph, calib, target, board):
+    """--auto: search, then compile the best candidate through the contract (the next one if the
+    confirmation split rejects it). (graph, pass manager, context, contract section, auto section)."""
+    from tinyc import auto
+    from tinyc.commands import load_array, make_context, make_pass_manager, run_passes
+    from tinyc.contract import BudgetError
+
+    auto.check_args(args, target)
+    budgets = auto.resource_budgets(args, board)
+    x, y = (list(args.eval) + [None])[:2]
+    data = {"calib": calib, "eval_inputs": load_array(x, "evaluation input"),
+            "eval_labels": load_array(y, "evaluation label") if y else None,
+            "train": load_array(args.train, "training input") if args.train else None}
+    tried, ranked = auto.search(graph, data, budgets, target.name, objective=args.objective, jobs=args.jobs,
+                                ray_address=args.ray)
+    print(auto.summary(tried, budgets), file=sys.stderr)
+    if not ranked:
+        print(auto.table(tried, None), file=sys.stderr)
+        raise TinycError(auto.summary(tried, budgets).replace("auto: ", "--auto: no candidate meets every budget: "),
+                         hint="the table above shows what each candidate missed; raise a budget, give --train "
+                              "(distillation recovers accuracy) or pick a bigger board")
+    skipped = []
+    for cand in ranked:
+        args.pipeline = cand.pipeline
+        pm = make_pass_manager(args, cand.pipeline)
+        ctx = make_context(args, graph, pm, calib=calib)
+        try:
+            out, pm, contract = run_passes(args, cand.pipeline, graph, ctx, pm)
+        except BudgetError as e:
+            skipped.append({"pipeline": cand.pipeline, "why": e.what})
+            continue
+        text = auto.table(tried, cand.pipeline)
+        print(text, file=sys.stderr)
+        if skipped:
+            ctx.notes.append(f"--auto: {len(skipped)} better candidate(s) broke the budget on the confirmation "
+                             f"split and were skipped: " + "; ".join(s["pipeline"] for s in skipped))
+        section = auto.report_section(tried, cand.pipeline, budgets, args.objective, skipped)
+        section["table"] = text
+        return out, pm, ctx, contract, section
+    raise TinycError("--auto: every candidate within the budgets on the selection split broke it on the "
+                     "confirmation split", hint="the evaluation data may be too small to tell; give more --eval samples")
 
 
 def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:

@@ -128,6 +128,10 @@ def sqnr_scorer(reference: Graph, pool: list[np.ndarray], run) -> Scorer:
     return Scorer("SQNR dB", SQNR_CAP, lambda g: figures(g)["score"], figures, len(pool[0]), 0)
 
 
+class BudgetError(TinycError):
+    """The compiled model breaks the accuracy budget and no back-off keeps it."""
+
+
 # ---- the pipeline under the contract ---------------------------------------------------------------
 
 @dataclass
@@ -181,7 +185,7 @@ def run_pipeline(make_pm: Callable[[], object], graph: Graph, ctx) -> Outcome:
             break
     step = _worst_step(pm)
     where = "confirmation" if conf and conf["drop"] > budget else "selection"
-    raise TinycError(
+    raise BudgetError(
         f"the compiled model loses {worst:.2f} points of {ctx.metric} on the {where} data; the budget "
         f"(--max-accuracy-drop) is {budget:g}" + (f" (backing off the accuracy-aware passes did not help)"
                                                   if any(p.accuracy_aware for p in pm.passes) else ""),

@@ -1,6 +1,7 @@
 """Runs a pipeline of passes: verifies after each, dumps and prints IR, records statistics."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,10 @@ def banner(p: Pass | None) -> str:
 
 
 STEP_SAMPLES = 16   # samples of the SQNR check of a step without evaluation data
+
+
+def _steps(spec: str) -> str:
+    return f"passes '{spec}' (with their retraining)" if " + " in spec else f"pass '{spec}'"
 
 
 def later_passes(passes: list[Pass], i: int) -> list[Pass]:
@@ -113,6 +118,7 @@ class PassManager:
         self._record(0, None, graph, 0.0, ctx=ctx)
         self._emit(graph, None, 0)
         raw = ctx.evaluate
+        span = (0, graph.copy() if opts.check_steps and raw is None else None)   # since the last retraining
         try:
             for i, p in enumerate(self.passes, start=1):
                 before = graph.copy() if opts.check_steps and raw is None else None
@@ -134,7 +140,14 @@ class PassManager:
                     self._check(graph, p)
                 self._record(i, p, graph, seconds, ctx.stats.get(p.name), ctx)
                 if opts.check_steps:
-                    self._check_step(p, before, graph, ctx)
+                    if any(q.trains for q in self.passes[i:]):
+                        pass        # judged after the retraining that follows, over the whole span
+                    elif p.trains:
+                        self._check_step(p, span[1], graph, ctx, span[0])
+                    else:
+                        self._check_step(p, before, graph, ctx, i - 1)
+                    if p.trains:
+                        span = (i, graph.copy() if raw is None else None)
                 self._emit(graph, p, i)
         finally:
             ctx.evaluate = raw
@@ -142,28 +155,37 @@ class PassManager:
             self._print_timing()
         return graph
 
-    def _check_step(self, p: Pass, before: Graph | None, graph: Graph, ctx: PassContext) -> None:
+    def _check_step(self, p: Pass, before: Graph | None, graph: Graph, ctx: PassContext, start: int) -> None:
         """Safe defaults: a step that loses more than the budget, or (without evaluation data) whose
-        output SQNR against its input falls under contract.SQNR_FLOOR_DB, warns with the figure."""
+        output SQNR against its input falls under contract.SQNR_FLOOR_DB, warns with the figure.
+        A step followed by retraining (distill) is judged with it: from `start` (the history index
+        before the span) to the retrained graph."""
         from tinyc import contract
         step = self.history[-1]
-        fix = (f"weaken '{step.spec}' (`tinyc passes` lists its options) or add distill with --train after it")
+        if start < len(self.history) - 2:
+            step = dataclasses.replace(step, spec=" + ".join(s.spec for s in self.history[start + 1:]))
+            fix = "weaken the compression in these steps (`tinyc passes` lists the options) or retrain longer"
+        else:
+            fix = f"weaken '{step.spec}' (`tinyc passes` lists its options) or add distill with --train after it"
         if step.accuracy is not None:
-            drop = self.history[-2].accuracy - step.accuracy
+            drop = self.history[start].accuracy - step.accuracy
             limit = ctx.max_accuracy_drop
             if limit is not None and drop > limit:
-                step.warning = (f"pass '{step.spec}' lost {drop:.2f} points of {ctx.metric} in one step, more than "
+                step.warning = (f"{_steps(step.spec)} lost {drop:.2f} points of {ctx.metric} in one step, more than "
                                 f"the whole budget of {limit:g}; {fix}")
         elif before is not None:
             step.sqnr_db = step_sqnr(before, graph, ctx)
             if step.sqnr_db is not None and step.sqnr_db < contract.SQNR_FLOOR_DB:
-                step.warning = (f"pass '{step.spec}' changed the model's outputs a lot: SQNR {step.sqnr_db:.1f} dB "
+                step.warning = (f"{_steps(step.spec)} changed the model's outputs a lot: SQNR {step.sqnr_db:.1f} dB "
                                 f"against its input on {STEP_SAMPLES} {'calibration' if ctx.calib is not None else 'random'} "
                                 f"samples (floor {contract.SQNR_FLOOR_DB:g} dB); {fix}, or pass --eval data and "
                                 "--max-accuracy-drop to have it measured")
         if step.warning:
+            self.history[-1].warning, self.history[-1].sqnr_db = step.warning, step.sqnr_db
             ctx.notes.append("warning: " + step.warning)
             self.options.out.write(f"tinyc: warning: {step.warning}\n")
+        elif step.sqnr_db is not None:
+            self.history[-1].sqnr_db = step.sqnr_db
 
     def _check(self, graph: Graph, p: Pass | None) -> None:
         """Verify the graph. At step 0 it is the caller's input (IR text the user wrote, or a graph built

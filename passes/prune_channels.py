@@ -12,6 +12,7 @@ from tinyc.ir import Graph
 from tinyc.passes.base import Pass, PassContext, check, option, refuse_quantized, register
 from tinyc.passes.budget import Trial, accuracy_budget, budgeted_search, recovery
 from tinyc.passes.channels import ChannelAnalysis, ChannelGroup, filter_norms, remove_channels
+from tinyc.passes.heads import find_heads, head_norms, remove_heads
 from tinyc.stats import graph_stats
 
 AUTO_RATIOS = (0.25, 0.5, 0.75, 0.875)   # the sensitivity analysis tries each group at these
@@ -71,31 +72,58 @@ class PruneChannels(Pass):
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         refuse_quantized(graph, self.name)
         analysis = ChannelAnalysis(graph)
-        groups = self._candidates(analysis, ctx)
-        scores = {g.key: filter_norms(analysis, g, self.criterion) for g in groups}
+        heads = self._head_groups(graph, analysis, ctx)
+        groups = self._candidates(analysis, ctx, heads)
+        scores = {g.key: filter_norms(analysis, g, self.criterion) for g in groups if g.key not in heads}
+        scores.update({key: head_norms(graph, region, self.criterion) for key, (_, region) in heads.items()})
+        head_notes: list[str] = []
 
         def build(ratios: dict[str, float]) -> Graph:
             keep = {g.key: choose_kept(g, scores[g.key], kept_count(g, ratios[g.key]))
                     for g in groups if g.key in ratios}
-            return remove_channels(graph, keep)
+            out = remove_channels(graph, {k: v for k, v in keep.items() if k not in heads})
+            keep_heads = {k: v for k, v in keep.items() if k in heads}
+            if keep_heads:
+                out, notes = remove_heads(out, keep_heads)
+                head_notes.extend(n for n in notes if n not in head_notes)
+            return out
 
         if self.ratio == "auto":
             ratios, out, info = self._auto(graph, groups, build, ctx)
         else:
             ratios, info = {g.key: float(self.ratio) for g in groups}, {}
             out = build(ratios)
-        self._report(graph, out, analysis, groups, ratios, ctx, info)
+        ctx.notes.extend(head_notes)
+        self._report(graph, out, analysis, groups, ratios, ctx, info, [g for g, _ in heads.values()])
+        return out
+
+    # ---- attention heads ----
+    def _head_groups(self, graph: Graph, analysis: ChannelAnalysis, ctx: PassContext) -> dict:
+        """Attention regions whose heads may go whole: key -> (a group of `heads` channels, region)."""
+        found = find_heads(graph)
+        by_layer = {p.result.name: g for g in analysis.groups for p in g.producers}
+        out = {}
+        for r in found.regions:
+            live = [lin.result.name for lin in r.linears if not by_layer[lin.result.name].frozen]
+            if live or id(r.out.operands[0]) in analysis.layout:
+                what = ", ".join(live) or f"the input of {r.out.result.name}"
+                ctx.notes.append(f"prune-channels: left the heads of {r.key} whole: channel pruning already "
+                                 f"shrinks {what}")
+                continue
+            out[r.key] = (ChannelGroup(r.key, r.heads, [r.linears[0]]), r)
+        ctx.notes.extend(f"prune-channels: attention heads not pruned: {why}" for why in found.skipped)
         return out
 
     # ---- which groups ----
-    def _candidates(self, analysis: ChannelAnalysis, ctx: PassContext) -> list[ChannelGroup]:
+    def _candidates(self, analysis: ChannelAnalysis, ctx: PassContext, heads: dict) -> list[ChannelGroup]:
         by_layer = {p.result.name: g for g in analysis.groups for p in g.producers}
-        unknown = [n for n in self.layers if n not in by_layer]
-        check(not unknown, f"prune-channels: no conv2d/linear layer named {', '.join(unknown)}",
-              "layers= takes result names of conv2d/linear ops: " + ", ".join(by_layer))
+        unknown = [n for n in self.layers if n not in by_layer and n not in heads]
+        check(not unknown, f"prune-channels: no layer named {', '.join(unknown)}",
+              "layers= takes result names of the layers (conv2d, linear, conv_transpose2d, gru, lstm, embedding) "
+              "or attention heads (<in-projection>.heads): " + ", ".join(list(by_layer) + list(heads)))
         out = []
-        for g in analysis.groups:
-            named = not self.layers or any(p.result.name in self.layers for p in g.producers)
+        for g in analysis.groups + [g for g, _ in heads.values()]:
+            named = not self.layers or g.key in self.layers or any(p.result.name in self.layers for p in g.producers)
             if not named:
                 continue
             if g.frozen:
@@ -136,11 +164,19 @@ class PruneChannels(Pass):
         return ratios, out, info
 
     # ---- report ----
-    def _report(self, graph: Graph, out: Graph, analysis: ChannelAnalysis, groups, ratios, ctx, info) -> None:
+    def _report(self, graph: Graph, out: Graph, analysis: ChannelAnalysis, groups, ratios, ctx, info,
+                head_groups=()) -> None:
         layers = {}
-        for g in analysis.groups:
+        heads_now = {r.key: r.heads for r in find_heads(out, min_heads=1).regions} if head_groups else {}
+        for g in analysis.groups + list(head_groups):
             ratio = ratios.get(g.key, 0.0)
             kept = kept_count(g, ratio) if g.key in ratios else g.size
+            if g in head_groups:     # what remove_heads did (it leaves a region whole when its check fails)
+                kept = heads_now.get(g.key, g.size)
+                if kept < g.size:
+                    ctx.notes.append(f"prune-channels: attention {g.key}: {g.size} -> {kept} heads (their q/k/v "
+                                     "rows and output-projection columns), checked equal to the original with "
+                                     "those heads' output columns zeroed")
             layers[g.key] = {"channels": g.size, "kept": kept, "ratio": ratio,
                              "tied_by": list(g.ties), "frozen": g.frozen[0] if g.frozen else None}
             if g.tied and g.key in ratios and kept < g.size:
@@ -160,7 +196,9 @@ class PruneChannels(Pass):
             "params": [before.params, after.params],
         }
         if self.ratio != "auto":
-            frozen = [f"{g.key} ({g.frozen[0]})" for g in analysis.groups if g.frozen]
+            in_heads = {p.result.name for g in head_groups if layers[g.key]["kept"] < g.size for p in g.producers}
+            frozen = [f"{g.key} ({g.frozen[0]}" + ("; its heads go whole instead" if g.key in in_heads else "") + ")"
+                      for g in analysis.groups if g.frozen]
             ctx.notes.append(f"prune-channels: removed {self.ratio:g} of the channels of {len(groups)} group(s); "
                              f"MACs {before.macs:,} -> {after.macs:,}, params {before.params:,} -> {after.params:,}"
                              + (f"; not pruned: {'; '.join(frozen)}" if frozen else ""))

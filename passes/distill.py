@@ -5,9 +5,14 @@ The graph becomes a torch module (tinyc.to_torch), whose weights train to reprod
 Per output, the loss is the KL divergence of temperature-softened logits for a classifier (a
 softmax output is distilled on its input, the logits) or, for other outputs, the mean squared
 error relative to the teacher's mean square (so 10 log10(1 / loss) is the SQNR in dB). Weights
-that are exactly zero (pruned connections) are masked and stay zero; the structure is untouched.
-Trained: conv2d / linear weights and biases, batch_norm's affine weights and the codebooks of
-shared weights (decode), whose indices stay.
+that are exactly zero in the weight matrices the registry names (OpDef.weights: conv2d / linear
+weights, gru / lstm w_ih and w_hh: prune-weights' pruned connections) and in the codebooks feeding
+them (share-weights' reserved zero) are masked and stay zero; other parameters train even where
+they are zero (a LayerNorm's zero-initialised bias). The structure is untouched.
+Trained: every op's trainable operands (OpDef.trainable): conv2d / linear / conv_transpose2d
+weights and biases, batch_norm / layer_norm / group_norm affine weights, prelu slopes, gru / lstm
+weights, biases and initial states, embedding tables, and the codebooks of shared weights
+(decode), whose indices stay.
 Training is seeded and single-threaded, so the result does not depend on the machine.
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 
 from tinyc.errors import PassError, TinycError
 from tinyc.ir import Graph, Value
+from tinyc.ops import OPS
 from tinyc.passes.base import Pass, PassContext, check, option, register
 
 TRAIN_HINT = "pass --train X.npy: N sample inputs (N x the input shape); no labels needed"
@@ -34,6 +40,26 @@ def _producer(graph: Graph, v: Value):
 def _is_softmax_output(graph: Graph, v: Value) -> bool:
     op = _producer(graph, v)
     return op is not None and op.kind == "softmax" and len(op.operands) == 1 and op.attrs["axis"] == v.type.rank - 1
+
+
+def masked_consts(graph: Graph) -> set[str]:
+    """Names of the consts whose zeros distill keeps at zero: the registry's weight matrices
+    (OpDef.weights) and the trainable operands of the ops producing them (a decode's codebook)."""
+    producers = graph.producers()
+    out = set()
+    for op in graph.compute_ops():
+        for w in OPS[op.kind].weights(op):
+            p = producers.get(id(op.operands[w.slot]))
+            if p is None:
+                continue
+            if p.is_const:
+                out.add(p.result.name)
+                continue
+            for i in OPS[p.kind].trainable:
+                src = producers.get(id(p.operands[i])) if i < len(p.operands) else None
+                if src is not None and src.is_const:
+                    out.add(src.result.name)
+    return out
 
 
 def _is_classifier_output(graph: Graph, v: Value) -> bool:
@@ -181,8 +207,10 @@ class Distill(Pass):
             return max(0.0, sum(parts) / n)   # KL is >= 0 but may round below
 
         params = [p for p in module.parameters()]
-        masks = [(p.detach() != 0).to(p.dtype) for p in params]
-        masks = [(p, m) for p, m in zip(params, masks) if not bool(m.all())]
+        keep = masked_consts(graph)
+        masks = [(p, (p.detach() != 0).to(p.dtype)) for name, p in module.named_consts()
+                 if name in keep and isinstance(p, torch.nn.Parameter)]
+        masks = [(p, m) for p, m in masks if not bool(m.all())]
         masked = sum(int((m == 0).sum()) for _, m in masks)
 
         threads = torch.get_num_threads()

@@ -1,15 +1,19 @@
-"""`prune-weights`: unstructured magnitude pruning (connection pruning) of conv2d / linear weights.
+"""`prune-weights`: unstructured magnitude pruning (connection pruning) of the weight matrices
+the registry names (OpDef.weights: conv2d / linear weight, gru / lstm w_ih and w_hh of each
+direction; attention's projections are linear ops).
 
 The graph stays dense: pruned weights become exact zeros (float weights 0.0, integer codes 0),
-and the backend picks a sparse storage where it is smaller (docs/compression_formats.md).
-Biases are untouched. Works on float graphs and on quantize-int8's output (also low-bit i4/i2
+and the backend picks a sparse storage where it is smaller (docs/compression_formats.md) for
+conv2d / linear; weights whose kernels read dense arrays (gru / lstm: WeightOperand.dense) keep
+their zeros in the dense array (no smaller, no faster, the result unchanged). Biases are untouched. Works on float graphs and on quantize-int8's output (also low-bit i4/i2
 weights): a weight's magnitude is |w| in float, |code| * scale[c] for an integer weight (its real
 value), so global pruning compares all layers on one scale.
 
 - scope=global: one threshold over all selected weights, on raw magnitudes (normalize=none, no
   per-layer normalisation: layers with small weights, often the wide classifier, lose more of
   them, possibly all) or on magnitudes divided by the layer's RMS weight (normalize=rms).
-- scope=layer: every layer is pruned to the sparsity on its own.
+- scope=layer: every weight matrix (a layer's weight; each of a gru's w_ih, w_hh) is pruned to
+  the sparsity on its own.
 
 Exactly round(sparsity * n) weights are zero afterwards (n = weights in scope, existing zeros
 count); ties in magnitude are broken by position (flattened order, layers in graph order).
@@ -24,7 +28,8 @@ from typing import Literal
 import numpy as np
 
 from tinyc.ir import Graph, Op
-from tinyc.ops import Trait, has, kinds_with
+from tinyc.ops import OPS, Trait, has, kinds_with
+from tinyc.ops.core import WeightOperand
 from tinyc.passes.base import Pass, PassContext, check, option, register
 
 AUTO_STEPS = 8            # sparsity=auto: bisection steps over [0, 1] (resolution 1/256)
@@ -67,6 +72,60 @@ def weight_const(graph: Graph, op: Op) -> Op:
     return graph.producers()[id(op.operands[1])]
 
 
+@dataclass(frozen=True)
+class WeightRef:
+    """One weight matrix of one op: `op.operands[operand.slot]`. `key` names it in statistics: the
+    op's result name, with `.role` when the op has several weight matrices (gru.w_hh)."""
+
+    op: Op
+    operand: WeightOperand
+    key: str
+
+    @property
+    def value(self):
+        return self.op.operands[self.operand.slot]
+
+    def const(self, graph: Graph) -> Op:
+        return graph.producers()[id(self.value)]
+
+
+def weight_refs(graph: Graph, names: tuple[str, ...], pass_name: str, *,
+                skip_scalar: bool = True) -> tuple[list[WeightRef], list[str]]:
+    """(weights, skipped): the constant weight matrices of the ops the registry gives weights
+    (OpDef.weights), in graph order. Without `names`, every op's; with `names`, those ops' (each
+    must have one). A weight that is not a constant is skipped (`skipped` names it), or an error
+    when its op is named. `skip_scalar` leaves out Trait.LAYER weights with one weight per output
+    channel (a 1x1 depthwise conv is a per-channel scale, e.g. a lowered batch_norm) unless named.
+    """
+    producers = graph.producers()
+    ops = [op for op in graph.compute_ops() if OPS[op.kind].weights(op)]
+    known = {op.result.name for op in ops}
+    unknown = [n for n in names if n not in known]
+    check(not unknown, f"{pass_name}: layers names no op with weight matrices: {', '.join(unknown)}",
+          "layers= takes result names of " + (", ".join(sorted(known)) if known else
+                                              "conv2d / linear / gru / lstm ops (this graph has none)"))
+    chosen, skipped = [], []
+    for op in ops:
+        if names and op.result.name not in names:
+            continue
+        operands = OPS[op.kind].weights(op)
+        for wo in operands:
+            ref = WeightRef(op, wo, op.result.name if len(operands) == 1 else f"{op.result.name}.{wo.role}")
+            w = producers.get(id(ref.value))
+            if w is None or not w.is_const:
+                why = "its weight is decoded from a codebook (share-weights)" if w is not None and w.kind == "decode" \
+                    else "its weight is not a constant"
+                check(not names, f"{pass_name}: %{op.result.name} cannot be compressed ({wo.role}): {why}",
+                      "run prune-weights and binarize before share-weights" if "decode" in why else None)
+                skipped.append(ref.key)
+                continue
+            t = ref.value.type
+            if skip_scalar and not names and has(op, Trait.LAYER) and t.numel == t.shape[0]:
+                continue
+            chosen.append(ref)
+    return chosen, skipped
+
+
 def magnitudes(w_op: Op) -> np.ndarray:
     """|real weight| as float64: |w| for f32, |code| * scale[c] for per-channel integer weights."""
     t, a = w_op.result.type, w_op.attrs["value"]
@@ -91,22 +150,25 @@ def prune_mask(mags: list[np.ndarray], sparsity: float) -> list[np.ndarray]:
     return out
 
 
-def layer_sparsity(graph: Graph, layers: list[Op]) -> dict[str, dict]:
+def layer_sparsity(graph: Graph, refs: list[WeightRef]) -> dict[str, dict]:
     out = {}
-    for op in layers:
-        a = weight_const(graph, op).attrs["value"]
+    for ref in refs:
+        a = ref.const(graph).attrs["value"]
         zeros = int(np.count_nonzero(a == 0))
-        out[op.result.name] = {"weights": int(a.size), "zeros": zeros, "sparsity": zeros / max(a.size, 1)}
+        out[ref.key] = {"weights": int(a.size), "zeros": zeros, "sparsity": zeros / max(a.size, 1)}
+        if ref.operand.dense:
+            out[ref.key]["storage"] = "dense (its kernels read dense weights: zeros are stored)"
     return out
 
 
 @register
 @dataclass(frozen=True)
 class PruneWeights(Pass):
-    """Unstructured magnitude pruning of conv2d / linear weights to a sparsity (fraction of zero
-    weights): smallest |w| first, over all layers at once (scope=global) or per layer. Float or
-    int8 graphs; the IR stays dense with exact zeros. sparsity=auto picks the largest global
-    sparsity within --max-accuracy-drop (needs --eval)."""
+    """Unstructured magnitude pruning of the weight matrices (conv2d / linear weights, gru / lstm
+    w_ih and w_hh) to a sparsity (fraction of zero weights): smallest |w| first, over all of them at
+    once (scope=global) or per matrix. Float or int8 graphs; the IR stays dense with exact zeros
+    (conv2d / linear may be stored sparse, gru / lstm stay dense). sparsity=auto picks the largest
+    global sparsity within --max-accuracy-drop (needs --eval)."""
 
     name = "prune-weights"
     searches = ("sparsity",)   # sparsity=auto: chosen against the accuracy budget
@@ -115,7 +177,8 @@ class PruneWeights(Pass):
     scope: Literal["global", "layer"] = option("global", "one magnitude threshold over all layers, or per layer")
     normalize: Literal["none", "rms"] = option(
         "none", "scope=global: compare raw magnitudes (none) or magnitudes / the layer's RMS weight (rms)")
-    layers: tuple[str, ...] = option((), "conv2d/linear result names to prune (default: all with constant weights)")
+    layers: tuple[str, ...] = option((), "result names of the ops to prune (conv2d, linear, gru, lstm; default: all "
+                                         "with constant weights)")
 
     def __post_init__(self):
         if self.sparsity != "auto" and not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity <= 1.0):
@@ -123,7 +186,7 @@ class PruneWeights(Pass):
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         graph = graph.copy()
-        layers, skipped = weight_layers(graph, self.layers, self.name)
+        layers, skipped = weight_refs(graph, self.layers, self.name)
         stats: dict = {"scope": self.scope, "skipped": skipped}
         if self.sparsity == "auto":
             sparsity = self._auto(graph, layers, ctx, stats)
@@ -131,16 +194,21 @@ class PruneWeights(Pass):
             sparsity = float(self.sparsity)
         self._prune(graph, layers, sparsity)
         per_layer = layer_sparsity(graph, layers)
-        total = sum(v["weights"] for v in per_layer.values())
-        zeros = sum(v["zeros"] for v in per_layer.values())
+        unique = list({id(c): c.attrs["value"] for c in (ref.const(graph) for ref in layers)}.values())
+        total = sum(a.size for a in unique)             # a weight two ops share counts once
+        zeros = sum(int(np.count_nonzero(a == 0)) for a in unique)
         stats.update(target=sparsity, sparsity=zeros / max(total, 1), weights=total, zeros=zeros, layers=per_layer)
         ctx.stats[self.name] = stats
         if skipped:
             ctx.notes.append(f"prune-weights: skipped (non-constant weights): {', '.join(skipped)}")
+        dense = [ref.key for ref in layers if ref.operand.dense]
+        if dense:
+            ctx.notes.append(f"prune-weights: {', '.join(dense)}: stored dense with their zeros (their kernels read "
+                             "dense weights; only conv2d / linear get a sparse format)")
         return graph
 
-    def _prune(self, graph: Graph, layers: list[Op], sparsity: float) -> None:
-        consts = [weight_const(graph, op) for op in layers]
+    def _prune(self, graph: Graph, layers: list[WeightRef], sparsity: float) -> None:
+        consts = [ref.const(graph) for ref in layers]
         unique = list({id(c): c for c in consts}.values())      # a weight shared by two layers prunes once
         if self.scope == "global":
             mags = [magnitudes(c) for c in unique]
@@ -154,7 +222,7 @@ class PruneWeights(Pass):
             a[m] = 0
             c.attrs["value"] = a
 
-    def _auto(self, graph: Graph, layers: list[Op], ctx: PassContext, stats: dict) -> float:
+    def _auto(self, graph: Graph, layers: list[WeightRef], ctx: PassContext, stats: dict) -> float:
         check(ctx.evaluate is not None, "prune-weights{sparsity=auto} needs evaluation data to measure accuracy",
               "pass --eval X.npy [Y.npy] and --max-accuracy-drop POINTS, or give a sparsity")
         check(ctx.max_accuracy_drop is not None, "prune-weights{sparsity=auto} needs an accuracy budget",
@@ -167,7 +235,7 @@ class PruneWeights(Pass):
 
         def score(s: float) -> float:
             g = graph.copy()
-            self._prune(g, weight_layers(g, self.layers, self.name)[0], s)
+            self._prune(g, weight_refs(g, self.layers, self.name)[0], s)
             value = float(ctx.evaluate(g))
             trials.append((s, value))
             return value

@@ -7,7 +7,9 @@ layers"): one int8 op per float op, with
   state, the range [-1, 1] (|o tanh(c)| < 1) widened by h0's. A constant h0 is quantized to it, a
   computed one requantized by a lut when its quantization differs; without h0, zero codes;
 - c0 (lstm): its own calibrated quantization (the kernel rescales it to the cell state);
-- weights i8 per row, b_ih i32 at x scale x w_ih scales, b_hh at hidden scale x w_hh scales;
+- weights i8 per row, b_ih i32 at x scale x w_ih scales, b_hh at hidden scale x w_hh scales; a
+  shared weight (share-weights: decode of an f32 codebook) becomes a decode of an i8 codebook
+  (per row [G*H, K] row by row; per matrix [K] with one scale for every row), as for a layer;
 - lstm: cell_frac from max |c| over every step of the float reference run on the calibration
   data (without calibration data, the bound max |c0| + T: |f| < 1 and |i g| < 1 per step).
 """
@@ -84,15 +86,46 @@ def _const(lw, op: Op, v: Value) -> np.ndarray:
     return lw.consts[v.name]
 
 
+def _shared(lw, w: Value) -> tuple[Value, QuantParams]:
+    """decode(idx, f32 codebook) ==> decode(idx, i8 codebook) with an i8 per-row weight quant
+    (quantize-int8's shared_weight, at 8 bits whatever weight-bits says: the recurrent kernels
+    read int8 weights)."""
+    key = (w.name, "shared", "i8", "recurrent")
+    if key not in lw.derived:
+        op = lw.decodes[w.name]
+        idx, book = op.operands
+        check(idx.name in lw.consts and book.name in lw.consts,
+              f"%{w.name} = decode: indices and codebook must be constants to quantize")
+        check(book.type.dtype == "f32", f"%{w.name} = decode: the codebook is already integer")
+        cb = lw.consts[book.name].astype(np.float32)
+        rows = cb if cb.ndim == 2 else cb.reshape(1, -1)
+        rq = quant.weight_params(rows, 8)
+        codes = quant.quantize_weight(rows, rq, 8)
+        o = w.type.shape[0]
+        if cb.ndim == 1:
+            q, codes = QuantParams(rq.scale * o, (0,) * o, axis=0), codes.reshape(-1)
+        else:
+            q = rq
+        idx_v = lw.const((idx.name, "float"), lw.consts[idx.name], idx.type.dtype, None)
+        book_v = lw.const((book.name, "codes", "i8"), codes, "i8", None)
+        lw.derived[key] = lw._emit("decode", [idx_v, book_v], lw.fresh_decode(w.name),
+                                   TensorType(w.type.shape, "i8", q), {}, op.loc)
+    v = lw.derived[key]
+    return v, v.type.quant
+
+
 def _weights(lw, op: Op, lay, xq: QuantParams, hq: QuantParams) -> list[Value]:
     out = []
     for d in range(lay.dirs):
         w_ih, w_hh, b_ih, b_hh = (op.operands[i] for i in lay.weights(d))
         pairs = []
         for w, b, q_in in ((w_ih, b_ih, xq), (w_hh, b_hh, hq)):
-            wa = _const(lw, op, w)
-            wq = quant.weight_params(wa, 8)
-            wv = lw.const((w.name, "weight", 8), quant.quantize_weight(wa, wq, 8), "i8", wq)
+            if w.name in lw.decodes:
+                wv, wq = _shared(lw, w)
+            else:
+                wa = _const(lw, op, w)
+                wq = quant.weight_params(wa, 8)
+                wv = lw.const((w.name, "weight", 8), quant.quantize_weight(wa, wq, 8), "i8", wq)
             bq = quant.bias_params(q_in, wq)
             bv = lw.const((b.name, "bias", bq), quant.quantize_bias(_const(lw, op, b), bq), "i32", bq)
             pairs.append((wv, bv))

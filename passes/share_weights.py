@@ -1,7 +1,16 @@
 """`share-weights`: weight sharing (Deep Compression's trained quantization, post-training):
-k-means clustering of each layer's weights into 2^bits shared values.
+k-means clustering of each weight matrix into 2^bits shared values: the weight matrices the
+registry names (OpDef.weights: a conv2d / linear weight; a gru / lstm's w_ih and w_hh, each on
+its own; attention's projections are linear ops).
 
-The weight operand of a conv2d / linear becomes `decode(%W.idx, %W.codebook)`
+Storage: the C backend stores a conv2d / linear codebook weight as indices + codebook where that
+is smaller (docs/compression_formats.md). Weights whose kernels read dense arrays
+(WeightOperand.dense: gru / lstm) are decoded at compile time and stored dense in the weight's
+dtype (int8 after quantize-int8): the values are shared but the bytes are not fewer. The pass
+statistics say so per matrix (`storage`, `stored_bytes` against the IR's `ir_bytes`) and a note
+names them.
+
+The weight operand becomes `decode(%W.idx, %W.codebook)`
 (docs/compression_formats.md): `W.idx` a const of unsigned indices (u1/u2/u4/u8: the smallest
 holding `bits` bits) with the weight's shape, `W.codebook` a const of 2^bits values, `[K]` per
 layer or `[O, K]` per output channel (per-channel=true).
@@ -30,7 +39,7 @@ from tinyc import quant
 from tinyc.ir import Graph, Op, Value
 from tinyc.ops import WEIGHT_DTYPES
 from tinyc.passes.base import Pass, PassContext, check, option, register
-from tinyc.passes.prune_weights import weight_const, weight_layers
+from tinyc.passes.prune_weights import WeightRef, weight_refs
 from tinyc.rewrite import Rewriter
 
 INDEX_DTYPE = {1: "u1", 2: "u2", 3: "u4", 4: "u4", 5: "u8", 6: "u8", 7: "u8", 8: "u8"}
@@ -118,10 +127,11 @@ def share(x: np.ndarray, k: int, init: str, iters: int, rng: np.random.Generator
 @register
 @dataclass(frozen=True)
 class ShareWeights(Pass):
-    """Weight sharing: per layer (or per output channel) k-means of the conv2d/linear weights
-    into 2^bits shared values; the weight becomes decode(indices, codebook) with bits-bit
-    indices. Exact zeros (prune-weights) stay zero. Float graphs (f32 codebook) or after
-    quantize-int8 (integer codebook of codes, the weight's quant kept)."""
+    """Weight sharing: per weight matrix (or per output channel) k-means of the conv2d / linear
+    weights and gru / lstm w_ih, w_hh into 2^bits shared values; the weight becomes
+    decode(indices, codebook) with bits-bit indices. Exact zeros (prune-weights) stay zero. Float
+    graphs (f32 codebook) or after quantize-int8 (integer codebook of codes, the weight's quant
+    kept). gru / lstm kernels read dense weights: theirs are stored decoded, no smaller (reported)."""
 
     name = "share-weights"
     bits: int = option(4, "index bits N (1 to 8): 2^N shared values per layer (or per channel)")
@@ -130,7 +140,8 @@ class ShareWeights(Pass):
         "linear", "centroid initialisation: linear (min to max), kmeans++ (seeded), density (quantiles)")
     iters: int = option(30, "k-means (Lloyd) iterations at most")
     seed: int = option(0, "random seed (kmeans++ init)")
-    layers: tuple[str, ...] = option((), "conv2d/linear result names to share (default: all with constant weights)")
+    layers: tuple[str, ...] = option((), "result names of the ops to share (conv2d, linear, gru, lstm; default: all "
+                                         "with constant weights)")
 
     def __post_init__(self):
         if not 1 <= self.bits <= 8:
@@ -142,25 +153,36 @@ class ShareWeights(Pass):
         graph = graph.copy()
         check(not any(op.kind == "decode" for op in graph.compute_ops()), "share-weights: the graph already "
               "has shared weights (decode ops)", "run share-weights once")
-        layers, skipped = weight_layers(graph, self.layers, self.name, skip_scalar=False)
+        layers, skipped = weight_refs(graph, self.layers, self.name, skip_scalar=False)
         k, idx_dtype = 2 ** self.bits, INDEX_DTYPE[self.bits]
         stats: dict = {"bits": self.bits, "index_dtype": idx_dtype, "per_channel": self.per_channel,
                        "skipped": skipped, "layers": {}}
         rw = Rewriter(graph)
         done: dict[int, Value] = {}
-        for i, op in enumerate(layers):
-            w = op.operands[1]
+        dense: dict[int, bool] = {}     # a weight shared by two ops is stored dense if either kernel reads it dense
+        for ref in layers:
+            dense[id(ref.value)] = dense.get(id(ref.value), False) or ref.operand.dense
+        for i, ref in enumerate(layers):
+            w = ref.value
             if id(w) not in done:
-                done[id(w)] = self._share(rw, op, k, idx_dtype, np.random.default_rng([self.seed, i]), stats)
-            rw.set_operand(op, 1, done[id(w)])
+                done[id(w)] = self._share(rw, ref, k, idx_dtype, np.random.default_rng([self.seed, i]), stats,
+                                          dense[id(w)])
+            rw.set_operand(ref.op, ref.operand.slot, done[id(w)])
         graph.remove_dead()
+        stored_dense = {key: v["stored_bytes"] for key, v in stats["layers"].items() if "stored_bytes" in v}
+        stats["stored_dense"] = stored_dense    # matrix -> bytes the C backend stores for it (dense)
         ctx.stats[self.name] = stats
+        if stored_dense:
+            ctx.notes.append(f"share-weights: {', '.join(stored_dense)}: their kernels read dense weights, so the C "
+                             "backend stores them decoded, dense in the weight's dtype (int8 after quantize-int8): "
+                             "shared values, no fewer bytes")
         return graph
 
-    def _share(self, rw: Rewriter, op: Op, k: int, idx_dtype: str, rng, stats: dict) -> Value:
-        c = weight_const(rw.graph, op)
+    def _share(self, rw: Rewriter, ref: WeightRef, k: int, idx_dtype: str, rng, stats: dict, dense: bool) -> Value:
+        op = ref.op
+        c = ref.const(rw.graph)
         w, t = c.attrs["value"], c.result.type
-        check(t.dtype == "f32" or t.dtype in WEIGHT_DTYPES, f"share-weights: %{op.result.name}: weight dtype "
+        check(t.dtype == "f32" or t.dtype in WEIGHT_DTYPES, f"share-weights: %{ref.key}: weight dtype "
               f"{t.dtype} cannot be shared")
         qmax = None if t.dtype == "f32" else code_range(t.dtype)
         if self.per_channel:
@@ -178,11 +200,19 @@ class ShareWeights(Pass):
         assert result.type == t, (result.type, t)   # decode yields the weight's type
         decoded = book[idx] if book.ndim == 1 else np.take_along_axis(book, idx.reshape(len(idx), -1), 1).reshape(w.shape)
         distinct = [len(np.unique(r)) for r in decoded] if self.per_channel else [len(np.unique(decoded))]
-        stats["layers"][op.result.name] = {
+        stats["layers"][ref.key] = {
             "weights": int(w.size), "codebook": list(book.shape), "max_distinct": max(distinct),
             "zeros_before": int(np.count_nonzero(w == 0)), "zeros_after": int(np.count_nonzero(decoded == 0)),
             "rel_mse": float(np.sum((decoded.astype(np.float64) - w) ** 2) / max(np.sum(w.astype(np.float64) ** 2), 1e-300)),
+            "ir_bytes": idx_v.type.nbytes + book_v.type.nbytes,     # indices + codebook in the IR
+            # what the C backend stores: indices + codebook where smaller than the dense array (its
+            # choice, docs/compression_formats.md), or, for kernels that read dense weights, the
+            # decoded dense array (f32 until quantize-int8, then 1 byte a weight)
+            "storage": f"dense {t.dtype}, decoded at compile time ({op.kind} kernels read dense weights)" if dense
+                       else "indices + codebook where smaller than dense (the backend's choice)",
         }
+        if dense:
+            stats["layers"][ref.key]["stored_bytes"] = t.nbytes
         return result
 
 

@@ -1,5 +1,12 @@
 """`svd`: low-rank factorization. A linear W (out x in) becomes two linears through rank r,
-W ~= (U_r sqrt(S_r)) (sqrt(S_r) V_r^T); a conv2d becomes a conv with r filters and a 1x1 conv."""
+W ~= (U_r sqrt(S_r)) (sqrt(S_r) V_r^T); a conv2d becomes a conv with r filters and a 1x1 conv.
+Attention's projections are linear ops (covered as such).
+
+Ops whose registry weights include input projections (WeightOperand.projects_input: gru / lstm
+w_ih, used only as x @ W^T) get them factored before the op: x -> linear(x, A) with no bias ->
+the op with W' = B (rank r columns). All input projections of one op (both directions) share x,
+so they are factored jointly: the stacked [W_0; W_1] ~= [B_0; B_1] A. Exact at full rank; the
+other weights (gru / lstm w_hh, applied to the state inside the recurrence) stay dense."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyc.ir import Graph, Op
-from tinyc.ops import Trait, has
+from tinyc.ops import OPS, Trait, has
 from tinyc.passes.base import Pass, PassContext, check, option, refuse_quantized, register
 from tinyc.passes.budget import Trial, accuracy_budget, budgeted_search
 from tinyc.rewrite import Rewriter
@@ -42,22 +49,82 @@ class Factors:
         return float(np.sqrt(np.sum(self.s[r:] ** 2) / total)) if total > 0 else 0.0
 
 
+def projections(op: Op) -> tuple[int, ...]:
+    """The operand slots of the op's input projections (registry weights with projects_input);
+    none for Trait.LAYER ops (they split as layers)."""
+    if has(op, Trait.LAYER):
+        return ()
+    return tuple(w.slot for w in OPS[op.kind].weights(op) if w.projects_input)
+
+
 def factorable(graph: Graph) -> list[Op]:
-    """linear and conv2d (groups=1) ops with constant weights and bias."""
+    """linear and conv2d (groups=1) ops with constant weights and bias; ops with constant input
+    projections (gru / lstm w_ih). An op whose input and input projections are another's (an lstm's
+    cell-state op beside its sequence op) is left out: it is factored with that op."""
     consts = {id(op.result) for op in graph.const_ops()}
-    return [op for op in graph.compute_ops()
-            if has(op, Trait.LAYER) and op.attrs.get("groups", 1) == 1
-            and all(id(v) in consts for v in op.operands[1:])]
+    out, seen = [], set()
+    for op in graph.compute_ops():
+        slots = projections(op)
+        if has(op, Trait.LAYER):
+            if op.attrs.get("groups", 1) == 1 and all(id(v) in consts for v in op.operands[1:]):
+                out.append(op)
+        elif slots and all(id(op.operands[i]) in consts for i in slots):
+            key = _projection_key(op, slots)
+            if key not in seen:
+                seen.add(key)
+                out.append(op)
+    return out
+
+
+def _projection_key(op: Op, slots: tuple[int, ...]) -> tuple:
+    return (id(op.operands[0]),) + tuple(id(op.operands[i]) for i in slots)
 
 
 def factors(graph: Graph, op: Op) -> Factors:
-    w = graph.const_value(op.operands[1]).astype(np.float64)
+    slots = projections(op)
+    if slots:     # the stacked input projections [sum rows, F], applied at every position of x
+        w = np.concatenate([graph.const_value(op.operands[i]).astype(np.float64) for i in slots])
+        f = op.operands[0].type.shape[-1]
+        positions = op.operands[0].type.numel // f
+    else:
+        w = graph.const_value(op.operands[1]).astype(np.float64)
+        positions = op.result.type.numel // w.shape[0]
     u, s, vt = np.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
-    return Factors(u, s, vt, w.shape[0], w[0].size, op.result.type.numel // w.shape[0])
+    return Factors(u, s, vt, w.shape[0], w[0].size, positions)
+
+
+def _split_projections(graph: Graph, op: Op, f: Factors, r: int, slots: tuple[int, ...]) -> None:
+    """op(x, ..., W_i, ...) ==> op(linear(x, A), ..., B_i, ...): A = sqrt(S_r) V_r^T [r, F] and B_i
+    the rows of U_r sqrt(S_r) belonging to W_i, for every op with the same x and projections."""
+    x = op.operands[0]
+    root = np.sqrt(f.s[:r])
+    a = (root[:, None] * f.vt[:r]).astype(np.float32)
+    b = (f.u[:, :r] * root).astype(np.float32)
+    key = _projection_key(op, slots)
+    rw = Rewriter(graph)
+    build = rw.before(op)
+    mid = build.create("linear", [x, build.const(op.operands[slots[0]].name + ".v", a)], {},
+                       op.result.name + ".lowrank")
+    parts, start = [], 0
+    for i in slots:
+        rows = op.operands[i].type.shape[0]
+        parts.append(build.const(op.operands[i].name + ".u", b[start:start + rows]))
+        start += rows
+    twins = [o for o in graph.compute_ops() if projections(o) == slots and _projection_key(o, slots) == key]
+    for o in twins:
+        operands = list(o.operands)
+        operands[0] = mid
+        for i, v in zip(slots, parts):
+            operands[i] = v
+        rw.set_operands(o, operands)
 
 
 def _split(graph: Graph, op: Op, f: Factors, r: int) -> None:
     """op(x, W, b) ==> op'(op_r(x, A), B, b): A = sqrt(S_r) V_r^T, B = U_r sqrt(S_r)."""
+    slots = projections(op)
+    if slots:
+        _split_projections(graph, op, f, r, slots)
+        return
     x, w = op.operands[:2]
     root = np.sqrt(f.s[:r])
     a = (root[:, None] * f.vt[:r]).astype(np.float32).reshape((r,) + w.type.shape[1:])
@@ -90,7 +157,9 @@ def factorize(graph: Graph, ranks: dict[str, int], fs: dict[str, Factors]) -> Gr
 class Svd(Pass):
     """Low-rank factorization by truncated SVD: a linear in->out becomes in->r (sqrt(S)V^T, no
     bias) then r->out (U sqrt(S), the bias and activation); a conv2d (groups=1) a k x k conv with
-    r filters (same stride/padding/dilation) then a 1x1 conv r->out. The rank is fixed (rank=),
+    r filters (same stride/padding/dilation) then a 1x1 conv r->out; a gru / lstm gets its input
+    projections w_ih (both directions jointly) through a bias-free linear F->r before it, w_hh
+    stays dense. The rank is fixed (rank=),
     keeps a fraction of the squared singular values (energy=), or is chosen per layer within
     --max-accuracy-drop (rank=auto). A layer is split only if that lowers both its parameters and
     its MACs (r * (in + out) < in * out); the others are left and noted. Per-layer rank and
@@ -138,13 +207,13 @@ class Svd(Pass):
         names = [op.result.name for op in ops]
         unknown = [n for n in self.layers if n not in names]
         check(not unknown, f"svd: no factorizable layer named {', '.join(unknown)}",
-              "layers= takes result names of linear and conv2d (groups=1) ops: " + ", ".join(names))
+              "layers= takes result names of linear, conv2d (groups=1), gru and lstm ops: " + ", ".join(names))
         fs, skipped = {}, {}
         for op in ops:
             name = op.result.name
             if self.layers and name not in self.layers:
                 continue
-            size = op.operands[1].type.numel
+            size = sum(op.operands[i].type.numel for i in (projections(op) or (1,)))
             if size < self.min_size:
                 skipped[name] = f"{size} weights < min-size {self.min_size}"
                 continue
@@ -185,3 +254,9 @@ class Svd(Pass):
                          f"params {before.params:,} -> {after.params:,}")
         if skipped:
             ctx.notes.append("svd: left alone: " + "; ".join(f"{n}: {why}" for n, why in skipped.items()))
+        split = [op for op in graph.compute_ops() if projections(op) and op.result.name in ranks]
+        if split:
+            recurrent = [op.result.name for op in split]
+            dense = sorted({w.role for op in split for w in OPS[op.kind].weights(op) if not w.projects_input})
+            ctx.notes.append(f"svd: {', '.join(recurrent)}: input projections factored through a linear before the "
+                             f"op; {', '.join(dense)} stay dense (applied to the state inside the recurrence)")

@@ -108,6 +108,9 @@ class OpDef:
     accepts_act: Callable[["Activation"], bool] = lambda a: a.fusable   # with Trait.FUSABLE
     id_bound: Callable[[Op, int], int | None] | None = None
     # integer operands that address rows: f(op, operand index) -> the exclusive bound of a valid id
+    weight_operands: Callable[[Op], tuple["WeightOperand", ...]] | None = None
+    # the compressible weight matrices (prune-weights, share-weights, svd): f(op) -> its weight
+    # operands; None: operand 1 for Trait.LAYER ops, none otherwise (OpDef.weights)
     c: str | None = None               # the C kernel families' lowering rule (backends); activations:
     #                                    their Activation's c_code; compressed forms: their family
     # conformance: sample invocations (tests/test_registry.py runs every op's samples through
@@ -124,6 +127,26 @@ class OpDef:
 
     def has(self, trait: Trait) -> bool:
         return bool(self.traits & trait)
+
+    def weights(self, op: Op) -> tuple["WeightOperand", ...]:
+        """The op's compressible weight operands (the weight_operands facet, or a layer's operand 1)."""
+        if self.weight_operands is not None:
+            return tuple(self.weight_operands(op))
+        return (WeightOperand(1, "weight"),) if self.has(Trait.LAYER) else ()
+
+
+@dataclass(frozen=True)
+class WeightOperand:
+    """One weight matrix an op reads: operand `slot`, one row per output unit (axis 0), named `role`
+    in pass statistics. `projects_input`: the op uses it only as x @ W^T with x its operand 0 and W's
+    columns x's last axis, so svd may factor it through a bias-free linear before the op (every such
+    operand of the op jointly: they share x). `dense`: the C kernels read it as a dense array, so a
+    sparse or codebook (decode) form is expanded at compile time and stored no smaller."""
+
+    slot: int
+    role: str
+    projects_input: bool = False
+    dense: bool = False
 
 
 @dataclass(frozen=True)

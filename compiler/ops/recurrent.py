@@ -24,7 +24,8 @@ import numpy as np
 from tinyc import quant
 from tinyc.errors import TinycError
 from tinyc.ir import Op, QuantParams, TensorType
-from tinyc.ops.core import (OpDef, OpError, act_q, fmt_shape, need, rank_is, register, sample, torch)
+from tinyc.ops.core import (OpDef, OpError, WeightOperand, act_q, fmt_shape, need, rank_is, register, sample,
+                            torch)
 
 GATES = {"gru": 3, "lstm": 4}
 STATES = {"gru": 1, "lstm": 2}       # initial states an op may take: h0 (and c0)
@@ -217,6 +218,19 @@ def _int_operands(kind: str):
                      f"{'input' if role == 'w_ih' else 'h0'} scale x weight scales",
                      "requantize the bias after changing a scale")
     return check
+
+
+def _weight_operands(op: Op) -> tuple[WeightOperand, ...]:
+    """w_ih and w_hh of each direction (the biases are not compressed). w_ih meets x only as
+    x @ w_ih^T; the kernels read dense weights (runtime_c/tinyc_kernels_rnn.c)."""
+    lay = op_layout(op)
+    out = []
+    for d in range(lay.dirs):
+        w_ih, w_hh = lay.weights(d)[:2]
+        tail = ".reverse" if d else ""
+        out += [WeightOperand(w_ih, "w_ih" + tail, projects_input=True, dense=True),
+                WeightOperand(w_hh, "w_hh" + tail, dense=True)]
+    return tuple(out)
 
 
 def _keeps_batch(a, types, flags, result) -> bool:
@@ -461,5 +475,5 @@ for _kind in GATES:
         macs=_macs(_kind), doc=_DOC[_kind], ref=_ref, ref_int=_ref_int, torch=_torch,
         trainable=tuple(range(1, 1 + STATES[_kind] + 8)), int_operands=_int_operands(_kind),
         result_quant_rule=_result_quant, int8="recurrent", c="recurrent", channels="hidden_units",
-        keeps_batch=_keeps_batch,
+        keeps_batch=_keeps_batch, weight_operands=_weight_operands,
         samples=_samples(_kind)))

@@ -16,7 +16,7 @@ setup:
 	  || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q torch==2.13.0
 	@# (re)install unless tinyc already imports from this checkout with its dev extras
-	@$(PYTHON) -c "import os, tinyc, lark, jinja2, pytest, sklearn, filecheck, xdist, torchao, ray; \
+	@$(PYTHON) -c "import os, tinyc, lark, jinja2, pytest, sklearn, filecheck, xdist, torchao, ray, mnist1d; \
 	  assert os.path.samefile(os.path.dirname(tinyc.__file__), 'compiler')" 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[dev,ray]'
 

@@ -1,5 +1,6 @@
-"""`prune-channels`: structured filter pruning. Removes whole output channels of conv2d/linear
-layers and shrinks every consumer to match, so MACs and weight bytes really drop."""
+"""`prune-channels`: structured filter pruning. Removes whole output channels of layers (conv2d,
+linear, conv_transpose2d, gru/lstm hidden units, embedding columns) and whole attention heads, and
+shrinks every consumer to match, so MACs and weight bytes really drop."""
 from __future__ import annotations
 
 import math
@@ -48,7 +49,9 @@ class PruneChannels(Pass):
     outputs are joined by add/sub/mul/div (residual connections) or contracted together by a matmul
     form one tied group, pruned jointly (same kept channels, scored by summed norms) or left alone
     (tied=skip). Layers feeding a graph output, and channels an op mixes (softmax or mean over
-    them, matmul with other data), are never pruned."""
+    them, matmul with other data, layer_norm over them, group_norm with groups=1), are never pruned.
+    Beyond convnets: gru/lstm hidden units, conv_transpose2d filters, embedding columns, group_norm
+    channels in whole groups, and whole attention heads (passes/heads.py; key <in-projection>.heads)."""
 
     name = "prune-channels"
     searches = ("ratio",)   # ratio=auto: chosen against the accuracy budget

@@ -1086,3 +1086,16 @@ class _Lambda(nn.Module):
 
     def forward(self, x):
         return self.fn(x)
+
+
+def test_convs_with_reflect_and_circular_padding_mode_import():
+    """nn.Conv2d(padding_mode="reflect" / "circular"), as CycleGAN-style and periodic-signal models write
+    them (was: unsupported padding mode)."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+                      nn.Conv2d(4, 2, 3, padding=2, padding_mode="circular")).eval()
+    x = torch.randn(1, 3, 6, 7)
+    g = from_torch(m, (x,))
+    (got,) = run(g, [x.numpy()])
+    with torch.no_grad():
+        assert_close(got, m(x).numpy(), RTOL)

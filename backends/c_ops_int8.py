@@ -470,6 +470,9 @@ def emit_softmax(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered
 def _plan_matmul(self: Int8Lowering, op: Op, p: OpPlan) -> None:
     for i in (0, 1):
         self.strides(op, i, p)
+    k, n = op.operands[1].type.shape[-2:]
+    # the kernel's int16 panel of b (column pairs) and one row pair of a, along k pairs
+    self.kernel_scratch(p, 8 * (-(-k // 2)) * (-(-n // 2) + 1))
 
 
 def emit_matmul(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
@@ -489,19 +492,15 @@ def emit_matmul(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     sa, sb, sy = bstrides(0, a), bstrides(1, b), _out_strides(self, y)
     nb = len(batch)
     stage = iw.out_stage(op, quant.mul_ratio(_q(a), _q(b), _q(y)), None, 1)
-    rec = stage.records[0]
-    if stage.mode == iw.FAST:   # the matmul kernel takes the 64-bit form
-        (mp, sp), (mn, sn) = quant.output_multipliers(np.array([quant.mul_ratio(_q(a), _q(b), _q(y))]), op.attrs)
-        rec = [0, mp[0], 31 - sp[0], mn[0], 31 - sn[0], 0]
-    it = c_iter(list(batch) or [1], [sy[:nb] or [0], sa[:nb] or [0], sb[:nb] or [0]])
-    fields = (("batch", it), ("m", m), ("k", k), ("n", n), ("as_m", sa[nb]), ("as_k", sa[nb + 1]), ("bs_k", sb[nb]),
-              ("bs_n", sb[nb + 1]), ("ys_m", sy[nb]), ("ys_n", sy[nb + 1]), ("za", _zp(a)), ("zb", _zp(b)),
-              ("zy", stage.zp), ("mul", int(rec[1])), ("shift_n", int(rec[2])), ("mul_neg", int(rec[3])),
-              ("shift_n_neg", int(rec[4])), ("lo", stage.lo), ("hi", stage.hi))
-    param = Param("tinyc_s8_matmul_params", ctx.param_name(), tuple((f, str(v)) for f, v in fields))
-    call = Call("tinyc_s8_matmul", (self.operand(op, 0, ctx, p), self.operand(op, 1, ctx, p), ctx.ref(y),
-                                    "&" + param.cname))
-    return Lowered8(("MATMUL",), (param,), (), (call,))
+    rec = [int(v) for v in stage.records[0]] + [0] * (6 - stage.records.shape[1])
+    it = _iter_param(ctx, 0, list(batch) or [1], [sy[:nb] or [0], sa[:nb] or [0], sb[:nb] or [0]])
+    lits = [m, k, n, sa[nb], sa[nb + 1], sb[nb], sb[nb + 1], sy[nb], sy[nb + 1], _zp(a), _zp(b), stage.zp,
+            stage.lo, stage.hi, stage.mode, *rec[1:5]]
+    call = ctx.specialize("tinyc_s8_matmul", [("const int8_t *", self.operand(op, 0, ctx, p)),
+                                              ("const int8_t *", self.operand(op, 1, ctx, p)), ("int8_t *", ctx.ref(y)),
+                                              ("int8_t *", ctx.scratch(p.kernel_scratch_at)),
+                                              ("const tinyc_s8_iter *", "&" + it.cname)], lits)
+    return Lowered8(("MATMUL",), (it,), (), (call,))
 
 
 # ---- cat, pad ---------------------------------------------------------------------------------------

@@ -1004,34 +1004,94 @@ static void tinyc_s8_softmax(const int8_t *x, int8_t *y, const int32_t *table, c
 #endif
 
 #ifdef TINYC_S8_MATMUL
-static void tinyc_s8_matmul(const int8_t *a, const int8_t *b, int8_t *y, const tinyc_s8_matmul_params *p)
+/* Two int16 values in one word: lo in the low half. */
+TINYC_S8_INLINE int32_t tinyc_s8_pair16(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+}
+
+/* y[i, j] = out(sum_l (a[i, l] - za) (b[l, j] - zb)) for every batch of `batch` (s0: y, s1: a,
+ * s2: b offsets; docs/quantization.md). The zero points are subtracted once per element while
+ * packing, not per MAC: the operands go to scratch as int16 pairs along k (k padded to an even kp
+ * with zeros): b as a panel of column pairs (per k pair, the words of columns j and j+1), a one row
+ * pair at a time (per k pair, the words of rows i and i+1), so one LDRD of each feeds four SMLADs
+ * (a 2x2 output block). A batch whose b is the previous batch's (broadcast) reuses the panel. Odd
+ * m or n: the last pair's second row or column is zeros and is not stored. The output stage is
+ * the record {0, q1, q2, q3, q4} in `mode`. Scratch: 8 * ceil(k/2) * (ceil(n/2) + 1) bytes. Called
+ * through per-shape wrappers: every int argument is a literal. */
+TINYC_S8_INLINE void tinyc_s8_matmul(const int8_t *a, const int8_t *b, int8_t *y, int8_t *scratch,
+                                     const tinyc_s8_iter *batch, int32_t m, int32_t k, int32_t n, int32_t as_m,
+                                     int32_t as_k, int32_t bs_k, int32_t bs_n, int32_t ys_m, int32_t ys_n, int32_t za,
+                                     int32_t zb, int32_t zy, int32_t lo, int32_t hi, int32_t mode, int32_t q1,
+                                     int32_t q2, int32_t q3, int32_t q4)
 {
     int32_t idx[TINYC_S8_MAX_RANK] = {0};
-    const int32_t nbatch = tinyc_s8_rows(&p->batch) * p->batch.dims[p->batch.rank - 1];
-    int32_t q[6];
-    int32_t t, i, j, l, d;
-    q[0] = 0;
-    q[1] = p->mul;
-    q[2] = p->shift_n;
-    q[3] = p->mul_neg;
-    q[4] = p->shift_n_neg;
-    q[5] = 0;
+    const int32_t nbatch = tinyc_s8_rows(batch) * batch->dims[batch->rank - 1];
+    const int32_t kc = (k + 1) / 2, k2 = k / 2;
+    const int32_t rec[6] = {0, q1, q2, q3, q4, 0};
+    const tinyc_s8_rq rq = tinyc_s8_rec(rec, mode);
+    tinyc_s8_word *panel = (tinyc_s8_word *)(void *)scratch;
+    tinyc_s8_word *rows = panel + 2 * kc * ((n + 1) / 2);
+    int32_t t, i, j, c, last = -1;
     for (t = 0; t < nbatch; ++t) {
         int32_t oy = 0, oa = 0, ob = 0;
-        for (d = 0; d < p->batch.rank; ++d) {
-            oy += idx[d] * p->batch.s0[d];
-            oa += idx[d] * p->batch.s1[d];
-            ob += idx[d] * p->batch.s2[d];
+        for (c = 0; c < batch->rank; ++c) {
+            oy += idx[c] * batch->s0[c];
+            oa += idx[c] * batch->s1[c];
+            ob += idx[c] * batch->s2[c];
         }
-        for (i = 0; i < p->m; ++i) {
-            for (j = 0; j < p->n; ++j) {
-                const int8_t *ar = a + oa + i * p->as_m, *bc = b + ob + j * p->bs_n;
-                int32_t acc = 0;
-                for (l = 0; l < p->k; ++l) acc += (ar[l * p->as_k] - p->za) * (bc[l * p->bs_k] - p->zb);
-                y[oy + i * p->ys_m + j * p->ys_n] = (int8_t)tinyc_s8_out(acc, q, 1, p->zy, p->lo, p->hi);
+        if (ob != last) {
+            tinyc_s8_word *w = panel;
+            for (j = 0; j < n; j += 2) {
+                const int8_t *b0 = b + ob + j * bs_n, *b1 = b0 + bs_n;
+                const int32_t two = j + 1 < n;
+                for (c = 0; c < k2; ++c, w += 2, b0 += 2 * bs_k, b1 += 2 * bs_k) {
+                    w[0] = tinyc_s8_pair16(b0[0] - zb, b0[bs_k] - zb);
+                    w[1] = two ? tinyc_s8_pair16(b1[0] - zb, b1[bs_k] - zb) : 0;
+                }
+                if (k & 1) {
+                    w[0] = tinyc_s8_pair16(b0[0] - zb, 0);
+                    w[1] = two ? tinyc_s8_pair16(b1[0] - zb, 0) : 0;
+                    w += 2;
+                }
+            }
+            last = ob;
+        }
+        for (i = 0; i < m; i += 2) {
+            const int8_t *a0 = a + oa + i * as_m, *a1 = a0 + as_m;
+            const int32_t two = i + 1 < m;
+            const tinyc_s8_word *pw = panel;
+            tinyc_s8_word *w = rows;
+            int8_t *y0 = y + oy + i * ys_m;
+            for (c = 0; c < k2; ++c, w += 2, a0 += 2 * as_k, a1 += 2 * as_k) {
+                w[0] = tinyc_s8_pair16(a0[0] - za, a0[as_k] - za);
+                w[1] = two ? tinyc_s8_pair16(a1[0] - za, a1[as_k] - za) : 0;
+            }
+            if (k & 1) {
+                w[0] = tinyc_s8_pair16(a0[0] - za, 0);
+                w[1] = two ? tinyc_s8_pair16(a1[0] - za, 0) : 0;
+            }
+            for (j = 0; j < n; j += 2, y0 += 2 * ys_n) {
+                const tinyc_s8_word *rw = rows;
+                int32_t c00 = 0, c01 = 0, c10 = 0, c11 = 0;
+                for (c = 0; c < kc; ++c, rw += 2, pw += 2) {
+                    int32_t r0, r1, s0, s1;
+                    TINYC_S8_LD2(rw, 0, r0, r1);
+                    TINYC_S8_LD2(pw, 0, s0, s1);
+                    c00 = tinyc_s8_smlad(r0, s0, c00);
+                    c01 = tinyc_s8_smlad(r0, s1, c01);
+                    c10 = tinyc_s8_smlad(r1, s0, c10);
+                    c11 = tinyc_s8_smlad(r1, s1, c11);
+                }
+                y0[0] = (int8_t)tinyc_s8_outr(c00, rq, mode, zy, lo, hi);
+                if (j + 1 < n) y0[ys_n] = (int8_t)tinyc_s8_outr(c01, rq, mode, zy, lo, hi);
+                if (two) {
+                    y0[ys_m] = (int8_t)tinyc_s8_outr(c10, rq, mode, zy, lo, hi);
+                    if (j + 1 < n) y0[ys_m + ys_n] = (int8_t)tinyc_s8_outr(c11, rq, mode, zy, lo, hi);
+                }
             }
         }
-        tinyc_s8_next(p->batch.rank, p->batch.dims, idx);
+        tinyc_s8_next(batch->rank, batch->dims, idx);
     }
 }
 #endif

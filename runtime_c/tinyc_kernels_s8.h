@@ -113,13 +113,6 @@ typedef struct {
     int32_t len, xs, ys;            /* the softmax axis */
 } tinyc_s8_softmax_params;
 
-typedef struct {
-    tinyc_s8_iter batch;            /* s0 = y, s1 = a, s2 = b */
-    int32_t m, k, n;
-    int32_t as_m, as_k, bs_k, bs_n, ys_m, ys_n;
-    int32_t za, zb, zy, mul, shift_n, mul_neg, shift_n_neg, lo, hi;
-} tinyc_s8_matmul_params;
-
 /* layer_norm / group_norm (docs/quantization.md, "Normalization"): `outer` walks the sets,
  * `inner` the elements of one set; s0 = y strides, s1 = x strides, s2 = parameter index strides.
  * q holds {M, n, B} per parameter index (the output stage of gamma and beta). */

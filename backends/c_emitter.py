@@ -25,7 +25,7 @@ import jinja2
 import numpy as np
 
 from tinyc.backends import c_ops, c_ops_binary, c_ops_int8, c_ops_packed, int8_layout, limits, planner
-from tinyc.backends import c_ops_recurrent
+from tinyc.backends import c_ops_compare, c_ops_recurrent
 from tinyc.backends.c_ops import Call, Kernel, Lowered, Param, Weight
 from tinyc.backends.manifest import Manifest, io_tensors, write_manifest
 from tinyc.backends.targets import get_target
@@ -35,7 +35,8 @@ from tinyc.ops import OPS
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
 # The kernel libraries, in the order a model source includes them.
-LIBRARIES = (c_ops.LIBRARY, c_ops_int8.LIBRARY, c_ops_binary.LIBRARY, c_ops_packed.LIBRARY, c_ops_recurrent.LIBRARY)
+LIBRARIES = (c_ops.LIBRARY, c_ops_int8.LIBRARY, c_ops_binary.LIBRARY, c_ops_packed.LIBRARY, c_ops_recurrent.LIBRARY,
+             c_ops_compare.LIBRARY)
 VALUES_PER_LINE = 8
 INTS_PER_LINE = 16
 _CTYPES = {"f32": "float", "i8": "int8_t", "i32": "int32_t", "i16": "int16_t", "u8": "uint8_t"}

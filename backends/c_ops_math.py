@@ -221,6 +221,10 @@ PLANS_S8 = {"minmax": _plan_minmax, "channel_slope": _plan_prelu, "log_softmax_a
             "reduce_sum": _plan_strided, "reduce_extreme": _plan_strided}
 EMIT_S8 = {"minmax": emit_minmax_s8, "channel_slope": emit_prelu_s8, "log_softmax_axis": emit_log_softmax_s8,
            "reduce_sum": emit_sum_s8, "reduce_extreme": emit_extreme_s8}
+# compare, logical, where, cumsum (c_ops_compare registers its float rules in c_ops.LOWERINGS itself)
+from tinyc.backends import c_ops_compare  # noqa: E402
+PLANS_S8.update(c_ops_compare.PLANS_S8)
+EMIT_S8.update(c_ops_compare.EMIT_S8)
 
 
 def _none(op: Op) -> Sequence[int]:

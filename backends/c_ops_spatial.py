@@ -48,6 +48,9 @@ def resize_index_weights(op: Op, ctx: Context) -> tuple[Weight, Weight, tuple[np
 
 
 def lower_resize(op: Op, ctx: Context) -> Lowered:
+    if op.attrs["mode"] == "bicubic":       # four taps per axis: the cmp library's kernel
+        from tinyc.backends.c_ops_compare import lower_resize_cubic
+        return lower_resize_cubic(op, ctx)
     n, c, h, w = op.operands[0].type.shape
     _, _, oh, ow = op.result.type.shape
     bilinear = op.attrs["mode"] == "bilinear"
@@ -142,6 +145,9 @@ def plan_strided_s8(low, op: Op, p) -> None:
 
 
 def emit_resize_s8(low, op: Op, ctx, p):
+    if op.attrs["mode"] == "bicubic":
+        from tinyc.backends.c_ops_compare import emit_resize_cubic_s8
+        return emit_resize_cubic_s8(low, op, ctx, p)
     m8 = _int8()
     x, y = op.operands[0], op.result
     n, c, h, w = x.type.shape

@@ -421,8 +421,8 @@ def _check_result(b: Builder, out) -> None:
             made = next((op for op in reversed(b.body) if op.result is got), None)
             if want.dtype not in (torch.int32, torch.int64) or (made is not None and not has(made, Trait.VIEW)):
                 b.unsupported(f"a {want.dtype} result computed from integer (token id) tensors", TOKENS_HINT)
-        elif want.dtype != torch.float32:
-            b.unsupported(f"a {want.dtype} result (tinyc computes in float32)")
+        elif want.dtype != torch.float32 and not (want.dtype == torch.bool and got.type.dtype == "f32"):
+            b.unsupported(f"a {want.dtype} result (tinyc computes in float32)")   # (bool: a 0/1 float mask)
         if tuple(got.type.shape) != tuple(want.shape):
             raise FrontendError(f"internal error: tinyc built shape {list(got.type.shape)} for {b.node.target} "
                                 f"but PyTorch computes {list(want.shape)}", where=b.where(),

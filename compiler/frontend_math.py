@@ -1,10 +1,15 @@
 """The long tail of elementwise math and reductions: abs, sqrt, rsqrt, exp, elu, mish, softplus, pow (also by a
-constant tensor exponent), sign, logsigmoid, maximum/minimum, prelu, log_softmax, sum/amax/amin, adaptive max pool.
+constant tensor exponent), sign, logsigmoid, maximum/minimum, prelu, log_softmax, sum/amax/amin, adaptive max pool,
+comparisons (gt, ge, lt, le, eq, ne) and logical / bitwise ops on masks, cumsum.
 
 Lowerings of aten ops to tinyc IR (see tinyc.frontend_ops for the Builder and the conventions);
 tinyc.frontend_table merges this module's LOWERINGS with the others. The parameterless math
 activations (abs, sqrt, rsqrt, exp, log, reciprocal, selu, mish, erf, log_sigmoid) need no entry here: frontend_ops
-lowers aten.<kind>.default for every registered activation without parameters.
+lowers aten.<kind>.default for every registered activation without parameters (atan too).
+
+A comparison's bool result is a mask: a float tensor of 0.0 / 1.0 (docs/ir.md "Masks"), so x.float(), x * mask
+and mask.sum() need nothing more; bitwise and / or / xor / not are logical ops on bool tensors (on integer
+tensors they are not supported).
 """
 from __future__ import annotations
 
@@ -267,6 +272,45 @@ def adaptive_max_pool(nd: int) -> Callable:
     return lower
 
 
+# ---------------------------------------------------------------- comparisons, masks, cumsum
+
+def _mask_operand(b: Builder, x, tag: str) -> Value:
+    """A compare / logical operand: a Python bool is 1.0 or 0.0 (True & mask), a number a scalar constant."""
+    if isinstance(x, bool):
+        x = float(x)
+    return b.value(x, tag)
+
+
+def compare(cmp: str) -> Callable:
+    """aten.gt/ge/lt/le/eq/ne, Tensor and Scalar forms: a `compare` mask (1.0 where true)."""
+    def lower(b: Builder, a: dict):
+        xv, yv = _mask_operand(b, a["self"], "self"), _mask_operand(b, a["other"], "other")
+        return b.emit("compare", [xv, yv], _broadcast(_shape(xv), _shape(yv)), {"cmp": cmp})
+    return lower
+
+
+def logical(fn: str, bitwise: bool = False) -> Callable:
+    """logical_and/or/xor/not (operands true where non-zero), and the bitwise forms &, |, ^, ~ on bool
+    tensors (bitwise ops on integer tensors are not supported)."""
+    def lower(b: Builder, a: dict):
+        if bitwise and b.node.meta["val"].dtype != torch.bool:
+            b.unsupported(f"bitwise {fn} on {b.node.meta['val'].dtype} tensors",
+                          "tinyc computes bitwise ops on bool masks only (comparisons' results)")
+        xs = [_mask_operand(b, a["self"], "self")] + ([] if fn == "not" else [_mask_operand(b, a["other"], "other")])
+        return b.emit("logical", xs, _broadcast(*(_shape(v) for v in xs)), {"fn": fn})
+    return lower
+
+
+def cumsum(b: Builder, a: dict):
+    """torch.cumsum along one dim (a 0-d tensor is its own running sum)."""
+    if a.get("dtype") not in (None, torch.float32):
+        b.unsupported(f"cumsum with dtype={a['dtype']}", "cumsum in the input's dtype (float32)")
+    x = b.value(a["self"])
+    if x.type.rank == 0:
+        return x
+    return b.emit("cumsum", [x], _shape(x), {"axis": _axis(int(a["dim"]), x.type.rank)})
+
+
 # ---------------------------------------------------------------- the table
 
 def _table() -> dict[str, Callable[[Builder, dict], Any]]:
@@ -301,6 +345,14 @@ def _table() -> dict[str, Callable[[Builder, dict], Any]]:
     add("min.dim", extreme_dim("amin"))
     add("adaptive_max_pool2d.default", adaptive_max_pool(2))
     add("adaptive_max_pool1d.default", adaptive_max_pool(1))
+    for cmp in ("gt", "ge", "lt", "le", "eq", "ne"):
+        add(f"{cmp}.Tensor {cmp}.Scalar", compare(cmp))
+    for fn in ("and", "or", "xor"):
+        add(f"logical_{fn}.default", logical(fn))
+        add(f"bitwise_{fn}.Tensor bitwise_{fn}.Scalar __{fn}__.Tensor __{fn}__.Scalar", logical(fn, bitwise=True))
+    add("logical_not.default", logical("not"))
+    add("bitwise_not.default", logical("not", bitwise=True))
+    add("cumsum.default", cumsum)
     return t
 
 

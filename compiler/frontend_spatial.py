@@ -6,7 +6,7 @@ tinyc.frontend_table merges this module's LOWERINGS with the others.
 - ConvTranspose1d/2d become `conv_transpose2d` (1-D through [N, C, 1, L] reshapes, as conv1d); the
   weight is stored output channels first, [O, C/groups, KH, KW] (PyTorch's [C, O/groups, KH, KW]
   permuted at import; a non-constant weight gets the same permutation as reshape/transpose ops).
-- F.interpolate / nn.Upsample (nearest, nearest-exact, bilinear, linear) become `resize`, carrying the
+- F.interpolate / nn.Upsample (nearest, nearest-exact, bilinear, linear, bicubic) become `resize`, carrying the
   scale factors the model gave: PyTorch's source-index formulas use them instead of in/out sizes.
 - scaled_dot_product_attention becomes matmul(q, k^T) * scale, softmax over the last axis, matmul with
   v. Masks (is_causal, a boolean attn_mask, -inf entries of a float attn_mask) become a constant 0/1
@@ -101,7 +101,7 @@ def resize(mode: str, nd: int) -> Callable:
         x = b.value(a["input"] if "input" in a else a["self"])
         _need_rank(b, x, nd + 2, f"{nd}-D {mode} upsampling")
         scales = _scales(b, a, nd)
-        align = bool(a.get("align_corners", False)) if mode == "bilinear" else False
+        align = bool(a.get("align_corners", False)) if mode in ("bilinear", "bicubic") else False
         out = b.out_shape()
         if nd == 2:
             return b.emit("resize", [x], out, {"mode": mode, "size": list(out[2:]), "scales": scales,
@@ -196,6 +196,7 @@ def _table() -> dict[str, Callable]:
     add("upsample_nearest2d.vec upsample_nearest2d.default", resize("nearest", 2))
     add("_upsample_nearest_exact2d.vec _upsample_nearest_exact2d.default", resize("nearest_exact", 2))
     add("upsample_bilinear2d.vec upsample_bilinear2d.default", resize("bilinear", 2))
+    add("upsample_bicubic2d.vec upsample_bicubic2d.default", resize("bicubic", 2))
     add("upsample_nearest1d.vec upsample_nearest1d.default", resize("nearest", 1))
     add("_upsample_nearest_exact1d.vec _upsample_nearest_exact1d.default", resize("nearest_exact", 1))
     add("upsample_linear1d.vec upsample_linear1d.default", resize("bilinear", 1))

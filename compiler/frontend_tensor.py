@@ -1,5 +1,6 @@
 """Tensor indexing and creation: slice/select on any axis, flip, expand, chunk/split/unbind, unflatten, zeros/ones/full,
-reflect/replicate/circular padding, where/masked_fill with a constant condition, embedding and token (integer) inputs.
+reflect/replicate/circular padding, where/masked_fill (the `where` op; a constant condition may fold), embedding and
+token (integer) inputs.
 
 Lowerings of aten ops to tinyc IR (see tinyc.frontend_ops for the Builder and the conventions);
 tinyc.frontend_table merges this module's LOWERINGS with the others.
@@ -305,17 +306,40 @@ def pad_mode(mode: str) -> Callable:
                                       mode)
 
 
-# ---------------------------------------------------------------- where / masked_fill with a constant condition
+# ---------------------------------------------------------------- where / masked_fill
+
+def _where_side(b: Builder, side, tag: str) -> Value:
+    """A branch of where as an operand: a Value, a constant, or a number (a 0-d constant)."""
+    if isinstance(side, bool):
+        side = float(side)
+    v = b.value(side, tag)
+    if v.type.dtype != "f32":
+        b.unsupported("where over integer tensors")
+    return v
+
 
 def _where(b: Builder, cond, x, y) -> Value:
-    """where(cond, x, y) with a constant condition m: x m + y (1 - m), exact in float for finite x and y
-    (products by 1 and 0, sums with 0); a constant side folds to where(m, c, 0), and when the constant
-    fills every chosen position with the same infinity (masked_fill(mask, -inf) before a softmax) the
-    other side needs no product: y + where(m, -inf, 0)."""
-    if not isinstance(cond, ConstRef):
-        b.unsupported("a condition computed at run time",
-                      "tinyc selects with a constant condition (a buffer or a mask built from constants)")
+    """where(cond, x, y): the `where` op (cond a mask, true where non-zero; x and y values, constants or
+    numbers). A constant condition folds what it can first: both sides constant is a constant; a side the
+    condition never picks drops out; a constant side filling every chosen position with the same infinity
+    (masked_fill(mask, -inf) before a softmax) is y + where(m, -inf, 0), one add, so that quantize-int8 sees
+    an additive mask and makes it a masked_softmax."""
     out = b.out_shape()
+    if isinstance(cond, ConstRef):
+        folded = _fold_const_condition(b, cond, x, y, out)
+        if folded is not None:
+            return folded
+    elif not isinstance(cond, Value):
+        b.unsupported(f"a {type(cond).__name__} condition")
+    c = b.value(cond, "condition")
+    if c.type.dtype != "f32":
+        b.unsupported("a condition computed from integer tensors")
+    xv, yv = _where_side(b, x, "self"), _where_side(b, y, "other")
+    return b.emit("where", [c, xv, yv], out)
+
+
+def _fold_const_condition(b: Builder, cond: ConstRef, x, y, out) -> Value | ConstRef | None:
+    """The constant-condition cases that need no `where` (see _where), or None."""
     m = np.broadcast_to(cond.array.astype(bool), np.broadcast_shapes(cond.array.shape, out))
     if m.shape != tuple(out):
         b.unsupported(f"a condition of shape {list(cond.array.shape)} for a result of shape {list(out)}")
@@ -332,27 +356,20 @@ def _where(b: Builder, cond, x, y) -> Value:
             const = np.where(pick, np.broadcast_to(v.astype(np.float32), out), np.float32(0.0)).astype(np.float32)
             sides.append((const, pick))
     consts = [c for c, _ in sides if not isinstance(c, Value)]
-    values = [(v, p) for v, p in sides if isinstance(v, Value)]
-    const = sum(consts) if consts else None
-    if const is not None and not values:
-        return ConstRef(b.node.name, const)
-    infinite = False       # the constant's positions all hold the same infinity: no product needed
-    if const is not None and len(values) == 1:
-        filled = const[~values[0][1]]
-        infinite = bool(filled.size and np.isinf(filled).all() and np.unique(filled).size == 1)
-    terms = []
-    for k, (v, pick) in enumerate(values):
-        if pick.all() or infinite:
-            terms.append(v)
-        else:
-            keep = ConstRef(f"{b.node.name}.keep{k}", pick.astype(np.float32))
-            terms.append(b.emit("mul", [v, b.value(keep)], np.broadcast_shapes(v.type.shape, pick.shape),
-                                tag=f"keep{k}"))
-    if const is not None and const.any():
-        terms.append(b.value(ConstRef(f"{b.node.name}.fill", const)))
-    y_ = terms[0]
-    for t in terms[1:]:
-        y_ = b.emit("add", [y_, t], np.broadcast_shapes(y_.type.shape, t.type.shape), tag=None if t is terms[-1] else "sum")
+    values = [v for v, _ in sides if isinstance(v, Value)]
+    if consts and not values:
+        return ConstRef(b.node.name, sum(consts))
+    if len(sides) == 1:                     # the condition picks one side everywhere
+        y_ = values[0]
+    elif consts and len(values) == 1:
+        kept = next(pick for v, pick in sides if isinstance(v, Value))
+        filled = consts[0][~kept]
+        if not (filled.size and np.isinf(filled).all() and np.unique(filled).size == 1):
+            return None
+        fill = b.value(ConstRef(f"{b.node.name}.fill", consts[0]))
+        y_ = b.emit("add", [values[0], fill], np.broadcast_shapes(values[0].type.shape, fill.type.shape))
+    else:
+        return None
     if y_.type.shape != tuple(out):
         y_ = b.emit("expand", [y_], list(out), {"shape": list(out)}, tag="expand")
     return y_
@@ -363,11 +380,8 @@ def where(b, a):
 
 
 def masked_fill(b, a):
-    """x.masked_fill(mask, value) = where(mask, value, x)."""
-    value = a["value"]
-    if isinstance(value, Value):
-        b.unsupported("masked_fill with a value computed at run time")
-    return _where(b, a["mask"], value, a["self"])
+    """x.masked_fill(mask, value) = where(mask, value, x) (value a number or a 0-d tensor)."""
+    return _where(b, a["mask"], a["value"], a["self"])
 
 
 # ---------------------------------------------------------------- constant-filled tensors

@@ -368,6 +368,9 @@ LOG_SOFTMAX_OUT = QuantParams((16.0 / 256,), (127,))   # TFLite's fixed log_soft
 # By quantize-int8 rule (an OpDef's `int8` facet): results whose int8 quantization is fixed.
 FIXED_OUTPUT_QUANT: dict[str, QuantParams] = {"exp_table": SOFTMAX_OUT, "log_exp_table": LOG_SOFTMAX_OUT}
 FIXED_OUTPUT_QUANT["masked_exp_table"] = SOFTMAX_OUT   # masked_softmax (attention masks)
+# Masks (compare, logical: tinyc.ops.compare): the codes 0 and 1 are the reals 0.0 and 1.0 (false, true).
+MASK_OUT = QuantParams((1.0,), (0,))
+FIXED_OUTPUT_QUANT["mask"] = MASK_OUT
 LOG_BITS = 16                      # log2 values in Q16
 LOG2_TABLE_BITS = 8                # log2(1 + i / 256), i = 0..256, linearly interpolated
 

@@ -473,6 +473,7 @@ LOWER["norm_affine"] = _norm_affine
 LOWER["gather_table"] = _gather_table
 LOWER["log_exp_table"] = _log_softmax
 LOWER["masked_exp_table"] = _masked_softmax
+LOWER["mask"] = _same          # compare, logical: the result's quantization is fixed (quant.MASK_OUT)
 
 
 @register

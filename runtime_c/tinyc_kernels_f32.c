@@ -19,7 +19,7 @@
 
 /* In place: y = act(x) over n elements. Also the kernel for relu, clamp, leaky_relu, and for gelu,
  * silu, hardsigmoid and the math activations (abs, sqrt, rsqrt, exp, log, reciprocal, elu, selu, celu,
- * mish, softplus, pow, signum, erf, log_sigmoid), whose cases a model compiles in with TINYC_F32_ACT_<KIND>. */
+ * mish, softplus, pow, signum, erf, log_sigmoid, atan), whose cases a model compiles in with TINYC_F32_ACT_<KIND>. */
 TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const tinyc_act *act)
 {
     int32_t i;
@@ -146,6 +146,11 @@ TINYC_F32_HELPER void tinyc_f32_act(const float *x, float *y, int32_t n, const t
 #ifdef TINYC_F32_ACT_LOG_SIGMOID
     case TINYC_ACT_LOG_SIGMOID: /* min(x, 0) - log1p(exp(-|x|)): no overflow */
         for (i = 0; i < n; ++i) y[i] = (x[i] < 0.0f ? x[i] : 0.0f) - log1pf(expf(-fabsf(x[i])));
+        break;
+#endif
+#ifdef TINYC_F32_ACT_ATAN
+    case TINYC_ACT_ATAN:
+        for (i = 0; i < n; ++i) y[i] = atanf(x[i]);
         break;
 #endif
     default:

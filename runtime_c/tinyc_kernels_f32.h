@@ -51,7 +51,8 @@ enum {
     TINYC_ACT_POW = 18,       /* lo = exponent */
     TINYC_ACT_SIGNUM = 19,    /* -1, 0, 1 (0 at NaN, as torch.sign) */
     TINYC_ACT_ERF = 20,
-    TINYC_ACT_LOG_SIGMOID = 21
+    TINYC_ACT_LOG_SIGMOID = 21,
+    TINYC_ACT_ATAN = 22
 };
 
 /* A fused activation applied to each output element of conv2d/linear/matmul/binary. */

@@ -222,8 +222,8 @@ def test_unsupported_op_names_op_node_and_source_line():
 
 class ManyUnsupported(nn.Module):
     def forward(self, x):
-        y = torch.cumsum(x, 1)  # CUMSUM-LINE
-        z = torch.atan(x) + F.silu(x) + F.gelu(x)  # ATAN-LINE
+        y = torch.cumprod(x, 1)  # CUMPROD-LINE
+        z = torch.floor(x) + F.silu(x) + F.gelu(x) + torch.cumsum(x, 1)  # FLOOR-LINE
         return torch.sort(y + z, dim=-1)[0]  # SORT2-LINE
 
 
@@ -232,22 +232,22 @@ def test_every_unsupported_op_is_listed_in_one_error_and_no_supported_one():
         from_torch(ManyUnsupported(), (torch.randn(1, 5),))
     what = info.value.what
     assert what.startswith("3 unsupported PyTorch ops")
-    for op, tag in (("aten.cumsum.default", "CUMSUM-LINE"), ("aten.atan.default", "ATAN-LINE"),
+    for op, tag in (("aten.cumprod.default", "CUMPROD-LINE"), ("aten.floor.default", "FLOOR-LINE"),
                     ("aten.sort.default", "SORT2-LINE")):
         line = next(x for x in what.splitlines() if op in x)
         assert f"{THIS_FILE}:{line_of(tag)}" in line, line
-    assert "silu" not in what and "gelu" not in what and "add" not in what
-    assert "cumsum" in info.value.where
+    assert "silu" not in what and "gelu" not in what and "add" not in what and "cumsum" not in what
+    assert "cumprod" in info.value.where
 
 
 @pytest.mark.parametrize("fn, words", [
-    (lambda self, x: torch.cumsum(x, 1), ["cumsum"]),
+    (lambda self, x: torch.cumprod(x, 1), ["cumprod"]),
     (lambda self, x: F.max_pool2d(x, 2, return_indices=True)[1].float(), ["indices"]),
     (lambda self, x: F.adaptive_avg_pool2d(x, 3), ["adaptive", "uneven"]),
     (lambda self, x: torch.div(x, 2, rounding_mode="floor"), ["rounding_mode"]),
     (lambda self, x: F.pad(x, (-1, 1)), ["negative padding"]),
     (lambda self, x: (x * 2, 3), ["returns a int"]),
-], ids=["cumsum", "pool-indices", "adaptive-uneven", "floor-div", "crop", "int-output"])
+], ids=["cumprod", "pool-indices", "adaptive-uneven", "floor-div", "crop", "int-output"])
 def test_unsupported_forms(fn, words):
     circ = nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular")
     with pytest.raises(FrontendError) as info:

@@ -1044,19 +1044,40 @@ def test_where_with_a_constant_mask_and_reflect_replicate_circular_pads_are_exac
 def test_several_unsupported_ops_are_one_error_naming_each():
     class Odd(nn.Module):
         def forward(self, x):
-            y = torch.atan(x) + torch.cumsum(x, dim=-1)
+            y = torch.cumprod(x, dim=-1) + torch.floor(x)
             return torch.where(x > 0, y, torch.frac(x))
 
     with pytest.raises(TinycError) as e:
         from_torch(Odd(), (torch.randn(1, 4, 6),))
     text = str(e.value)
-    for op in ("atan", "cumsum", "frac"):
+    for op in ("cumprod", "floor", "frac"):
         assert op in text, text
-    assert "unsupported PyTorch ops" in text and "node" in text
+    assert "unsupported PyTorch ops" in text and "node" in text and "aten.gt" not in text and "where" not in text
+
+
+def test_runtime_conditions_atan_and_cumsum_import(tmp_path):
+    """Were expected errors (aten.gt.Scalar, atan, cumsum): where(x > 0, x, 0.1 x) with a computed condition,
+    masked_fill by a computed mask, atan, cumsum. Float = PyTorch, int8 host C = the interpreter."""
+    class Odd(nn.Module):
+        def forward(self, x):
+            y = torch.atan(x) + torch.cumsum(x, dim=-1)
+            return torch.where(x > 0, y, 0.1 * x) + x.masked_fill(x < -0.5, 0)
+
+    m = Odd().eval()
+    g = from_torch(m, (torch.randn(1, 4, 6),))
+    assert {"compare", "where", "atan", "cumsum"} <= set(_kinds(g))
+    xs = np.random.default_rng(2).standard_normal((2, 1, 4, 6)).astype(np.float32)
+    for x in xs:
+        with torch.no_grad():
+            assert_close(run(g, [x])[0], m(torch.from_numpy(x)).numpy(), RTOL)
+    calib = np.random.default_rng(3).standard_normal((32, 1, 4, 6)).astype(np.float32)
+    q = PassManager("fuse,quantize-int8").run(g.copy(), PassContext(calib=calib))
+    got = c_run(q, list(xs), tmp_path / "i8")
+    for r, x in enumerate(xs):
+        assert np.array_equal(got[r].view(np.uint32), run(q, [x])[0].ravel().view(np.uint32)), f"row {r}"
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: _Lambda(lambda x: torch.where(x > 0, x, 0.1 * x)), "unsupported PyTorch op aten.gt.Scalar"),
     (lambda: _Lambda(lambda x: torch.pow(x.abs() + 1, x)), "tensor exponent computed at run time"),
     (lambda: _Lambda(lambda x: x.pow(torch.arange(24.0).reshape(1, 4, 6))), "varying along 2 axes"),
 ])

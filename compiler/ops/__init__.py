@@ -16,6 +16,7 @@ from tinyc.ops import spatial  # noqa: E402,F401  (conv_transpose2d, resize, mas
 from tinyc.ops import fake_quant  # noqa: E402,F401  (imported models' own quantization: pt2e)
 from tinyc.ops import mathops  # noqa: E402,F401  (prelu, log_softmax, sum, amax, amin)
 from tinyc.ops import recurrent  # noqa: E402,F401  (gru, lstm)
+from tinyc.ops import compare  # noqa: E402,F401  (compare, logical, where, cumsum)
 from tinyc.ops.compressed import INDEX_DTYPES, bin_int_form  # noqa: E402
 
 __all__ = ["ACT_ATTRS", "ACTIVATIONS", "INDEX_DTYPES", "OPS", "WEIGHT_DTYPES", "Activation", "OpDef", "OpError",

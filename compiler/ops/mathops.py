@@ -1,5 +1,5 @@
 """The long tail of math: prelu, log_softmax, the reductions sum, amax, amin (mean's shape rule), and the
-activations signum (torch.sign), erf and log_sigmoid.
+activations signum (torch.sign), erf, log_sigmoid and atan.
 
 int8 forms (docs/quantization.md):
 - prelu(x, slope): the slope is an i8 operand (quantized per tensor like any constant operand of an
@@ -179,3 +179,5 @@ activation_op(Activation("erf", lambda x, p: _erf(x), lambda x, p: torch.erf(x),
 activation_op(Activation("log_sigmoid", lambda x, p: _log_sigmoid(x),
                          lambda x, p: torch.nn.functional.logsigmoid(x), c_code=21,
                          doc="log(sigmoid(x)) (F.logsigmoid)"))
+activation_op(Activation("atan", lambda x, p: np.arctan(x), lambda x, p: torch.atan(x), c_code=22,
+                         doc="arctangent, in (-pi/2, pi/2)"))

@@ -1,4 +1,4 @@
-"""Spatial ops: conv_transpose2d, resize (nearest / bilinear upsampling), masked_softmax (attention).
+"""Spatial ops: conv_transpose2d, resize (nearest / bilinear / bicubic upsampling), masked_softmax (attention).
 
 conv_transpose2d stores its weight as [O, C/groups, KH, KW] (output channels first, like conv2d; the
 frontend permutes PyTorch's [C, O/groups, KH, KW]), so quantize-int8's "layer" rule (per-output-channel
@@ -8,7 +8,9 @@ linear semantics.
 
 resize computes PyTorch's source indices and interpolation weights at compile time (`resize_tables`);
 the interpreter and both C backends read the same tables. The int8 bilinear form interpolates codes
-with Q`quant.RESIZE_FRAC_BITS` weights (docs/quantization.md).
+with Q`quant.RESIZE_FRAC_BITS` weights (docs/quantization.md); bicubic (`cubic_tables`: PyTorch's four
+taps per axis with A = -0.75, indices clamped to the input) likewise, each axis's four Q10 weights made to
+sum to 1024, the result saturated (cubic weights overshoot the input's range).
 
 masked_softmax(x, mask) is softmax over the positions where the constant mask is 1 (0 elsewhere): how
 attention masks (causal, boolean, -inf) reach the IR without a -inf in any calibrated range.
@@ -159,7 +161,7 @@ register(OpDef(
 
 # ---- resize -------------------------------------------------------------------------------------
 
-RESIZE_MODES = ("nearest", "nearest_exact", "bilinear")
+RESIZE_MODES = ("nearest", "nearest_exact", "bilinear", "bicubic")
 
 
 def _f32(x):
@@ -206,6 +208,58 @@ def resize_axis(mode: str, align_corners: bool, in_size: int, out_size: int, sca
     return i0, i1, lam
 
 
+CUBIC_A = np.float32(-0.75)        # PyTorch's bicubic kernel parameter (upsample_bicubic2d)
+
+
+def _cubic1(x):
+    """PyTorch's cubic_convolution1 in float32: ((A + 2) x - (A + 3)) x x + 1, for |x| <= 1."""
+    a = CUBIC_A
+    return ((a + np.float32(2)) * x - (a + np.float32(3))) * x * x + np.float32(1)
+
+
+def _cubic2(x):
+    """cubic_convolution2 in float32: ((A x - 5A) x + 8A) x - 4A, for 1 < |x| < 2."""
+    a = CUBIC_A
+    return ((a * x - np.float32(5) * a) * x + np.float32(8) * a) * x - np.float32(4) * a
+
+
+@functools.lru_cache(maxsize=None)
+def cubic_axis(align_corners: bool, in_size: int, out_size: int, scale: float):
+    """(indices [4, out], weights [4, out] float32) of a bicubic resize along one axis, as PyTorch's CPU
+    kernel computes them in float32 (area_pixel_compute_source_index with cubic=True: no clamp at 0;
+    guard_index_and_lambda; get_cubic_upsample_coefficients; taps i0 - 1 .. i0 + 2 clamped to the input)."""
+    j = np.arange(out_size)
+    if align_corners:
+        s = _f32(in_size - 1) / _f32(out_size - 1) if out_size > 1 else _f32(0.0)
+        src = (s * j.astype(np.float32)).astype(np.float32)
+    else:
+        s = _scale_value(scale, in_size, out_size)
+        src = (s * (j.astype(np.float32) + _f32(0.5)) - _f32(0.5)).astype(np.float32)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    t = np.minimum(np.maximum(src - i0.astype(np.float32), _f32(0.0)), _f32(1.0)).astype(np.float32)
+    u = (_f32(1.0) - t).astype(np.float32)
+    w = np.stack([_cubic2(t + _f32(1.0)), _cubic1(t), _cubic1(u), _cubic2(u + _f32(1.0))]).astype(np.float32)
+    idx = np.clip(i0[None, :] + np.arange(-1, 3)[:, None], 0, in_size - 1)
+    return idx, w
+
+
+def cubic_tables(op):
+    """Per spatial axis (H, W): (indices [4, out], float32 weights [4, out]) of a bicubic resize."""
+    a = op.attrs
+    ins, outs = op.operands[0].type.shape[2:], op.result.type.shape[2:]
+    scales = a["scales"] or [0.0, 0.0]
+    return [cubic_axis(bool(a["align_corners"]), i, o, float(s)) for i, o, s in zip(ins, outs, scales)]
+
+
+def cubic_weights_q10(w) -> np.ndarray:
+    """int8 bicubic weights of one axis, [4, out] in Q10: round_half_away(w 2^10), the largest tap of each
+    output index absorbing the rounding so that every output index's four weights sum to 2^10 exactly."""
+    w = np.asarray(w, np.float64)
+    q = quant.round_half_away(w * 2 ** quant.RESIZE_FRAC_BITS).astype(np.int64)
+    q[np.argmax(w, axis=0), np.arange(w.shape[1])] += (1 << quant.RESIZE_FRAC_BITS) - q.sum(axis=0)
+    return q
+
+
 def resize_tables(op):
     """Per spatial axis (H, W): (i0, i1, lambda1) of `op`."""
     a = op.attrs
@@ -221,11 +275,22 @@ def _resize_shape(ts, a):
     oh, ow = int_list(a, "size", 2, 1)
     need(len(a["scales"]) in (0, 2) and all(s > 0 for s in a["scales"]),
          f"scales must be [] (the size was given) or 2 positive scale factors, got {a['scales']}")
-    need(not a["align_corners"] or a["mode"] == "bilinear", "align_corners applies to bilinear only")
+    need(not a["align_corners"] or a["mode"] in ("bilinear", "bicubic"), "align_corners applies to bilinear and "
+         "bicubic only")
     return (x.shape[0], x.shape[1], oh, ow)
 
 
+def _cubic(op, x, wy, wx):
+    """sum_j wy_j sum_k wx_k x[.., iy_j, ix_k] (PyTorch's order) in x's dtype."""
+    (iy, _), (ix, _) = cubic_tables(op)
+    rows = [sum(x[:, :, iy[j]][:, :, :, ix[k]] * wx[k] for k in range(4)) for j in range(4)]
+    return sum(rows[j] * wy[j][:, None] for j in range(4))
+
+
 def _resize(op, x):
+    if op.attrs["mode"] == "bicubic":
+        (_, wy), (_, wx) = cubic_tables(op)
+        return _cubic(op, x, wy.astype(np.float64), wx.astype(np.float64))
     (h0, h1, lh), (w0, w1, lw) = resize_tables(op)
     if op.attrs["mode"] != "bilinear":
         return x[:, :, h0][:, :, :, w0]
@@ -236,6 +301,10 @@ def _resize(op, x):
 
 
 def _resize_int(op, x):
+    if op.attrs["mode"] == "bicubic":
+        (_, wy), (_, wx) = cubic_tables(op)
+        acc = _cubic(op, x.astype(np.int64), cubic_weights_q10(wy), cubic_weights_q10(wx))
+        return quant.saturate(quant.resize_round(acc)).astype(np.int8)
     (h0, h1, lh), (w0, w1, lw) = resize_tables(op)
     if op.attrs["mode"] != "bilinear":
         return x[:, :, h0][:, :, :, w0]
@@ -248,8 +317,9 @@ def _resize_int(op, x):
 
 def _torch_resize(op, x):
     a = op.attrs
-    mode = {"nearest": "nearest", "nearest_exact": "nearest-exact", "bilinear": "bilinear"}[a["mode"]]
-    kw = {"align_corners": bool(a["align_corners"])} if mode == "bilinear" else {}
+    mode = {"nearest": "nearest", "nearest_exact": "nearest-exact", "bilinear": "bilinear", "bicubic": "bicubic"}[
+        a["mode"]]
+    kw = {"align_corners": bool(a["align_corners"])} if mode in ("bilinear", "bicubic") else {}
     if a["scales"]:
         return F.interpolate(x, scale_factor=tuple(float(s) for s in a["scales"]), mode=mode,
                              recompute_scale_factor=False, **kw)
@@ -262,14 +332,17 @@ def _resize_samples(rng):
             sample((2, 2, 4, 3), mode="bilinear", size=[8, 6], scales=[2.0, 2.0], align_corners=False),
             sample((1, 2, 3, 5), mode="bilinear", size=[7, 4], scales=[], align_corners=True),
             sample((1, 2, 4, 4), mode="bilinear", size=[6, 10], scales=[1.5, 2.5], align_corners=False),
-            sample((1, 2, 4, 5), mode="nearest_exact", size=[7, 3], scales=[], align_corners=False)]
+            sample((1, 2, 4, 5), mode="nearest_exact", size=[7, 3], scales=[], align_corners=False),
+            sample((1, 2, 3, 4), mode="bicubic", size=[6, 8], scales=[2.0, 2.0], align_corners=False),
+            sample((2, 3, 4, 5), mode="bicubic", size=[7, 3], scales=[], align_corners=True),
+            sample((1, 2, 5, 4), mode="bicubic", size=[4, 9], scales=[], align_corners=False)]
 
 
 register(OpDef(
     "resize", _resize_shape, 1, 1, {"mode": str, "size": list[int], "scales": list[float], "align_corners": bool},
     traits=Trait.SAME_QUANT,
-    doc="spatial resize of NCHW to size [OH, OW]: nearest (PyTorch's legacy 'nearest'), nearest_exact or "
-        "bilinear (align_corners); scales: the scale factors the model gave ([] if it gave the size), which "
+    doc="spatial resize of NCHW to size [OH, OW]: nearest (PyTorch's legacy 'nearest'), nearest_exact, "
+        "bilinear or bicubic (A = -0.75; both with align_corners); scales: the scale factors the model gave ([] if it gave the size), which "
         "PyTorch's source-index formulas use",
     ref=_resize, ref_int=_resize_int, torch=_torch_resize, int_operands=int_all, int8="same", c="resample",
     channels="window", keeps_batch=keeps_batch_unary, samples=_resize_samples))

@@ -112,10 +112,22 @@ def additive_mask_to_masked_softmax(rw: Rewriter, sm: Op) -> None:
                                fresh=False))
 
 
+def finite_branches(rw: Rewriter, op: Op) -> None:
+    """where(c, a, b) with a constant branch holding +-inf or NaN (masked_fill(mask, -inf) by a mask computed at
+    run time) has no int8 form: no scale covers an infinity. Said here, before calibration tries."""
+    for v in op.operands[1:]:
+        c = rw.const(v)
+        check(c is None or bool(np.isfinite(c).all()), f"%{op.result.name} = where: the constant %{v.name} holds "
+              "inf or NaN, which int8 cannot represent (masked_fill(mask, -inf) with a mask computed at run time)",
+              "fill with a finite value, or compile this model in float; a -inf fill by a constant mask before "
+              "softmax is supported (masked_softmax)")
+
+
 PREPARE: dict[str, Callable[[Rewriter, Op], None]] = {
     "batch_norm_to_conv": batch_norm_to_conv,
     "div_by_const": div_by_const_to_mul,
     "additive_mask": additive_mask_to_masked_softmax,
+    "finite_branches": finite_branches,
 }
 
 

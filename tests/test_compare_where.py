@@ -266,6 +266,18 @@ def test_forms_left_out_are_clear_errors(make, example, match):
     assert "node" in str(e.value)
 
 
+def test_an_infinite_fill_by_a_computed_mask_is_a_clear_int8_error():
+    """Float imports and runs (PyTorch's softmax over the kept positions); int8 says why it cannot."""
+    m = _Lambda(lambda x: F.softmax(x.masked_fill(x < -1, float("-inf")), -1))
+    x = torch.randn(1, 4, 6)
+    g = from_torch(m, (x,))
+    with torch.no_grad():
+        assert_close(run(g, [x.numpy()])[0], m(x).numpy(), RTOL)
+    calib = np.random.default_rng(0).standard_normal((16, 1, 4, 6)).astype(np.float32)
+    with pytest.raises(TinycError, match="inf or NaN, which int8 cannot represent"):
+        PassManager("quantize-int8").run(g.copy(), PassContext(calib=calib))
+
+
 class _Lambda(nn.Module):
     def __init__(self, fn):
         super().__init__()

@@ -172,7 +172,8 @@ register(OpDef(
     "where", _where_shape, 3, 3,
     doc="where(c, a, b): a where c is non-zero, else b, all three broadcast (int8: a and b each requantized "
         "once to the result; c true where its code is not its zero point)",
-    ref=_where, ref_int=_where_int, torch=_torch_where, int_operands=int_all, int8="same", c="select",
+    ref=_where, ref_int=_where_int, torch=_torch_where, int_operands=int_all, int8="same", prepare="finite_branches",
+    c="select",
     keeps_batch=keeps_batch_broadcast, samples=_where_samples))
 
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_DIRS = {"tinyc": "compiler", "tinyc.passes": "passes", "tinyc.backends": "backends"}
 
 # compiler/ modules that drive the pipeline: they alone may import both passes and backends.
-DRIVER = {"tinyc.__main__", "tinyc.cli", "tinyc.commands", "tinyc.compile", "tinyc.passmanager"}
+DRIVER = {"tinyc.__main__", "tinyc.cli", "tinyc.commands", "tinyc.compile", "tinyc.passmanager", "tinyc.auto"}
 
 # What each layer must not import.
 FORBIDDEN = {

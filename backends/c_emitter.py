@@ -31,7 +31,7 @@ from tinyc.backends.manifest import Manifest, io_tensors, write_manifest
 from tinyc.backends.targets import get_target
 from tinyc.errors import BackendError
 from tinyc.ir import Graph, Op, Value
-from tinyc.ops import OPS
+from tinyc.ops import OPS, Trait, has
 
 RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime_c"
 # The kernel libraries, in the order a model source includes them.
@@ -54,6 +54,9 @@ class LayerInfo:
     name: str
     loc: str | None
     kernels: tuple[str, ...]   # C functions called (empty for views)
+    # conv2d / linear / binary layers with constant weights: {"format", "bytes", "dense_bytes",
+    # "detail", "why"}, the storage of the weights and why (c_ops_packed.Packing.storage)
+    storage: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -271,11 +274,22 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
         name, target.name, io_tensors(graph.inputs), io_tensors(graph.outputs), plan.arena_size,
         plan.lower_bound, graph.name, {k: v for k, v in kernels.items() if v},
         tuple(f.name for f in files))))
-    layers = tuple(LayerInfo(i, op.kind, op.result.name, op.loc, tuple(c.function for c in low.calls))
+    layers = tuple(LayerInfo(i, op.kind, op.result.name, op.loc, tuple(c.function for c in low.calls),
+                             packing.storage.get(op.result.name) or _binary_storage(op, low))
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return BundleInfo(name, target.name, header.input_size, header.output_size, plan.arena_size,
                       plan.lower_bound, plan.locations, layers, tuple(files), plan,
                       dict(low8.lay.offsets) if int8 else {})
+
+
+def _binary_storage(op: Op, low: Lowered) -> dict | None:
+    """A binary layer's storage: its u1 weights packed 32 per word (c_ops_binary)."""
+    if not has(op, Trait.BINARY_LAYER):
+        return None
+    n = sum(np.asarray(w.values).size * 4 for w in low.weights if w.ctype == "uint32_t" and w.cname.endswith("_w"))
+    dense = op.operands[1].type.numel
+    return {"format": "binary 1-bit packed", "bytes": int(n), "dense_bytes": dense, "detail": "u1 weights, 32 per word",
+            "why": f"binary 1-bit packed: {n:,} B, 32 weights per word (int8 dense would be {dense:,} B)"}
 
 
 def _used(lowered: list[Lowered], lib: c_ops.KernelLibrary) -> tuple[str, ...]:

@@ -37,8 +37,9 @@ from tinyc.ops import Trait, has
 
 LIBRARY = KernelLibrary("packed", "TINYC_PK_", "tinyc_kernels_packed.c",
                         ("tinyc_kernels_packed.h", "tinyc_kernels_packed.c"))
-LAYOUT_CODES = {"dense_lut": 1, "dense_i4": 2, "dense_i2": 3, "entries": 4, "bitmap": 5}
-VALUE_CODES = {"f32": 0, "i8": 1, "i4": 2, "i2": 3, "lut": 4}
+LAYOUT_CODES = {"dense_lut": 1, "dense_i4": 2, "dense_i2": 3, "entries": 4, "bitmap": 5, "dense_bits": 6, "stream": 7}
+VALUE_CODES = {"f32": 0, "i8": 1, "i4": 2, "i2": 3, "lut": 4, "i3": 5, "i5": 5, "i6": 5, "i7": 5}
+WORD_LAYOUTS = ("dense_lut", "dense_i4", "dense_i2")     # rows of 32-bit words
 SUB_BYTE_CONSTS = ("u1", "u2", "u4", "u8", "i4", "i2", "i1")
 ALIGN = 8
 
@@ -79,7 +80,7 @@ class Packing:
     def __init__(self, graph: Graph, low8=None, plans: dict | None = None, policy: PackingPolicy | None = None):
         self.graph = graph
         self.policy = policy or PackingPolicy()
-        producers = graph.producers()
+        producers = self._producers = graph.producers()
         consts = {op.result.name: op.attrs["value"] for op in graph.const_ops()}
         self.decoded: dict[str, np.ndarray] = {}
         from tinyc.interpreter import run_op
@@ -93,38 +94,82 @@ class Packing:
             self.decoded[op.result.name] = np.asarray(run_op(op, *(consts[s.result.name] for s in srcs)))
         self.values = {**consts, **self.decoded}
         self.choices: dict[str, Choice] = {}
-        if self.policy.disable:
-            return
+        # layer -> {"format", "bytes", "dense_bytes", "why"}: what report.json says of its weights
+        self.storage: dict[str, dict] = {}
+        self._why: dict[str, str] = {}
+        self._dense: dict[str, int] = {}        # layer -> bytes of its ordinary (dense) weight arrays
         for op in graph.compute_ops():
             if not has(op, Trait.LAYER) or op.operands[1].name not in self.values:
                 continue
             if len(op.operands) > 2 and op.operands[2].name not in self.values:
                 continue
             if low8 is not None and is_int8_op(op):
-                choice = self._choose_int8(op, plans[op.result.name])
+                choice = None if self.policy.disable else self._choose_int8(op, plans[op.result.name])
                 if choice is not None:
                     self.choices[op.result.name] = choice
                     low8.overrides[op.result.name] = _emit_int8
                     _plan_int8(op, plans[op.result.name], choice)
             elif op.operands[0].type.quant is None and op.result.type.dtype == "f32":
-                choice = self._choose_float(op)
+                choice = None if self.policy.disable else self._choose_float(op)
                 if choice is not None:
                     self.choices[op.result.name] = choice
+            else:
+                continue
+            self.storage[op.result.name] = self._storage(op, choice, low8 is not None and is_int8_op(op))
         if low8 is not None:
             low8.packing = self
 
     # -- choice
     def _pick(self, op: Op, w2d: np.ndarray, int8: bool, dense_bytes: int) -> wf.Encoded | None:
+        self._dense[op.result.name] = dense_bytes
         forced = self.policy.force.get(op.result.name)
         if forced == "dense":
+            self._why[op.result.name] = f"{wf.label(None, int8)}: forced (PackingPolicy.force)"
             return None
         if forced is not None:
             layout, kind, per_channel, *gap = forced
             try:
-                return wf.encode(w2d, layout, kind, int8, per_channel, *gap)
+                enc = wf.encode(w2d, layout, kind, int8, per_channel, *gap)
             except ValueError as e:
                 raise BackendError(f"%{op.result.name}: cannot store the weights as {forced}: {e}") from None
-        return wf.choose(w2d, int8, dense_bytes, self.policy.rules)
+            self._why[op.result.name] = f"{wf.label(enc)}: {enc.nbytes:,} B, forced (PackingPolicy.force)"
+            return enc
+        enc, why = wf.choose_explained(w2d, int8, dense_bytes, self.policy.rules)
+        self._why[op.result.name] = why
+        return enc
+
+    def _storage(self, op: Op, choice: Choice | None, int8: bool) -> dict:
+        """The storage of one layer's weights and why (report.json)."""
+        w = self.values[op.operands[1].name]
+        dense = self._dense.get(op.result.name, int(np.asarray(w).size) * (1 if int8 else 4))
+        if choice is not None:
+            out = {"format": wf.label(choice.enc), "bytes": choice.enc.nbytes, "dense_bytes": dense,
+                   "detail": choice.enc.describe(), "why": self._why.get(op.result.name, "")}
+            bits = self._requested_bits(op)
+            if bits is not None and choice.enc.values.bits > bits:
+                out["requested_bits"] = bits
+                out["fallback"] = (f"weights with {bits}-bit indices stored as {out['format']} "
+                                   f"({choice.enc.nbytes:,} B): {out['why']}")
+            return out
+        name = wf.label(None, int8)
+        why = self._why.get(op.result.name)
+        bits = self._requested_bits(op)
+        if bits is not None and bits < (8 if int8 else 32) and not self.policy.disable:
+            return {"format": name, "bytes": dense, "dense_bytes": dense, "detail": name, "why": why or name,
+                    "requested_bits": bits,
+                    "fallback": f"weights with {bits}-bit indices stored as {name} ({dense:,} B): {why}"}
+        if why is None:
+            why = (f"{name}: packing disabled (PackingPolicy.disable)" if self.policy.disable else
+                   f"{name}: this {op.kind}'s kernel reads dense weights (depthwise or direct conv)")
+        return {"format": name, "bytes": dense, "dense_bytes": dense, "detail": name, "why": why}
+
+    def _requested_bits(self, op: Op) -> int | None:
+        """The index bits of a layer whose weights are decode(indices, codebook) (share-weights,
+        low-bit): the width the user asked the weights to be stored in."""
+        src = self._producers.get(id(op.operands[1]))
+        if src is None or src.result.name not in self.decoded:
+            return None
+        return wf.lut_bits(int(src.operands[1].type.shape[-1]))
 
     def _choose_float(self, op: Op) -> Choice | None:
         w = self.values[op.operands[1].name]
@@ -155,6 +200,8 @@ class Packing:
             shift = wf.RAW_SCALE_SHIFT[enc.layout[-2:]]
             qmax = {"dense_i4": 8, "dense_i2": 2}[enc.layout]
             if w2d.shape[1] * 128 * qmax << shift >= 2 ** 31:
+                self._why[op.result.name] = (f"int8 dense: {wf.label(enc)} ({enc.nbytes:,} B) would overflow its scaled "
+                                             f"int32 sums over K = {w2d.shape[1]}")
                 return None
         kernel = "S8_FC_" + ("SPARSE" if enc.sparse else "DENSE") if op.kind == "linear" else "S8_CONV"
         return Choice(kernel, enc, dense, {"w2d": w2d})
@@ -278,7 +325,12 @@ def _table_bytes(enc: wf.Encoded) -> int:
 
 
 def _chunks_per_word(enc: wf.Encoded) -> int:
-    return {"dense_i4": 2, "dense_i2": 4}.get(enc.layout) or 8 // enc.values.bits
+    return {"dense_i4": 2, "dense_i2": 4, "dense_bits": 2}.get(enc.layout) or 8 // enc.values.bits
+
+
+def _wpr(enc: wf.Encoded) -> int:
+    """Words per row of a word layout; groups of 8 fields per row of dense_bits."""
+    return enc.groups_per_row if enc.layout == "dense_bits" else enc.row_bytes // 4
 
 
 def _plan_int8(op: Op, p, choice: Choice) -> None:
@@ -291,7 +343,7 @@ def _plan_int8(op: Op, p, choice: Choice) -> None:
         if enc.sparse:
             p.scratch = base
             return
-        wpr = enc.row_bytes // 4
+        wpr = _wpr(enc)
         gather = 0 if p.info["direct"] else _align(kp)
         col = _align(8 * wpr * _chunks_per_word(enc))
         p.info.update(pk_gather=base, pk_col=base + gather, pk_table=base + gather + col)
@@ -303,7 +355,7 @@ def _plan_int8(op: Op, p, choice: Choice) -> None:
         size = 4 * kp
         p.info.update(pk_table=base)
     else:
-        wpr = enc.row_bytes // 4
+        wpr = _wpr(enc)
         size = _align(32 * wpr * _chunks_per_word(enc) + kp)
         p.info.update(pk_table=base + size)
         size += _table_bytes(enc)
@@ -359,7 +411,7 @@ def _emit_int8(self, op: Op, ctx, p):
     # the zero point folds with the sum of the stored weights (w2d: the same codes, reordered)
     stage = iw.out_stage(op, quant.conv_ratios(_q(x), _q(wv), _q(y)), iw.folded_bias(w2d, b, _zp(x)), w.shape[0])
     qweights, qptr, qlits = _out_records(ctx, stage)
-    weights, ptr = _format_weights(ctx, enc, words=not enc.sparse)
+    weights, ptr = _format_weights(ctx, enc, words=enc.layout in WORD_LAYOUTS)
     layout, vkind, bits, per_channel, kcb, wide, gbits = _format_literals(enc)
     tail = qlits + [stage.zp, stage.lo, stage.hi]
     cb_ptr = ("const int8_t *", ptr["cb"])
@@ -383,12 +435,13 @@ def _emit_int8(self, op: Op, ctx, p):
             gather = ctx.scratch(p.info["pk_gather"]) if not p.info["direct"] else "0"
             table = f"(tinyc_s8_word *)(void *)({ctx.scratch(p.info['pk_table'])})" if _table_bytes(enc) else "0"
             col = f"(tinyc_s8_word *)(void *)({ctx.scratch(p.info['pk_col'])})"
+            wtype = "const int32_t *" if enc.layout in WORD_LAYOUTS else "const uint8_t *"
             call = ctx.specialize(
                 "tinyc_pk_s8_fc_dense",
-                [("const int8_t *", xin), ("const int32_t *", ptr["w"]), cb_ptr, *q_ptrs, ("int8_t *", ctx.ref(y)),
+                [("const int8_t *", xin), (wtype, ptr["w"]), cb_ptr, *q_ptrs, ("int8_t *", ctx.ref(y)),
                  ("int8_t *", gather), ("tinyc_s8_word *", col), ("tinyc_s8_word *", table)],
-                [rows, k, p.info["kp"], enc.row_bytes // 4, n, p.info["xs_r"], p.info["xs_k"], ys[0], ys[1],
-                 int(p.info["direct"]), layout, bits, per_channel, kcb, int(bool(_table_bytes(enc)))] + tail)
+                [rows, k, p.info["kp"], _wpr(enc), n, p.info["xs_r"], p.info["xs_k"], ys[0], ys[1],
+                 int(p.info["direct"]), layout, vkind, bits, per_channel, kcb, int(bool(_table_bytes(enc)))] + tail)
             kernels = (Kernel("packed", "S8_FC_DENSE"), "FC")
         return Lowered8(kernels, (), tuple(weights + qweights), (call,))
     g = _conv_geometry(op)
@@ -396,11 +449,11 @@ def _emit_int8(self, op: Op, ctx, p):
     og = g["o"] // g["groups"]
     if g["oh"] > 1 and ys[2] != g["ow"] * ys[3]:
         raise BackendError(f"%{y.name}: conv output pixels are not evenly spaced (internal error)")
-    wptr = ptr["w"] if enc.sparse else f"(const uint8_t *)(const void *){ptr['w']}"
+    wptr = ptr["w"] if enc.layout not in WORD_LAYOUTS else f"(const uint8_t *)(const void *){ptr['w']}"
     table = f"(tinyc_s8_word *)(void *)({ctx.scratch(p.info['pk_table'])})" if _table_bytes(enc) else "0"
     lits = [g["n"], g["groups"], g["cg"], og, g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"], g["sw"],
             g["dh"], g["dw"], g["pt"], g["pl"], *xs, ys[0], ys[1], ys[3], _zp(x), p.info["kp"],
-            enc.row_bytes // 4 if not enc.sparse else 0, int(p.info["direct"]), layout, vkind, bits, per_channel,
+            _wpr(enc) if not enc.sparse else 0, int(p.info["direct"]), layout, vkind, bits, per_channel,
             kcb, wide, gbits, int(bool(_table_bytes(enc)))] + tail
     call = ctx.specialize(
         "tinyc_pk_s8_conv",

@@ -52,15 +52,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LUT_BITS = (1, 2, 4, 8)
-RAW_BITS = {"i8": 8, "i4": 4, "i2": 2}
-RAW_RANGE = {"i8": (-128, 127), "i4": (-8, 7), "i2": (-2, 1)}
+LUT_BITS = (1, 2, 3, 4, 5, 6, 7, 8)
+# Raw two's complement codes of any width 2..8 (i4 / i2 also have the dense_i4 / dense_i2 layouts).
+RAW_BITS = {f"i{b}": b for b in range(8, 1, -1)}
+RAW_RANGE = {k: (-(1 << (b - 1)), (1 << (b - 1)) - 1) for k, b in RAW_BITS.items()}
 # Scaled accumulation of dense_i4 / dense_i2 (products are 16x / 64x the code products).
 RAW_SCALE_SHIFT = {"i4": 4, "i2": 6}
+# Bytes after a field stream (dense_bits, stream): the kernels read every field through a 32-bit
+# window starting at one of its bytes, so the last window may reach 3 bytes past the data.
+STREAM_PAD = 3
+# stream entries: gap bits tried (an entry is gap + value bits, at most 16)
+STREAM_GAP_BITS = tuple(range(1, 9))
 
 
 def lut_bits(k: int) -> int:
-    """Index bits for a codebook of k entries (3 bits are stored as 4)."""
+    """Index bits for a codebook of k entries: ceil(log2 k), at least 1."""
     for b in LUT_BITS:
         if k <= 2 ** b:
             return b
@@ -70,23 +76,20 @@ def lut_bits(k: int) -> int:
 # ---- bit packing -------------------------------------------------------------------------
 
 def pack_fields(fields: np.ndarray, bits: int) -> np.ndarray:
-    """Unsigned `bits`-bit fields (1, 2, 4, 8), LSB first, into bytes (last byte zero-padded)."""
+    """Unsigned `bits`-bit fields (1 to 16), LSB first, into a bit stream of bytes (the last
+    byte zero-padded): field i occupies bits i*bits .. i*bits + bits - 1."""
     f = np.asarray(fields, np.int64).ravel() & ((1 << bits) - 1)
-    per = 8 // bits
-    n = -(-f.size // per)
-    padded = np.zeros(n * per, np.int64)
-    padded[:f.size] = f
-    shifts = np.arange(per, dtype=np.int64) * bits
-    return (padded.reshape(n, per) << shifts).sum(axis=1).astype(np.uint8)
+    if bits == 8:
+        return f.astype(np.uint8)
+    bitarr = ((f[:, None] >> np.arange(bits, dtype=np.int64)) & 1).astype(np.uint8).ravel()
+    return np.packbits(bitarr, bitorder="little")
 
 
 def unpack_fields(data: np.ndarray, bits: int, count: int, offset: int = 0) -> np.ndarray:
     """`count` unsigned fields from bit `offset * bits` of the packed bytes."""
-    per = 8 // bits
-    b = np.asarray(data, np.uint8).astype(np.int64)
-    shifts = np.arange(per, dtype=np.int64) * bits
-    allf = ((b[:, None] >> shifts) & ((1 << bits) - 1)).ravel()
-    return allf[offset:offset + count]
+    b = np.unpackbits(np.asarray(data, np.uint8), bitorder="little")
+    sel = b[offset * bits:(offset + count) * bits].astype(np.int64).reshape(count, bits)
+    return (sel << np.arange(bits, dtype=np.int64)).sum(axis=1)
 
 
 def signed(fields: np.ndarray, bits: int) -> np.ndarray:
@@ -211,14 +214,14 @@ def raw_values(w2d: np.ndarray, kind: str) -> Values | None:
 class Encoded:
     """A weight matrix in one format: the arrays the C kernels read, and their total bytes."""
 
-    layout: str                     # dense / dense_lut / dense_i4 / dense_i2 / entries / bitmap
+    layout: str                     # dense / dense_lut / dense_i4 / dense_i2 / dense_bits / entries / stream / bitmap
     values: Values
     shape: tuple[int, int]          # (N, K)
     arrays: dict[str, np.ndarray]   # "w" (packed stream), "vals" (f32 values), "counts", "cb"
-    gap_bits: int = 0               # entries
+    gap_bits: int = 0               # entries, stream
     row_bytes: int = 0              # dense layouts: bytes per row
     nnz: int = 0
-    entries: int = 0                # entries layout: stored entries (fillers included)
+    entries: int = 0                # entries / stream layouts: stored entries (fillers included)
 
     @property
     def nbytes(self) -> int:
@@ -231,12 +234,17 @@ class Encoded:
 
     @property
     def sparse(self) -> bool:
-        return self.layout in ("entries", "bitmap")
+        return self.layout in ("entries", "stream", "bitmap")
+
+    @property
+    def groups_per_row(self) -> int:
+        """dense_bits: groups of 8 fields per row (each `bits` bytes)."""
+        return -(-self.shape[1] // 8)
 
     def describe(self) -> str:
         n, k = self.shape
         text = f"{self.layout} {self.values.describe()}"
-        if self.layout == "entries":
+        if self.layout in ("entries", "stream"):
             text += f", {self.gap_bits}-bit gaps, {self.entries} entries for {self.nnz} non-zeros"
         elif self.layout == "bitmap":
             text += f", {self.nnz} non-zeros"
@@ -255,6 +263,23 @@ class Encoded:
             for r in range(n):
                 f = unpack_fields(self.arrays["w"][r * self.row_bytes:(r + 1) * self.row_bytes], v.bits, k)
                 out[r] = v.value(f, np.full(k, r))
+            return out
+        if self.layout == "dense_bits":
+            rb = self.row_bytes
+            for r in range(n):
+                f = unpack_fields(self.arrays["w"][r * rb:(r + 1) * rb], v.bits, k)
+                out[r] = v.value(f, np.full(k, r))
+            return out
+        if self.layout == "stream":
+            counts = self.arrays["counts"].astype(np.int64)
+            g, nb = self.gap_bits, self.gap_bits + v.bits
+            pos = 0
+            for r in range(n):
+                c = int(counts[r])
+                f = unpack_fields(self.arrays["w"][pos:pos + -(-c * nb // 8)], nb, c)
+                pos += -(-c * nb // 8)
+                cols = np.cumsum(f & ((1 << g) - 1)) - 1
+                out[r, cols] = v.value(f >> g, np.full(c, r))
             return out
         if self.layout in ("dense_lut", "dense_i4", "dense_i2"):
             words = self.arrays["w"].view("<u4").reshape(n, -1)
@@ -393,6 +418,99 @@ def encode_dense_lut_float(w2d: np.ndarray, v: Values) -> Encoded:
     return Encoded("dense_lut", v, (n, k), {"w": data.astype(np.uint8), "cb": v.codebook.ravel()}, row_bytes=rb)
 
 
+def encode_dense_bits(w2d: np.ndarray, v: Values) -> Encoded:
+    """dense_bits (int8): every weight a b-bit field (a codebook index or a two's complement
+    code, any b in 1..8), LSB first; each row padded to a multiple of 8 fields (index 0 / code
+    0; the kernels' padded inputs are zero), so a row is ceil(K / 8) groups of b bytes and
+    starts on a byte; STREAM_PAD zero bytes after the last row."""
+    n, k = w2d.shape
+    kp8 = 8 * -(-max(k, 1) // 8)
+    f = np.zeros((n, kp8), np.int64)
+    rows = np.repeat(np.arange(n), k).reshape(n, k)
+    cols = np.tile(np.arange(k), (n, 1))
+    if k:
+        f[:, :k] = v.fields(w2d, rows, cols)
+    f &= (1 << v.bits) - 1
+    data = np.concatenate([pack_fields(f.ravel(), v.bits), np.zeros(STREAM_PAD, np.uint8)])
+    arrays = {"w": data.astype(np.uint8)}
+    if v.lut:
+        arrays["cb"] = v.codebook.ravel()
+    return Encoded("dense_bits", v, (n, k), arrays, row_bytes=v.bits * kp8 // 8)
+
+
+def _zero_fields(w2d: np.ndarray, v: Values) -> np.ndarray | None:
+    """Per row, the field of a zero weight (fillers), -1 where the row's codebook has no 0."""
+    n = w2d.shape[0]
+    if not v.lut:
+        return np.zeros(n, np.int64)
+    book = v.codebook if v.per_channel else np.broadcast_to(v.codebook, (n, v.codebook.shape[-1]))
+    has = (book == 0)
+    return np.where(has.any(axis=1), has.argmax(axis=1), -1)
+
+
+def stream_steps(w2d: np.ndarray) -> list[np.ndarray]:
+    """Per row, the column steps to each non-zero weight from the previous one (from column -1)."""
+    out = []
+    for r in range(w2d.shape[0]):
+        cols = np.flatnonzero(w2d[r] != 0)
+        out.append(np.diff(np.concatenate([[-1], cols])))
+    return out
+
+
+def stream_bytes(steps: list[np.ndarray], bits: int, g: int, zero: np.ndarray) -> int | None:
+    """Bytes of the stream layout with g-bit steps (None if a filler needs a missing zero)."""
+    total = 0
+    for r, d in enumerate(steps):
+        fill = int(((d - 1) // ((1 << g) - 1)).sum())
+        if fill and zero[r] < 0:
+            return None
+        total += -(-(len(d) + fill) * (g + bits) // 8)
+    return total
+
+
+def encode_stream(w2d: np.ndarray, v: Values, gap_bits: int | None = None) -> Encoded | None:
+    """stream (int8, sparse): per row counts[r] entries of n = g + b bits, LSB first, the row
+    starting on a byte: the step in the low g bits (columns from the previous entry, from column
+    -1 at the row start: the kernel adds it to its column and reads the input there, one add and
+    one load), the value field (b-bit codebook index or two's complement code) above it; steps
+    over 2^g - 1 are bridged by fillers (step 2^g - 1, value zero). `gap_bits` (g) None: the g
+    in STREAM_GAP_BITS giving the fewest bytes. None if fillers are needed and the codebook
+    has no zero."""
+    n, k = w2d.shape
+    steps = stream_steps(w2d)
+    zero = _zero_fields(w2d, v)
+    if gap_bits is None:
+        sizes = [(stream_bytes(steps, v.bits, g, zero), g) for g in STREAM_GAP_BITS if g + v.bits <= 16]
+        sizes = [(b, g) for b, g in sizes if b is not None]
+        if not sizes:
+            return None
+        gap_bits = min(sizes)[1]
+    g = gap_bits
+    gmax = (1 << g) - 1
+    rows, counts, nnz, entries = [], [], 0, 0
+    for r in range(n):
+        cols = np.flatnonzero(w2d[r] != 0)
+        nnz += len(cols)
+        vals = v.fields(w2d, np.full(len(cols), r), cols) if len(cols) else np.zeros(0, np.int64)
+        fields = []
+        for d, f in zip(steps[r].tolist(), np.asarray(vals, np.int64).tolist()):
+            while d > gmax:
+                if zero[r] < 0:
+                    return None
+                fields.append(gmax | (int(zero[r]) << g))
+                d -= gmax
+            fields.append(d | ((f & ((1 << v.bits) - 1)) << g))
+        counts.append(len(fields))
+        entries += len(fields)
+        rows.append(pack_fields(np.array(fields, np.int64), g + v.bits) if fields else np.zeros(0, np.uint8))
+    counts = np.array(counts, np.int64)
+    data = np.concatenate(rows + [np.zeros(STREAM_PAD, np.uint8)]).astype(np.uint8)
+    arrays = {"w": data, "counts": counts.astype(np.uint8 if counts.max(initial=0) <= 255 else np.uint16)}
+    if v.lut:
+        arrays["cb"] = v.codebook.ravel()
+    return Encoded("stream", v, (n, k), arrays, gap_bits=g, nnz=nnz, entries=entries)
+
+
 def entry_gap_bits(v: Values) -> int:
     return 8 - v.bits if v.bits < 8 else 8
 
@@ -499,6 +617,19 @@ class Policy:
     min_saving: int = 64
     min_ratio: float = 1 / 8
     sparse_gain: float = 1 / 4
+    # int8 sparse layers, a per-kernel cost model (Cortex-M4 instructions, measured with
+    # bench.packed_kernels on 784-300-100-10 and LeNet-5 shapes): per stored entry (fillers
+    # included), and the int8 dense kernel per weight. A sparse format estimated slower than int8
+    # dense is taken only if no sparse format is estimated as fast. stream's unrolled kernel costs
+    # about `stream_code` more flash per layer than entries', counted when comparing them.
+    cost_entries: float = 9.5
+    cost_stream: float = 7.3
+    cost_bitmap_nnz: float = 12.0
+    cost_dense: float = 1.6
+    stream_code: int = 250
+    cost_dense_packed: float = 4.0      # dense_bits / dense_lut / dense_i4 / dense_i2, per weight
+    # at this sparsity and above, only formats estimated no slower than int8 dense are taken
+    fast_sparsity: float = 0.8
 
 
 def candidates(w2d: np.ndarray, int8: bool) -> list[Encoded]:
@@ -509,9 +640,11 @@ def candidates(w2d: np.ndarray, int8: bool) -> list[Encoded]:
     nnz = int(np.count_nonzero(w2d))
     luts = [v for v in (lut_values(w2d, False, pad_to_pow2=int8), lut_values(w2d, True)) if v is not None]
     if int8:        # an 8-bit index is no smaller than an int8 code
-        luts = [v for v in luts if v.bits <= 4]
-    raws = [v for v in (raw_values(w2d, kind) for kind in (("i8", "i4", "i2") if int8 else ("f32",)))
-            if v is not None]
+        luts = [v for v in luts if v.bits <= 7]
+        fits = [v for v in (raw_values(w2d, kind) for kind in RAW_BITS) if v is not None]
+        raws = fits[:1] + fits[-1:] if fits[-1].bits < 8 else fits[:1]     # i8, and the narrowest that fits
+    else:
+        raws = [Values("f32", 32)]
     # dense packed
     if int8:
         for kind, layout in (("i4", "dense_i4"), ("i2", "dense_i2")):
@@ -519,8 +652,10 @@ def candidates(w2d: np.ndarray, int8: bool) -> list[Encoded]:
             if v is not None:
                 out.append(encode_dense_words(w2d, layout, v))
         for v in luts:
-            if v.bits <= 4:
+            if v.bits in (1, 2, 4):
                 out.append(encode_dense_words(w2d, "dense_lut", v))
+        for v in raws[1:] + luts:
+            out.append(encode_dense_bits(w2d, v))
     else:
         for v in luts:
             out.append(encode_dense_lut_float(w2d, v))
@@ -529,7 +664,11 @@ def candidates(w2d: np.ndarray, int8: bool) -> list[Encoded]:
     for v in raws + luts:
         if nnz * v.bits / 8 >= dense_bytes:
             continue
-        if nnz * max(v.bits, 8) / 8 < dense_bytes:
+        if int8:
+            e = encode_stream(w2d, v)
+            if e is not None:
+                out.append(e)
+        if nnz * max(v.bits, 8) / 8 < dense_bytes and (not int8 or v.bits in (1, 2, 4, 8)):
             e = encode_entries(w2d, v)
             if e is not None:
                 out.append(e)
@@ -542,33 +681,108 @@ def candidates(w2d: np.ndarray, int8: bool) -> list[Encoded]:
     return out
 
 
-def choose(w2d: np.ndarray, int8: bool, dense_bytes: int | None = None,
-           policy: Policy = Policy()) -> Encoded | None:
-    """The smallest packed encoding of W if it beats dense storage by the policy's margin,
-    else None (keep dense). `dense_bytes`: the dense storage to beat (default encode_dense)."""
+def label(e: Encoded | None, int8: bool = True) -> str:
+    """A short name of a format for reports: "codebook-5bit packed", "sparse 4-bit steps +
+    int8", "int8 dense" (None: the dense arrays)."""
+    if e is None:
+        return "int8 dense" if int8 else "float32 dense"
+    v = e.values
+    val = (f"codebook-{v.bits}bit" + (" per-channel" if v.per_channel else "")) if v.lut else \
+        ("float32" if v.kind == "f32" else f"int{v.bits}")
+    if e.layout in ("dense_lut", "dense_i4", "dense_i2", "dense_bits"):
+        return f"{val} packed"
+    if e.layout == "stream":
+        return f"sparse {e.gap_bits}-bit steps + {val}"
+    if e.layout == "entries":
+        return f"sparse entries {e.gap_bits}-bit gaps + {val}"
+    if e.layout == "bitmap":
+        return f"sparse bitmap + {val}"
+    return f"{e.layout} {val}"
+
+
+def choose_explained(w2d: np.ndarray, int8: bool, dense_bytes: int | None = None,
+                     policy: Policy = Policy()) -> tuple[Encoded | None, str]:
+    """`choose`, and why, naming the sizes: the chosen format against the dense arrays and the
+    runner-up, or why the dense arrays stay."""
     if dense_bytes is None:
         dense_bytes = encode_dense(w2d).nbytes
     cands = candidates(w2d, int8)
+    dense_name = label(None, int8)
+    if not cands:
+        distinct = len(np.unique(w2d))
+        return None, (f"{dense_name}: no packed format applies ({distinct} distinct values, "
+                      f"{np.count_nonzero(w2d == 0) / max(w2d.size, 1):.0%} zeros)")
     best_dense = min([e.nbytes for e in cands if not e.sparse] + [dense_bytes])
-    best = None
-    for e in cands:
-        if e.sparse and e.nbytes > (1 - policy.sparse_gain) * best_dense:
-            continue
-        if best is None or e.nbytes < best.nbytes:
-            best = e
-    if best is None:
-        return None
+    smallest = min(cands, key=lambda e: e.nbytes)
+    ok = [e for e in cands if not (e.sparse and e.nbytes > (1 - policy.sparse_gain) * best_dense)]
+    slow: list[Encoded] = []
+    if int8:
+        n, k = w2d.shape
+        limit = policy.cost_dense * n * k
+        pruned = np.count_nonzero(w2d) <= (1 - policy.fast_sparsity) * n * k
+        fast = [e for e in ok if (not e.sparse and not pruned) or estimated_cost(e, policy) <= limit]
+        if pruned and not fast:
+            return None, (f"{dense_name} {dense_bytes:,} B: {1 - np.count_nonzero(w2d) / (n * k):.0%} zeros, and every "
+                          f"smaller format is estimated slower than {dense_name} (the smallest, {label(smallest)}, "
+                          f"{smallest.nbytes:,} B)")
+        if pruned or any(e.sparse for e in fast):
+            slow = [e for e in ok if e not in fast]
+            ok = fast
+    # stable: ties keep the candidates' order; stream's larger kernel counted against entries
+    ranked = sorted(ok, key=lambda e: e.nbytes + (policy.stream_code if int8 and e.layout == "stream" else 0))
+    if not ranked:
+        return None, (f"{dense_name} {dense_bytes:,} B: {label(smallest)} would be {smallest.nbytes:,} B, not "
+                      f"{policy.sparse_gain:.0%} below the best dense layout (sparse kernels are slower per weight)")
+    best = ranked[0]
     saving = dense_bytes - best.nbytes
+    if saving <= 0:
+        return None, (f"{dense_name} {dense_bytes:,} B: no packed format is smaller (the smallest, {label(best)}, "
+                      f"would be {best.nbytes:,} B)")
     if saving < policy.min_saving or saving < policy.min_ratio * dense_bytes:
-        return None
-    return best
+        return None, (f"{dense_name} {dense_bytes:,} B: {label(best)} would be {best.nbytes:,} B "
+                      f"({dense_bytes / max(best.nbytes, 1):.2f}x smaller), under the margin that pays for its "
+                      f"kernel ({policy.min_saving} B and 1/{round(1 / policy.min_ratio)} of dense)")
+    why = f"{label(best)}: {best.nbytes:,} B, {dense_bytes / max(best.nbytes, 1):.2f}x smaller than {dense_name} " \
+          f"({dense_bytes:,} B)"
+    if len(ranked) > 1:
+        nxt = ranked[1]
+        why += f"; next best {label(nxt)} {nxt.nbytes:,} B ({nxt.nbytes / max(best.nbytes, 1):.2f}x larger)"
+    if slow and min(e.nbytes for e in slow) < best.nbytes:
+        s_ = min(slow, key=lambda e: e.nbytes)
+        why += (f"; {label(s_)} ({s_.nbytes:,} B) not taken: estimated slower than {dense_name} "
+                f"({estimated_cost(s_, policy):,.0f} vs {policy.cost_dense * s_.shape[0] * s_.shape[1]:,.0f} "
+                "instructions)")
+    elif smallest.nbytes < best.nbytes:
+        why += (f"; {label(smallest)} ({smallest.nbytes:,} B) not taken: sparse, not {policy.sparse_gain:.0%} "
+                "below the best dense layout")
+    return best, why
+
+
+def estimated_cost(e: Encoded, policy: Policy = Policy()) -> float:
+    """Estimated Cortex-M4 instructions of an int8 sparse layer for one input row (Policy)."""
+    n, k = e.shape
+    if e.layout == "stream":
+        return policy.cost_stream * e.entries
+    if e.layout == "entries":
+        return policy.cost_entries * e.entries
+    if e.layout == "bitmap":
+        return policy.cost_bitmap_nnz * e.nnz + 0.5 * n * k
+    return (policy.cost_dense if e.layout == "dense" else policy.cost_dense_packed) * n * k
+
+
+def choose(w2d: np.ndarray, int8: bool, dense_bytes: int | None = None,
+           policy: Policy = Policy()) -> Encoded | None:
+    """The smallest packed encoding of W if it beats dense storage by the policy's margin,
+    else None (keep dense). `dense_bytes`: the dense storage to beat (default encode_dense).
+    int8 sparse formats estimated slower than int8 dense are avoided (Policy's cost model)."""
+    return choose_explained(w2d, int8, dense_bytes, policy)[0]
 
 
 def encode(w2d: np.ndarray, layout: str, value_kind: str, int8: bool, per_channel: bool = False,
            gap_bits: int | None = None) -> Encoded:
     """One named format (tests, forced choices): layout in dense_lut / dense_i4 / dense_i2 /
-    entries / bitmap, value_kind in f32 / i8 / i4 / i2 / lut. Raises ValueError if it cannot
-    hold W."""
+    dense_bits / entries / stream / bitmap, value_kind in f32 / i2..i8 / lut. Raises ValueError
+    if it cannot hold W."""
     if value_kind == "lut":
         v = lut_values(w2d, per_channel, pad_to_pow2=int8 and layout == "dense_lut" and not per_channel)
     else:
@@ -579,12 +793,28 @@ def encode(w2d: np.ndarray, layout: str, value_kind: str, int8: bool, per_channe
         if int8:
             if v.bits > 4:
                 raise ValueError("int8 dense_lut needs at most 16 distinct values")
+            if v.bits == 3:         # whole chunks per word: 3-bit indices take 4 bits here
+                cb = v.codebook
+                if not v.per_channel:
+                    cb = np.concatenate([cb, np.full(16 - cb.size, cb[-1], cb.dtype)])
+                v = Values("lut", 4, cb, v.per_channel)
             return encode_dense_words(w2d, layout, v)
         return encode_dense_lut_float(w2d, v)
     if layout in ("dense_i4", "dense_i2"):
         if not int8 or v.kind != layout[-2:]:
             raise ValueError(f"{layout} stores {layout[-2:]} codes")
         return encode_dense_words(w2d, layout, v)
+    if layout == "dense_bits":
+        if not int8 or v.bits >= 8:
+            raise ValueError("dense_bits stores int8 weights in fields of 1 to 7 bits")
+        return encode_dense_bits(w2d, v)
+    if layout == "stream":
+        if not int8:
+            raise ValueError("stream stores int8 weights")
+        e = encode_stream(w2d, v, gap_bits)
+        if e is None:
+            raise ValueError("a long gap needs a zero filler the codebook cannot hold")
+        return e
     if layout == "entries":
         e = encode_entries(w2d, v, gap_bits)
         if e is None:

@@ -61,7 +61,9 @@ def compile_model(args) -> int:
     report = write_bundle(graph, args.output, args.name, target, board, pm)
     report["metric"] = ctx.metric or None
     report["notes"] = ctx.notes
-    report["warnings"] = [s.warning for s in pm.history if s.warning]
+    report["warnings"] = [s.warning for s in pm.history if s.warning] + storage_warnings(report)
+    for line in storage_warnings(report):
+        print(f"tinyc: warning: {line}", file=sys.stderr)
     report["contract"] = contract
     if auto_section is not None:
         from tinyc import auto
@@ -172,7 +174,7 @@ def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
     s = graph_stats(graph)
     layers = [{"index": i, "name": row.name, "kind": row.kind, "shape": list(row.shape), "macs": row.macs,
                "params": row.params, "weight_bytes": row.weight_bytes, "loc": layer.loc,
-               "kernels": list(layer.kernels)}
+               "kernels": list(layer.kernels), "storage": layer.storage}
               for i, (row, layer) in enumerate(zip(layer_table(graph), info.layers))]
     return {
         "tinyc_version": _version(),
@@ -194,6 +196,13 @@ def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
 def _version() -> str:
     from tinyc import __version__
     return __version__
+
+
+def storage_warnings(report: dict) -> list[str]:
+    """Layers whose weights were asked for in fewer bits (share-weights, low-bit) than the format
+    the backend stored them in, with why (never a silent fall-back to a larger format)."""
+    return [f"%{lay['name']}: {lay['storage']['fallback']}" for lay in report["layers"]
+            if (lay.get("storage") or {}).get("fallback")]
 
 
 def summary(report: dict) -> str:

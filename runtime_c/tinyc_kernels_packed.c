@@ -23,7 +23,7 @@
 
 /* ---- stream readers ------------------------------------------------------------------- */
 
-/* A stream of `bits`-bit fields (1, 2, 4 or 8), LSB first. */
+/* A stream of `bits`-bit fields (1 to 8), LSB first: `buf` holds the `left` bits not yet read. */
 typedef struct {
     const uint8_t *p;
     uint32_t buf;
@@ -41,14 +41,37 @@ TINYC_PK_INLINE uint32_t tinyc_pk_read(tinyc_pk_bits *r, int32_t bits)
 {
     uint32_t v;
     if (bits == 8) return *r->p++;
-    if (r->left == 0) {
-        r->buf = *r->p++;
-        r->left = 8;
+    if (r->left < bits) {
+        r->buf |= (uint32_t)*r->p++ << r->left;
+        r->left += 8;
     }
     v = r->buf & ((1u << bits) - 1u);
     r->buf >>= bits;
     r->left -= bits;
     return v;
+}
+
+/* A little-endian 32-bit load from any address (one LDR where unaligned loads exist: M3 and up;
+ * byte loads on M0). */
+TINYC_PK_INLINE uint32_t tinyc_pk_ld32(const uint8_t *p)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+#else
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+#endif
+}
+
+/* Field j of a group of n-bit fields (n <= 16, LSB first) starting at byte gp, at bit 0 of the
+ * result (the bits above it are the following fields'). j and n are literals after inlining:
+ * a field is read through the 32-bit window of its anchor j - j % (25 / n), so one load serves
+ * 25 / n fields (the anchor's window starts at most 7 bits before it: 7 + 25 <= 32). */
+TINYC_PK_INLINE uint32_t tinyc_pk_win(const uint8_t *gp, int32_t j, int32_t n)
+{
+    const int32_t a = (j - j % (25 / n)) * n;
+    return tinyc_pk_ld32(gp + (a >> 3)) >> (j * n - (a & ~7));
 }
 
 /* A `bits`-bit two's complement field as int32. */
@@ -311,6 +334,74 @@ TINYC_PK_INLINE const uint8_t *tinyc_pk_s8_entry(const uint8_t *ep, const int8_t
     }
 }
 
+/* Keeps GCC from hoisting the loads of the next unrolled entries above this point: with four
+ * accumulators it would otherwise run out of registers and spill (conv). */
+#if defined(__GNUC__)
+#define TINYC_PK_BARRIER() __asm__ volatile("" ::: "memory")
+#else
+#define TINYC_PK_BARRIER() ((void)0)
+#endif
+
+/* p, opaque to the optimiser: kept in a register, so a table lookup is one LDRSB [base, index]
+ * (GCC otherwise rebuilds a constant table's address from a section anchor for every lookup). */
+TINYC_PK_INLINE const int8_t *tinyc_pk_reg(const int8_t *p)
+{
+#if defined(__GNUC__)
+    __asm__("" : "+r"(p));
+#endif
+    return p;
+}
+
+/* The value of a b-bit field at bit 0 of w (the bits above ignored): a codebook entry, or a
+ * two's complement code (SBFX). */
+TINYC_PK_INLINE int32_t tinyc_pk_fval(uint32_t w, const int8_t *cbr, int32_t vkind, int32_t bits)
+{
+    if (vkind == TINYC_PK_LUT) return cbr[w & ((1u << bits) - 1u)];
+    return (int32_t)(w << (32 - bits)) >> (32 - bits);
+}
+
+/* Calls BODY(step, value) for every entry of a STREAM row of `cnt_` entries at ep (g = gbits,
+ * b = bits literals), then moves ep to the next row. Groups of 8 entries are unrolled with
+ * literal field positions; the last cnt_ % 8 too, each behind a test (a loop measured 10 %
+ * slower on short rows). */
+#define TINYC_PK_STREAM_E(J, BODY)                                                                    \
+    do {                                                                                             \
+        const uint32_t w_ = tinyc_pk_win(gp_, (J), gbits + bits);                                    \
+        const int32_t step_ = (int32_t)(w_ & ((1u << gbits) - 1u));                                  \
+        const int32_t v_ = tinyc_pk_fval(w_ >> gbits, cbr, vkind, bits);                             \
+        BODY(step_, v_);                                                                             \
+    } while (0)
+#define TINYC_PK_STREAM_ROW(ep, cnt_, BODY)                                                           \
+    do {                                                                                             \
+        const uint8_t *gp_ = (ep);                                                                   \
+        int32_t e_ = (cnt_);                                                                         \
+        for (; e_ >= 8; e_ -= 8, gp_ += gbits + bits) {                                              \
+            TINYC_PK_STREAM_E(0, BODY); TINYC_PK_STREAM_E(1, BODY); TINYC_PK_STREAM_E(2, BODY);      \
+            TINYC_PK_STREAM_E(3, BODY); TINYC_PK_STREAM_E(4, BODY); TINYC_PK_STREAM_E(5, BODY);      \
+            TINYC_PK_STREAM_E(6, BODY); TINYC_PK_STREAM_E(7, BODY);                                  \
+        }                                                                                            \
+        if (e_ > 0) {                                                                                \
+            TINYC_PK_STREAM_E(0, BODY);                                                              \
+            if (e_ > 1) {                                                                            \
+                TINYC_PK_STREAM_E(1, BODY);                                                          \
+                if (e_ > 2) {                                                                        \
+                    TINYC_PK_STREAM_E(2, BODY);                                                      \
+                    if (e_ > 3) {                                                                    \
+                        TINYC_PK_STREAM_E(3, BODY);                                                  \
+                        if (e_ > 4) {                                                                \
+                            TINYC_PK_STREAM_E(4, BODY);                                              \
+                            if (e_ > 5) {                                                            \
+                                TINYC_PK_STREAM_E(5, BODY);                                          \
+                                if (e_ > 6) TINYC_PK_STREAM_E(6, BODY);                              \
+                            }                                                                        \
+                        }                                                                            \
+                    }                                                                                \
+                }                                                                                    \
+            }                                                                                        \
+        }                                                                                            \
+        (ep) += ((cnt_) * (gbits + bits) + 7) >> 3;                                                  \
+    } while (0)
+
 /* The next bitmap value of an int8 row. */
 TINYC_PK_INLINE int32_t tinyc_pk_s8_value(tinyc_pk_bits *vr, const int8_t *cbr, int32_t vkind, int32_t bits)
 {
@@ -345,7 +436,20 @@ TINYC_PK_INLINE void tinyc_pk_s8_fc_sparse(const int8_t *x, const uint8_t *w, co
         for (j = 0; j < nout; ++j, yr += ys_n) {
             const int8_t *cbr = per_channel ? cb + j * kcb : cb;
             uint32_t acc = (uint32_t)tinyc_pk_bias(qb, j, qmode);
-            if (layout == TINYC_PK_ENTRIES && gbits == 4 && vkind == TINYC_PK_I8) {
+            if (layout == TINYC_PK_STREAM) {
+                const int32_t c = tinyc_pk_count(counts, wide, j);
+                const int8_t *cbs = tinyc_pk_reg(cbr);
+                int32_t t = -1;            /* the column of the last entry: steps count from -1 */
+#define TINYC_PK_FC_MAC(step, v)                                                                      \
+    do {                                                                                             \
+        t += (step);                                                                                 \
+        acc += (uint32_t)(xr[t * xs_k] * (v));                                                       \
+    } while (0)
+#define cbr cbs
+                TINYC_PK_STREAM_ROW(ep, c, TINYC_PK_FC_MAC);
+#undef cbr
+#undef TINYC_PK_FC_MAC
+            } else if (layout == TINYC_PK_ENTRIES && gbits == 4 && vkind == TINYC_PK_I8) {
                 /* split entries: two gaps per byte (the row's gaps start on a byte), values apart */
                 int32_t e = tinyc_pk_count(counts, wide, j);
                 const int8_t *xp = xr;
@@ -413,10 +517,23 @@ TINYC_PK_INLINE void tinyc_pk_pairs(const int8_t *cb, tinyc_s8_word *table, int3
     }
 }
 
-/* Chunks of 4 weights per 32-bit word of a dense packed row. */
+/* Chunks of 4 weights per 32-bit word of a dense packed row (DENSE_BITS: per group of 8 fields). */
 TINYC_PK_INLINE int32_t tinyc_pk_chunks_per_word(int32_t layout, int32_t bits)
 {
-    return layout == TINYC_PK_DENSE_I4 ? 2 : layout == TINYC_PK_DENSE_I2 ? 4 : 8 / bits;
+    return layout == TINYC_PK_DENSE_I4 ? 2 : layout == TINYC_PK_DENSE_I2 ? 4 : layout == TINYC_PK_DENSE_BITS ? 2 : 8 / bits;
+}
+
+/* Chunk c (0 or 1) of the DENSE_BITS group of 8 b-bit fields at gp as the SMLAD operands
+ * we = (w0, w2), wo = (w1, w3). */
+TINYC_PK_INLINE void tinyc_pk_bits_chunk(const uint8_t *gp, int32_t c, int32_t bits, int32_t vkind,
+                                         const int8_t *cbr, int32_t *we, int32_t *wo)
+{
+    const int32_t v0 = tinyc_pk_fval(tinyc_pk_win(gp, 4 * c, bits), cbr, vkind, bits);
+    const int32_t v1 = tinyc_pk_fval(tinyc_pk_win(gp, 4 * c + 1, bits), cbr, vkind, bits);
+    const int32_t v2 = tinyc_pk_fval(tinyc_pk_win(gp, 4 * c + 2, bits), cbr, vkind, bits);
+    const int32_t v3 = tinyc_pk_fval(tinyc_pk_win(gp, 4 * c + 3, bits), cbr, vkind, bits);
+    *we = tinyc_pk_pack16(v0, v2);
+    *wo = tinyc_pk_pack16(v1, v3);
 }
 
 /* Products of dense_i4 / dense_i2 weights are 2^4 / 2^6 times too large (shifted back). */
@@ -456,11 +573,11 @@ TINYC_PK_INLINE void tinyc_pk_chunk(uint32_t u, int32_t c, int32_t layout, int32
  * expanded once into int16 pairs (`col`, 2 words per 4 inputs, zero past kp), then every
  * output row's words are unpacked in registers into SMLAD operands. x rows are read in place
  * when contiguous (direct), else gathered into `gather` (zero-padded to kp). */
-TINYC_PK_INLINE void tinyc_pk_s8_fc_dense(const int8_t *x, const int32_t *w, const int8_t *cb, const int32_t *qb,
+TINYC_PK_INLINE void tinyc_pk_s8_fc_dense(const int8_t *x, const void *w, const int8_t *cb, const int32_t *qb,
                                           const int32_t *qm, const uint8_t *qs, int8_t *y, int8_t *gather,
                                           tinyc_s8_word *col, tinyc_s8_word *table, int32_t rows, int32_t k, int32_t kp,
                                           int32_t wpr, int32_t nout, int32_t xs_r, int32_t xs_k, int32_t ys_r,
-                                          int32_t ys_n, int32_t direct, int32_t layout, int32_t bits,
+                                          int32_t ys_n, int32_t direct, int32_t layout, int32_t vkind, int32_t bits,
                                           int32_t per_channel, int32_t kcb, int32_t use_table, int32_t qmode,
                                           int32_t m_uni, int32_t m_lit, int32_t s_uni, int32_t s_lit, int32_t zy,
                                           int32_t lo, int32_t hi)
@@ -479,6 +596,28 @@ TINYC_PK_INLINE void tinyc_pk_s8_fc_dense(const int8_t *x, const int32_t *w, con
             xr = gather;
         }
         tinyc_s8_expand(xr, col, chunks, 2);
+        if (layout == TINYC_PK_DENSE_BITS) {
+            /* groups of 8 b-bit fields (b bytes): one output row per pass */
+            for (j = 0; j < nout; ++j, yr += ys_n) {
+                const uint8_t *gp = (const uint8_t *)w + j * wpr * bits;
+                const int8_t *cbr = per_channel ? cb + j * kcb : cb;
+                const tinyc_s8_word *cp = col;
+                int32_t s = tinyc_pk_bias(qb, j, qmode);
+                for (i = 0; i < wpr; ++i, gp += bits, cp += 4) {
+                    int32_t we, wo, x0, x1;
+                    tinyc_pk_bits_chunk(gp, 0, bits, vkind, cbr, &we, &wo);
+                    TINYC_S8_LD2(cp, 0, x0, x1);
+                    s = tinyc_s8_smlad(x0, we, s);
+                    s = tinyc_s8_smlad(x1, wo, s);
+                    tinyc_pk_bits_chunk(gp, 1, bits, vkind, cbr, &we, &wo);
+                    TINYC_S8_LD2(cp, 8, x0, x1);
+                    s = tinyc_s8_smlad(x0, we, s);
+                    s = tinyc_s8_smlad(x1, wo, s);
+                }
+                *yr = (int8_t)TINYC_PK_OUT(s, j);
+            }
+            continue;
+        }
         /* two output rows per pass share the input loads (i2: one, or GCC spills the unpacked words) */
         for (j = 0; layout != TINYC_PK_DENSE_I2 && j + 1 < nout; j += 2, yr += 2 * ys_n) {
             const uint32_t *wa = (const uint32_t *)w + j * wpr, *wb = wa + wpr;
@@ -559,7 +698,7 @@ TINYC_PK_INLINE void tinyc_pk_s8_conv(const int8_t *x, const uint8_t *w, const i
                                       int32_t use_table, int32_t qmode, int32_t m_uni, int32_t m_lit, int32_t s_uni, int32_t s_lit,
                                       int32_t zy, int32_t lo, int32_t hi)
 {
-    const int32_t dense = layout != TINYC_PK_ENTRIES && layout != TINYC_PK_BITMAP;
+    const int32_t dense = layout != TINYC_PK_ENTRIES && layout != TINYC_PK_BITMAP && layout != TINYC_PK_STREAM;
     const int32_t cpw = dense ? tinyc_pk_chunks_per_word(layout, bits) : 1;
     const int32_t shift = dense ? tinyc_pk_scale_shift(layout) : 0;
     const int32_t npix = oh * ow, chunks = kp / 4, k = kh * kw * cg, rb = (k + 7) / 8;
@@ -603,7 +742,18 @@ TINYC_PK_INLINE void tinyc_pk_s8_conv(const int8_t *x, const uint8_t *w, const i
                     const int32_t ro = g * og + o;
                     const int8_t *cbr = per_channel ? cb + ro * kcb : cb;
                     int32_t a0, a1, a2, a3;
-                    if (dense) {
+                    if (layout == TINYC_PK_DENSE_BITS) {
+                        const uint8_t *gp = w + ro * wpr * bits;
+                        const tinyc_s8_word *c = col;
+                        a0 = a1 = a2 = a3 = tinyc_pk_bias(qb, ro, qmode);
+                        for (i = 0; i < wpr; ++i, gp += bits, c += 16) {
+                            int32_t we, wo;
+                            tinyc_pk_bits_chunk(gp, 0, bits, vkind, cbr, &we, &wo);
+                            TINYC_S8_GEMM4_STEP(c, 0, we, wo);
+                            tinyc_pk_bits_chunk(gp, 1, bits, vkind, cbr, &we, &wo);
+                            TINYC_S8_GEMM4_STEP(c, 32, we, wo);
+                        }
+                    } else if (dense) {
                         const uint32_t *wp = (const uint32_t *)(const void *)w + ro * wpr;
                         const tinyc_s8_word *c = col;
                         a0 = a1 = a2 = a3 = shift ? 0 : tinyc_pk_bias(qb, ro, qmode);
@@ -631,7 +781,24 @@ TINYC_PK_INLINE void tinyc_pk_s8_conv(const int8_t *x, const uint8_t *w, const i
                     } else {
                         uint32_t u0, u1, u2, u3;
                         u0 = u1 = u2 = u3 = (uint32_t)tinyc_pk_bias(qb, ro, qmode);
-                        if (layout == TINYC_PK_ENTRIES) {
+                        if (layout == TINYC_PK_STREAM) {
+                            const int32_t ne = tinyc_pk_count(counts, wide, ro);
+                            const int8_t *cbs = tinyc_pk_reg(cbr);
+                            int32_t t = -1;
+#define TINYC_PK_CONV_MAC(step, v)                                                                    \
+    do {                                                                                             \
+        t += (step);                                                                                 \
+        u0 += (uint32_t)(scratch[t] * (v));                                                          \
+        u1 += (uint32_t)(scratch[t + kp] * (v));                                                     \
+        u2 += (uint32_t)(scratch[t + 2 * kp] * (v));                                                 \
+        u3 += (uint32_t)(scratch[t + 3 * kp] * (v));                                                 \
+        TINYC_PK_BARRIER();                                                                          \
+    } while (0)
+#define cbr cbs
+                            TINYC_PK_STREAM_ROW(ep, ne, TINYC_PK_CONV_MAC);
+#undef cbr
+#undef TINYC_PK_CONV_MAC
+                        } else if (layout == TINYC_PK_ENTRIES) {
                             const int32_t ne = tinyc_pk_count(counts, wide, ro);
                             const int8_t *xp = scratch;
                             int32_t e;

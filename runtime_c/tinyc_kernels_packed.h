@@ -24,6 +24,14 @@
  *              are bridged by zero-valued fillers. The stream runs on across rows.
  *   BITMAP     sparse: per row ceil(K / 8) bytes of non-zero flags (LSB first), then the
  *              non-zero values of all rows as one stream of b-bit fields (or floats).
+ *   DENSE_BITS int8, any b in 1..7: every weight a b-bit field (codebook index or two's
+ *              complement code), LSB first, rows of ceil(K / 8) groups of 8 fields (b bytes,
+ *              padded with index / code 0), read through unaligned 32-bit windows at literal
+ *              offsets (tinyc_pk_win).
+ *   STREAM     int8 sparse: per row counts[r] entries of g + b bits (g, b literals, g + b <=
+ *              16), LSB first, the row starting on a byte: the gap in the low g bits, the b-bit
+ *              value field (index or code) above; groups of 8 entries (g + b bytes) unrolled.
+ *   The field streams of DENSE_BITS and STREAM end with 3 padding bytes (the last window).
  *
  * int8 arithmetic is docs/quantization.md's: the accumulator starts at the folded bias
  * (bias - zp_x * sum of the stored weights) and adds raw input codes times weight codes,
@@ -44,10 +52,14 @@ enum {
     TINYC_PK_DENSE_I4 = 2,
     TINYC_PK_DENSE_I2 = 3,
     TINYC_PK_ENTRIES = 4,
-    TINYC_PK_BITMAP = 5
+    TINYC_PK_BITMAP = 5,
+    TINYC_PK_DENSE_BITS = 6,
+    TINYC_PK_STREAM = 7
 };
 
-enum { TINYC_PK_F32 = 0, TINYC_PK_I8 = 1, TINYC_PK_I4 = 2, TINYC_PK_I2 = 3, TINYC_PK_LUT = 4 };
+/* Value kinds: f32; int8 codes; i4 / i2 and TINYC_PK_INT: b-bit two's complement codes (b = the
+ * `bits` argument, 2 to 7); b-bit codebook indices. */
+enum { TINYC_PK_F32 = 0, TINYC_PK_I8 = 1, TINYC_PK_I4 = 2, TINYC_PK_I2 = 3, TINYC_PK_LUT = 4, TINYC_PK_INT = 5 };
 
 /* Helpers are marked unused: a kernel file compiled on its own (a bundle's every .c file is
  * compiled) or into a model that calls only some of its kernels leaves helpers unused, and

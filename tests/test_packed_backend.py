@@ -90,11 +90,12 @@ def test_every_encoding_round_trips(int8):
     if int8:
         assert {("dense_lut", "lut"), ("dense_i4", "i4"), ("dense_i2", "i2"), ("entries", "i8"), ("bitmap", "i8"),
                 ("entries", "i4"), ("entries", "i2"), ("entries", "lut"), ("bitmap", "lut")} <= kinds
-        assert {b for lay, kind, b, *_ in layouts if kind == "lut"} == {1, 2, 4}
+        assert {1, 2, 4} <= {b for lay, kind, b, *_ in layouts if kind == "lut"}   # every width: test_packed_any_width
         assert {g for lay, kind, _, _, g in layouts if lay == "entries" and kind == "i8"} == {4, 8}
     else:
         assert {("dense_lut", "lut"), ("entries", "f32"), ("bitmap", "f32"), ("entries", "lut")} <= kinds
-        assert {b for lay, kind, b, *_ in layouts if lay == "dense_lut"} >= {2, 4, 8}
+        widths = {b for lay, kind, b, *_ in layouts if lay == "dense_lut"}
+        assert widths >= {2, 4} and max(widths) >= 5, widths     # f32_lut8: ceil(log2 k) bits, not 8
 
 
 def test_entries_fillers_and_wide_counts():
@@ -122,7 +123,7 @@ def test_choice_keeps_dense_unless_packing_pays():
     tiny = _sparse_codes(rng, (2, 8), 0.1)                         # smaller, but below the margin
     assert wf.choose(tiny, True) is None
     sparse = wf.choose(_sparse_codes(rng, (32, 64), 0.1), True)
-    assert sparse.layout == "entries" and sparse.nbytes < 0.25 * 32 * 64
+    assert sparse.layout in ("entries", "stream") and sparse.nbytes < 0.25 * 32 * 64
     lut = wf.choose(rng.integers(-4, 12, (32, 64)) * 9, True)      # 16 values, too wide for i4
     assert lut.layout == "dense_lut" and lut.values.bits == 4 and not lut.values.per_channel
     assert wf.choose(rng.integers(-7, 8, (32, 64)), True).layout == "dense_i4"

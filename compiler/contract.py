@@ -20,8 +20,9 @@ How it is kept:
   losses (q -> 1, the agreement bound, when few labelled disagreements are seen). The score is
   the baseline accuracy minus that drop. Other models keep the SQNR metric.
 - **Choices see what ships.** While a pass runs, every score it asks for is taken after the
-  later fixed passes of the pipeline (quantize-int8, share-weights, ...): an `auto` choice is
-  judged with the integer semantics it will ship with (passmanager.later_passes).
+  later fixed passes of the pipeline (quantize-int8, share-weights, ...) and the distill that
+  follows it: an `auto` choice is judged recovered and with the integer semantics it will ship
+  with (passmanager.later_passes).
 - **Confirmation and back-off.** After the pipeline, the final graph is scored on the
   confirmation split with the same estimator. If it breaks the budget, the pipeline runs again
   with the budget of the accuracy-aware passes halved (then quartered, then zero); the report

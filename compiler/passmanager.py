@@ -64,8 +64,16 @@ def _steps(spec: str) -> str:
 
 def later_passes(passes: list[Pass], i: int) -> list[Pass]:
     """The passes after the i-th (1-based) that replay on a candidate: fixed settings only (an
-    accuracy-aware pass later makes its own choice under the same budget), no retraining."""
-    return [q for q in passes[i:] if not q.accuracy_aware and not q.trains]
+    accuracy-aware pass later makes its own choice under the same budget), and the retraining
+    (distill) up to the next accuracy-aware pass: the recovery that follows a choice is part of
+    what it ships with (a sparsity judged before its distill would be judged too harshly)."""
+    out, recovering = [], True
+    for q in passes[i:]:
+        if q.accuracy_aware:
+            recovering = False
+        elif not q.trains or recovering:
+            out.append(q)
+    return out
 
 
 def shipped(evaluate: Callable[[Graph], float], later: list[Pass], ctx: PassContext) -> Callable[[Graph], float]:

@@ -31,10 +31,13 @@ def test_wilson_interval_and_split():
     assert len(split_indices(40)[1]) == 0                        # 12 would be too few to confirm on
 
 
-def test_later_fixed_passes_replay_but_not_auto_or_training_ones():
-    passes = parse_pipeline("fuse,prune-weights{sparsity=auto},distill,svd{rank=auto},share-weights,quantize-int8")
-    assert [p.name for p in later_passes(passes, 2)] == ["share-weights", "quantize-int8"]
-    assert [p.accuracy_aware for p in passes] == [False, True, False, True, False, False]
+def test_later_fixed_passes_and_the_following_recovery_replay_but_not_auto_ones():
+    passes = parse_pipeline("fuse,prune-weights{sparsity=auto},distill,svd{rank=auto},distill,share-weights,"
+                            "quantize-int8")
+    # the distill right after the choice replays (its recovery); the one after svd's own choice does not
+    assert [p.name for p in later_passes(passes, 2)] == ["distill", "share-weights", "quantize-int8"]
+    assert [p.name for p in later_passes(passes, 4)] == ["distill", "share-weights", "quantize-int8"]
+    assert [p.accuracy_aware for p in passes] == [False, True, False, True, False, False, False]
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +77,23 @@ def test_final_graph_is_confirmed_and_reported(digits_cnn):
     step = out.pm.history[2]
     assert step.scores["labelled"] == 252 and step.scores["accuracy_ci"][0] < step.scores["accuracy"]
     assert step.extra["sparsity"] > 0.3
+
+
+def test_sparsity_auto_accounts_for_the_distill_that_follows(digits_cnn):
+    """sparsity=auto before a distill scores its candidates after that distill: it keeps more
+    sparsity than the same search without recovery, and the result holds the budget."""
+    graph, x_train, x_test, y_test = digits_cnn
+    chosen = {}
+    for pipeline in ("fuse,prune-weights{sparsity=auto},quantize-int8",
+                     "fuse,prune-weights{sparsity=auto},distill{epochs=5},quantize-int8"):
+        ctx = make_context(graph, calib=x_train[:32], eval_inputs=x_test, eval_labels=y_test, train=x_train,
+                           max_accuracy_drop=1.0)
+        pm = _pm(pipeline, ctx)
+        out = pm.run(graph.copy(), ctx)
+        chosen[pipeline] = pm.history[2].extra["sparsity"]
+        assert ctx.baseline - ctx.evaluate(out) <= 1.0 + 1e-9
+    plain, recovered = chosen.values()
+    assert recovered > plain + 0.05, chosen
 
 
 def test_a_broken_confirmation_backs_off_and_says_so(digits_cnn):

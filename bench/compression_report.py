@@ -228,7 +228,8 @@ def digits_machine() -> str:
         return "this machine (no checked-in weights found)"
 
 
-def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted: bool, plot_name: str) -> str:
+def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted: bool, plot_name: str,
+           deep: list | None = None) -> str:
     lines = [
         "# Compression: what each pass buys on a Cortex-M4",
         "",
@@ -253,6 +254,10 @@ def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted
     ] + table(digits)
     if plotted:
         lines += ["", f"![accuracy vs flash]({plot_name})"]
+    if deep:
+        from bench import deep_compression as dc
+        lines += ["", "## Deep Compression side by side (LeNet-300-100, LeNet-5 on real handwritten digits)", "",
+                  " ".join(dc.__doc__.split("\n\n")[1:]).replace("\n", " ").strip(), ""] + dc.table(deep)
     lines += ["", "## FC autoencoder (MLPerf Tiny anomaly detection), trained on synthetic machine spectra", "",
               "Trained in seconds on 2,048 synthetic 5-frame x 128-bin log spectra of a machine (`bench.anomaly`); the score is "
               "the detection AUC of reconstruction error between 256 held-out normal samples and 256 of a machine whose "
@@ -269,15 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compression_report", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/compression.md"))
     parser.add_argument("--skip-mlperf", action="store_true")
+    parser.add_argument("--skip-auto", action="store_true", help="Deep Compression table without the --auto rows")
+    parser.add_argument("--jobs", type=int, default=2, help="--auto's parallel candidates")
     args = parser.parse_args(argv)
+    from bench import deep_compression
     with tempfile.TemporaryDirectory(prefix="tinyc-compress-") as tmp:
+        deep = deep_compression.rows(Path(tmp), args.jobs, auto=not args.skip_auto)
         digits = digits_rows(Path(tmp))
         autoencoder = autoencoder_rows(Path(tmp))
         mlperf = [] if args.skip_mlperf else mlperf_rows(Path(tmp))
     plot_path = args.out.with_name("compression_digits.png")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plotted = plot(digits, plot_path)
-    args.out.write_text(render(digits, autoencoder, mlperf, plotted, plot_path.name))
+    args.out.write_text(render(digits, autoencoder, mlperf, plotted, plot_path.name, deep))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

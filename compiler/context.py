@@ -31,5 +31,6 @@ class PassContext:
     reference: Graph | None = None
     selection: Any = None      # contract.Scorer of the selection split (under a budget)
     confirmation: Any = None   # contract.Scorer of the confirmation split, or None
+    later: tuple = ()          # the passes after the running one in the pipeline (set by the PassManager)
     notes: list[str] = field(default_factory=list)   # decisions a pass wants in the report
     stats: dict[str, Any] = field(default_factory=dict)  # pass name -> pass-specific statistics

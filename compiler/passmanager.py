@@ -136,6 +136,7 @@ class PassManager:
                 before = graph.copy() if opts.check_steps and raw is None else None
                 if raw is not None:   # every score the pass asks for is taken on what will ship
                     ctx.evaluate = shipped(raw, later_passes(self.passes, i), ctx)
+                ctx.later = tuple(self.passes[i:])    # what follows (distill's qat=auto looks)
                 t0 = time.perf_counter()
                 try:
                     graph = p.apply(graph, ctx)
@@ -146,7 +147,7 @@ class PassManager:
                                      f"{type(e).__name__}: {e}",
                                      hint="fix the weights, or leave this pass out of the pipeline") from None
                 finally:
-                    ctx.evaluate = raw
+                    ctx.evaluate, ctx.later = raw, ()
                 seconds = time.perf_counter() - t0
                 if opts.verify_each:
                     self._check(graph, p)

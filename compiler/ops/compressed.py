@@ -11,10 +11,10 @@ from tinyc import quant
 from tinyc.errors import TinycError
 from tinyc.ir import DTYPE_BITS, TensorType
 from tinyc.ops import refs
-from tinyc.ops.core import (ACTIVATIONS, WEIGHT_DTYPES, OpDef, Trait, conv_macs, fmt_shape,
+from tinyc.ops.core import (ACTIVATIONS, WEIGHT_DTYPES, F, OpDef, Trait, conv_macs, fmt_shape,
                             int_checked_by_shape_rule, is_act_i8, keeps_batch_broadcast, keeps_batch_unary,
                             linear_macs, need, register, torch, weight_q)
-from tinyc.ops.layers import CONV_ATTRS, conv2d_shape, linear_shape
+from tinyc.ops.layers import CONV_ATTRS, _torch_conv2d, conv2d_shape, linear_shape
 from tinyc.ops.refs import centered, qparams, requant_out
 
 INDEX_DTYPES = ("u1", "u2", "u4", "u8")             # decode indices
@@ -113,10 +113,20 @@ def _sign_result(ts, result):
     need(result.quant is None, "sign's u1 result carries no quant")
 
 
+def _torch_sign(op, x, threshold=None):
+    """The float form for training (tinyc.to_torch): 1.0 where x >= threshold, else 0.0 (the u1
+    bits as float 0/1, NaN gives 0); straight-through gradient, that of clamp((x - t + 1) / 2, 0, 1):
+    1/2 within |x - t| <= 1 (the hardtanh window of the +-1 sign), 0 outside."""
+    d = x if threshold is None else x - threshold
+    soft = torch.clamp((d + 1) * 0.5, 0.0, 1.0)
+    hard = (d >= 0).to(x.dtype)
+    return hard + (soft - soft.detach())     # exactly 0/1 forward
+
+
 register(OpDef(
     "sign", _sign_shape, 1, 2, dtype="u1", doc="binary activations: 1 where x >= threshold (default 0), else 0",
-    ref_exact=_sign, int_operands=int_checked_by_shape_rule, result_quant_rule=_sign_result, int8="threshold_codes",
-    keeps_batch=keeps_batch_broadcast))
+    ref_exact=_sign, torch=_torch_sign, int_operands=int_checked_by_shape_rule, result_quant_rule=_sign_result,
+    int8="threshold_codes", keeps_batch=keeps_batch_broadcast))
 
 
 # ---- bin_conv2d / bin_linear -----------------------------------------------------------------
@@ -226,6 +236,27 @@ def _bin_layer(op, x, w, alpha, b=None):
     return y.astype(np.float32)
 
 
+def _torch_bin_layer(op, x, w, alpha, b=None):
+    """The float form for training (tinyc.to_torch; fused activation applied by the caller):
+    y = alpha[o] * conv / linear(x_hat, w_hat) + bias[o]. x_hat = 2x - 1 for a u1 input (sign's
+    float 0/1, gradient straight through), the value for f32; padded taps are zeros of x_hat, so
+    they contribute 0 as in the interpreter. w_hat = 2w - 1 for the u1 bits (an integer tensor);
+    a floating-point w is a latent weight (to_torch's trainable form): w_hat = +1 where w >= 0,
+    else -1, with the identity as its straight-through gradient."""
+    xh = 2 * x - 1 if op.operands[0].type.dtype == "u1" else x
+    if w.is_floating_point():
+        hard = torch.where(w >= 0, 1.0, -1.0).to(w.dtype)
+        wh = hard + (w - w.detach())
+    else:
+        wh = (2 * w.to(torch.int32) - 1).to(xh.dtype)
+    if op.kind == "bin_conv2d":
+        acc, shape = _torch_conv2d(op, xh, wh), (1, -1, 1, 1)
+    else:
+        acc, shape = F.linear(xh, wh), (-1,)
+    y = acc * alpha.reshape(shape)
+    return y if b is None else y + b.reshape(shape)
+
+
 def _bin_dtype(ts) -> str:
     return "i8" if bin_int_form(ts) else "f32"
 
@@ -233,6 +264,7 @@ def _bin_dtype(ts) -> str:
 def _bin(kind, infer, attrs, macs, keeps_batch, doc):
     register(OpDef(kind, infer, 3, 4, attrs, traits=Trait.BINARY_LAYER | Trait.FUSABLE, macs=macs,
                    dtype_rule=_bin_dtype, doc=doc, ref_exact=_bin_layer, int_form=bin_int_form,
+                   torch=_torch_bin_layer, trainable=(1, 2, 3),
                    int_operands=int_checked_by_shape_rule, int8="bin_layer", keeps_batch=keeps_batch,
                    accepts_act=lambda a: a.requant))
 

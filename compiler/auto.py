@@ -2,7 +2,8 @@
 
 Candidates are whole pipelines (fixed settings), searched in stages, each stage one parallel batch:
 
-1. unstructured sparsity: prune-weights{sparsity=s} for s in SPARSITIES (then distill when --train);
+1. unstructured sparsity: prune-weights{sparsity=s} for s in SPARSITIES (then distill when --train,
+   quantization-aware by default);
 2. weight sharing on the two sparsest settings that kept the accuracy budget: share-weights{bits=b};
 3. channel pruning on the best so far (models with conv layers): prune-channels{ratio=r}.
 
@@ -29,10 +30,11 @@ from typing import Any, Callable, Iterable
 from tinyc.errors import TinycError
 from tinyc.ir import Graph
 
-SPARSITIES = (0.0, 0.5, 0.75, 0.9, 0.95)
+SPARSITIES = (0.0, 0.5, 0.75, 0.9, 0.93, 0.95)
 SHARE_BITS = (6, 5, 4, 3)
 CHANNEL_RATIOS = (0.25, 0.5)
-DISTILL_EPOCHS = 10
+PRUNE_EPOCHS = 20        # distill after pruning (the larger loss to recover)
+DISTILL_EPOCHS = 10      # distill after sharing
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,7 @@ def pipeline(sparsity: float = 0.0, bits: int | None = None, ratio: float = 0.0,
     if sparsity:
         steps.append(f"prune-weights{{sparsity={sparsity:g}}}")
     if train and (sparsity or ratio):
-        steps.append(f"distill{{epochs={DISTILL_EPOCHS}}}")
+        steps.append(f"distill{{epochs={PRUNE_EPOCHS}}}")
     if bits:
         steps.append(f"share-weights{{bits={bits}}}")
         if train:

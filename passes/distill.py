@@ -249,6 +249,9 @@ class Distill(Pass):
     batch: int = option(64, "training inputs per step")
     temperature: float = option(4.0, "softening temperature of the classification (KL) loss")
     seed: int = option(0, "random seed (sample order)")
+    mixup: float = option(0.0, "a > 0: also train each step on mixtures of training inputs (x = l x_i + "
+                                "(1 - l) x_j, l ~ Beta(a, a), e.g. 0.4) labelled by the teacher, inputs the "
+                                "training set lacks (float inputs); not a clear win on digits, so off by default")
     qat: Literal["auto", "on", "off"] = option(
         "auto", "quantization-aware training: the forward rounds weights and activations as quantize-int8 "
                 "will (fake-quant, straight-through gradients); auto: on when quantize-int8 follows")
@@ -262,6 +265,8 @@ class Distill(Pass):
             raise ValueError(f"batch must be >= 1, got {self.batch}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not self.mixup >= 0:
+            raise ValueError(f"mixup must be >= 0, got {self.mixup}")
 
     def apply(self, graph: Graph, ctx: PassContext) -> Graph:
         from tinyc.evaluate import as_samples, run_batch
@@ -284,7 +289,8 @@ class Distill(Pass):
 
         before = ctx.evaluate(graph) if ctx.evaluate else None
         qat = self._qat_plan(graph, ctx, samples)
-        module, loss_before, loss_after, masked = self._train(graph, samples, soft, targets, qat)
+        mix_teacher = self._mixup_teacher(teacher, samples)
+        module, loss_before, loss_after, masked = self._train(graph, samples, soft, targets, qat, mix_teacher)
         check(math.isfinite(loss_after), f"distill diverged (loss {loss_after} after training)",
               f"lower the learning rate, e.g. distill{{lr={self.lr / 10:g}}}")
         out, trained, why = update_graph(graph, module), None, None
@@ -303,6 +309,7 @@ class Distill(Pass):
         n = len(samples[0])
         ctx.stats[self.name] = {
             "epochs": self.epochs, "samples": n, "losses": sorted({t.loss for t in targets}),
+            "mixup": self.mixup if mix_teacher is not None else 0.0,
             "loss_before": loss_before, "loss_after": loss_after, "masked_zero_weights": masked,
             "metric": ctx.metric or None, "score_before": before, "score_after": after,
             "score_trained": trained, "kept_weights": why is not None,
@@ -346,8 +353,19 @@ class Distill(Pass):
                         set(quantizer.keep_float) if quantizer else set())
 
     # ---- training ----
+    def _mixup_teacher(self, teacher: Graph, samples: list[np.ndarray]):
+        """The teacher as a torch module for labelling mixed inputs, or None (mixup=0, integer
+        inputs such as token ids, or a teacher with no torch form: plain distillation)."""
+        if not self.mixup or not all(np.issubdtype(s.dtype, np.floating) for s in samples):
+            return None
+        from tinyc.to_torch import to_torch
+        try:
+            return to_torch(teacher, trainable=False)
+        except TinycError:
+            return None
+
     def _train(self, graph: Graph, samples: list[np.ndarray], soft: list[np.ndarray], targets: list[Target],
-               qat: "QatPlan | None" = None):
+               qat: "QatPlan | None" = None, mix_teacher=None):
         import torch
         import torch.nn.functional as F
 
@@ -361,12 +379,13 @@ class Distill(Pass):
         T = self.temperature
         names = [t.student for t in targets]
 
-        def loss_fn(idx) -> torch.Tensor:
-            outs = module(*(x[idx] for x in xs), names=names)
+        def loss_fn(idx, inputs=None, wants=None) -> torch.Tensor:
+            inputs = inputs if inputs is not None else [x[idx] for x in xs]
+            wants = wants if wants is not None else [t[idx] for t in ts]
+            outs = module(*inputs, names=names)
             outs = outs if isinstance(outs, tuple) else (outs,)
             total = 0.0
-            for tgt, s, t, scale in zip(targets, outs, ts, scales):
-                t = t[idx]
+            for tgt, s, t, scale in zip(targets, outs, wants, scales):
                 if tgt.loss == "mse":
                     total = total + F.mse_loss(s, t) / scale
                     continue
@@ -408,6 +427,8 @@ class Distill(Pass):
                         for idx in torch.randperm(n).split(self.batch):
                             opt.zero_grad()
                             loss = loss_fn(idx)
+                            if mix_teacher is not None and len(idx) > 1:
+                                loss = loss + loss_fn(idx, *self._mixed(idx, xs, mix_teacher, targets))
                             loss.backward()
                             for p, m in masks:
                                 if p.grad is not None:
@@ -421,3 +442,19 @@ class Distill(Pass):
         finally:
             torch.set_num_threads(threads)
         return module, loss_before, loss_after, masked
+
+    def _mixed(self, idx, xs, teacher, targets):
+        """A batch of mixtures of the batch's inputs with a permutation of them, and the teacher's
+        values on them (its logits, or the outputs the losses compare)."""
+        import torch
+        n = len(idx)
+        lam = torch.distributions.Beta(self.mixup, self.mixup).sample((n,))
+        perm = torch.randperm(n)
+        mixed = []
+        for x in xs:
+            b = x[idx]
+            w = lam.reshape((n,) + (1,) * (b.dim() - 1)).to(b.dtype)
+            mixed.append(w * b + (1 - w) * b[perm])
+        with torch.no_grad():
+            outs = teacher(*mixed, names=[t.teacher for t in targets])
+        return mixed, list(outs if isinstance(outs, tuple) else (outs,))

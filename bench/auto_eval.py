@@ -70,7 +70,19 @@ def evaluate(name: str, work: Path, jobs: int, budget: float = 1.0) -> dict:
             "candidates": len(report["auto"]["candidates"]), "seconds": seconds}
 
 
-def markdown(rows: list[dict], budget: float) -> str:
+def timing(name: str, work: Path) -> list[dict]:
+    """The same search with --jobs 1 and --jobs 2: wall-clock seconds of `tinyc compile --auto`."""
+    out = []
+    for jobs in (1, 2):
+        d = work / f"timing-{jobs}"
+        d.mkdir()
+        r = evaluate(name, d, jobs)
+        out.append({"jobs": jobs, "seconds": r.get("seconds"), "candidates": r.get("candidates"),
+                    "pipeline": r.get("pipeline"), "error": r.get("error")})
+    return out
+
+
+def markdown(rows: list[dict], budget: float, times: list[dict] | None = None, timed: str = "") -> str:
     from bench.digits import machine
     lines = [
         "# `--auto` on real data no choice saw",
@@ -102,6 +114,15 @@ def markdown(rows: list[dict], budget: float) -> str:
                      f"{r['drop']:.2f} | {r['selection_drop']:.2f} / {conf} | {r['flash']:,} | {r['model_flash']:,} | "
                      f"{r['float_weight_bytes']:,} | {r['ratio']:.1f}x / {r['model_ratio']:.1f}x | {r['candidates']} | "
                      f"`{r['pipeline']}` |")
+    if times:
+        lines += ["", f"## `--jobs`: the same search on {timed}, {times[0]['candidates']} candidates", "",
+                  "| --jobs | seconds (wall clock, whole compile) | pipeline chosen |", "|---:|---:|---|"]
+        lines += [f"| {t['jobs']} | {t['seconds']:.1f} | `{t['pipeline']}` |" if not t["error"] else
+                  f"| {t['jobs']} | | error: {t['error']} |" for t in times]
+        if all(not t["error"] for t in times):
+            lines += ["", f"Speed-up {times[0]['seconds'] / times[1]['seconds']:.2f}x on the machine above (candidates "
+                      "are compiled, distilled and run on QEMU in separate processes; the final compile and its "
+                      "confirmation run once)."]
     return "\n".join(lines) + "\n"
 
 
@@ -112,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--budget", type=float, default=1.0)
+    parser.add_argument("--timing", default="mnist1d_cnn", help="model whose search is timed at --jobs 1 and 2 ('': none)")
     args = parser.parse_args(argv)
-    rows = []
+    rows, times = [], None
     with tempfile.TemporaryDirectory(prefix="tinyc-auto-eval-") as tmp:
         for name in args.models.split(","):
             print(f"--auto on {name} ...", flush=True)
             rows.append(evaluate(name, Path(tmp), args.jobs, args.budget))
             print("  " + json.dumps(rows[-1]), flush=True)
-    args.out.write_text(markdown(rows, args.budget))
+        if args.timing:
+            print(f"timing --jobs 1 / 2 on {args.timing} ...", flush=True)
+            times = timing(args.timing, Path(tmp))
+            print("  " + json.dumps(times), flush=True)
+    args.out.write_text(markdown(rows, args.budget, times, args.timing))
     print(f"wrote {args.out}")
     return 0
 

@@ -4,6 +4,8 @@ The bench harness (OUT/target/bench_main.c) stamps SysTick around one inference 
 every layer in a TINYC_PROFILE build) and measures the stack high-water mark; an
 optional QEMU TCG plugin (OUT/target/icount_plugin.c) counts instructions exactly.
 ``measure_stack`` runs the same harness only for the stack of one inference.
+On cortex-m4 the plugin also counts the executed instructions by timing class and
+``backends/cycles.py`` turns them into estimated cycles (per inference and per layer).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tinyc.backends import cycles as cyc
 from tinyc.backends.build import build
 from tinyc.backends.manifest import read_manifest
 from tinyc.backends.size import MemoryUse, SizeInfo, size
@@ -41,6 +44,25 @@ class BenchResult:
     sizes: SizeInfo
     io_buffer_bytes: int = 0            # the run harness's input+output row buffers (in ram)
     notes: list[str] = field(default_factory=list)
+    # Estimated cycles (backends/cycles.py; plugin method on a core the cost model knows, else None)
+    classes: dict[str, int] | None = None           # instruction class counts per inference
+    layer_classes: list[dict[str, int]] = field(default_factory=list)   # per layer (profiled build)
+    cycles: int | None = None                       # estimated cycles per inference
+    layer_cycles: list[int] = field(default_factory=list)               # per layer (profiled build)
+    profiled_cycles: int | None = None              # whole invoke in the profiled build, marks removed
+    cycle_model: str = ""                           # the model used, or why there are no cycles
+
+    @property
+    def cpi(self) -> float | None:
+        """Estimated cycles per instruction."""
+        return cyc.cpi(self.cycles, self.instructions)
+
+    def latency_ms(self, clock_mhz: float | None) -> float | None:
+        return cyc.latency_ms(self.cycles, clock_mhz)
+
+    def cycles_with_wait_states(self, wait_states: int) -> int | None:
+        """Upper estimate with N flash wait states (see cycles.WAIT_STATE_NOTE)."""
+        return None if self.classes is None else cyc.wait_state_cycles(self.classes, wait_states)
 
     def to_dict(self) -> dict:
         return {
@@ -51,6 +73,10 @@ class BenchResult:
             "systick_instructions": self.systick_instructions, "stack": self.stack,
             "flash": self.flash, "ram": self.ram, "sizes": self.sizes.to_dict(),
             "io_buffer_bytes": self.io_buffer_bytes, "notes": list(self.notes),
+            "classes": dict(self.classes) if self.classes is not None else None,
+            "layer_classes": [dict(c) for c in self.layer_classes], "cycles": self.cycles,
+            "layer_cycles": list(self.layer_cycles), "profiled_cycles": self.profiled_cycles,
+            "cycle_model": self.cycle_model,
         }
 
 
@@ -59,6 +85,7 @@ class _Measurement:
     stamps: list[tuple[str, int, int]]      # (kind, arg, ticks)
     keys: dict[str, int]
     counts: list[int] | None                # plugin instruction counts per stamp
+    classes: tuple[list[str], list[list[int]]] | None = None   # plugin class names, counts per stamp
 
 
 def _parse_bench(text: str) -> tuple[dict[str, int], list[tuple[str, int, int]]]:
@@ -109,14 +136,34 @@ def _symbol_address(target: Target, elf: Path, symbol: str) -> int:
     raise BackendError(f"symbol {symbol} not found in {elf}")
 
 
-def _measure(out: Path, t: Target, elf: Path, use_plugin: bool, timeout: float) -> _Measurement:
+def _parse_classes(text: str, n_stamps: int) -> tuple[list[str], list[list[int]]]:
+    lines = text.splitlines()
+    head = lines[0].split() if lines else []
+    if head[:3] != ["#", "tinyc-icount-classes", "1"]:
+        raise BackendError("the QEMU icount plugin wrote no instruction classes")
+    names = head[3:]
+    rows = [[int(v) for v in line.split()] for line in lines[1:] if line and not line.startswith("total")]
+    if len(rows) < n_stamps or any(len(r) != len(names) for r in rows):
+        raise BackendError("the QEMU icount plugin missed stamps in its class counts",
+                           hint=f"{len(rows)} rows for {n_stamps} stamps")
+    return names, rows[:n_stamps]
+
+
+def _measure(out: Path, t: Target, elf: Path, use_plugin: bool, timeout: float,
+             classes: bool = False) -> _Measurement:
     cmd = qemu_command(t, elf)
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
         tmpdir = Path(tmp)
         counts_file = tmpdir / "icount.txt"
+        class_file = tmpdir / "classes.txt"
         if use_plugin:
             addr = _symbol_address(t, elf, "tinyc_bench_point")
-            cmd += ["-plugin", f"{_plugin_path(out)},addr=0x{addr:x},out={counts_file}"]
+            arg = f"{_plugin_path(out)},addr=0x{addr:x},out={counts_file}"
+            if classes:
+                arg += f",classes={class_file}"
+                if t.flash is not None:
+                    arg += f",flash=0x{t.flash.origin:x}:0x{t.flash.end:x}"
+            cmd += ["-plugin", arg]
         proc = run_process(cmd, tmpdir, timeout, f"benchmark of {elf.name} on {t.name}")
         text = proc.stdout.decode(errors="replace")
         err = proc.stderr.decode(errors="replace").strip()
@@ -137,7 +184,12 @@ def _measure(out: Path, t: Target, elf: Path, use_plugin: bool, timeout: float) 
                 raise BackendError("the QEMU icount plugin missed stamps",
                                    hint=f"{len(counts)} counts for {len(stamps)} stamps")
             counts = counts[:len(stamps)]
-    return _Measurement(stamps, keys, counts)
+        class_counts = None
+        if use_plugin and classes:
+            if not class_file.exists():
+                raise BackendError("the QEMU icount plugin wrote no instruction classes", hint=err or None)
+            class_counts = _parse_classes(class_file.read_text(), len(stamps))
+    return _Measurement(stamps, keys, counts, class_counts)
 
 
 def _analyse(m: _Measurement, t: Target, notes: list[str]) -> dict:
@@ -181,12 +233,30 @@ def _analyse(m: _Measurement, t: Target, notes: list[str]) -> dict:
     res = {"ipt": ipt, "ipt_measured": ipt_measured, "systick": intervals(ticks, ipt, ovh_ticks)}
     if m.counts is not None:
         res["plugin"] = intervals(m.counts, 1.0, span("empty_a", "empty_b", m.counts))
+    if m.classes is not None:
+        res["classes"] = _class_intervals(m, idx)
     return res
+
+
+def _class_intervals(m: _Measurement, idx: dict[str, int]) -> dict:
+    """The plugin's class counts over the same intervals as the instruction counts, without
+    clamping (a class of the stamps' own code may come out -1 in a layer): every interval's
+    disjoint classes still add up to its instructions."""
+    names, rows = m.classes
+    start, end = idx["start"], len(rows) - 1
+    ovh = [b - a for a, b in zip(rows[idx["empty_a"]], rows[idx["empty_b"]])]
+    marks = [i for i in range(start + 1, end) if m.stamps[i][0] == "mark"]
+
+    def diff(i: int, j: int, n_ovh: int) -> dict[str, int]:
+        return {k: b - a - n_ovh * o for k, a, b, o in zip(names, rows[i], rows[j], ovh)}
+
+    return {"total": diff(start, end, len(marks) + 1),
+            "layers": [diff(i, i + 1, 1) for i in marks if i + 1 < end]}
 
 
 def bench_model(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4",
           name: str = "model", *, profile: bool = True, method: str = "auto",
-          timeout: float = 120.0) -> BenchResult:
+          timeout: float = 120.0, classes: bool = True) -> BenchResult:
     """Benchmark one inference on a Cortex-M target under QEMU -icount shift=0.
 
     ``instructions`` comes from a build without layer marks; with ``profile`` a
@@ -197,7 +267,10 @@ def bench_model(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4
     arena is in .bss) of the run image: start-up code + model + the run harness,
     whose input/output row buffers (``io_buffer_bytes``) are part of ``ram``.
     With a board name, budget overruns are added to ``notes`` (RAM counted as
-    budget.check_budget does: arena + static + the measured stack).
+    budget.check_budget does: arena + static + the measured stack).  With the plugin
+    on a core backends/cycles.py has timings for (``classes``), the instructions are
+    also counted by class and priced: ``cycles`` / ``layer_cycles`` (else None / [],
+    ``cycle_model`` says why).
     """
     out = Path(out_dir).resolve()
     t, board = resolve(target)
@@ -214,10 +287,11 @@ def bench_model(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4
     elves = [elf] + ([build(out, t, name, "bench", True)] if profile else [])
 
     use_plugin = method in ("auto", "plugin")
+    want_classes = classes and cyc.supports(t.name)
     results = []
     for e in elves:
         try:
-            m = _measure(out, t, e, use_plugin, timeout)
+            m = _measure(out, t, e, use_plugin, timeout, want_classes and use_plugin)
         except BackendError as exc:
             if method != "auto" or not use_plugin:
                 raise
@@ -230,10 +304,24 @@ def bench_model(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4
     best = "plugin" if use_plugin and "plugin" in a_plain else "systick"
     layers: list[int] = []
     profiled = None
+    model = cyc.CycleModel()
+    est: dict = {"cycle_model": model.describe()}
+    if "classes" in a_plain:
+        est["classes"] = a_plain["classes"]["total"]
+        est["cycles"] = model.cycles(est["classes"])
+    elif not want_classes:
+        est["cycle_model"] = (f"unavailable: the cost model has {', '.join(cyc.MODEL_TARGETS)} timings, "
+                              f"not {t.name}'s" if classes else "unavailable: not asked for")
+    else:
+        est["cycle_model"] = "unavailable: the SysTick count has no instruction classes"
     if profile:
         m_prof, a_prof = results[1]
         src = a_prof[best] if best in a_prof else a_prof["systick"]
         layers, profiled = src["layers"], src["total"]
+        if "classes" in a_prof and "cycles" in est:
+            est["layer_classes"] = a_prof["classes"]["layers"]
+            est["layer_cycles"] = [max(0, model.cycles(c)) for c in est["layer_classes"]]
+            est["profiled_cycles"] = model.cycles(a_prof["classes"]["total"])
         if src["marks"] == 0:
             notes.append("the model has no TINYC_LAYER_MARK calls: no per-layer counts")
         if m_prof.keys.get("dropped", 0):
@@ -257,7 +345,7 @@ def bench_model(out_dir: Path | str, target: "str | Target | Board" = "cortex-m4
         systick_instructions=a_plain["systick"]["total"],
         stack=stack,
         flash=info.flash, ram=info.ram, sizes=info,
-        io_buffer_bytes=manifest.io_bytes, notes=notes,
+        io_buffer_bytes=manifest.io_bytes, notes=notes, **est,
     )
 
 

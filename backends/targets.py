@@ -93,6 +93,12 @@ class Target:
     def instructions_per_tick(self) -> float | None:
         return None if self.systick_hz is None else 1e9 / self.systick_hz
 
+    @property
+    def clock_mhz(self) -> float | None:
+        """The CPU clock of the emulated board (mps2 FPGA images: 25 MHz), the default for
+        latencies when no board is named."""
+        return None if self.systick_hz is None else self.systick_hz / 1e6
+
 
 @dataclass(frozen=True)
 class Board:
@@ -101,6 +107,7 @@ class Board:
     flash_bytes: int
     ram_bytes: int
     description: str = ""
+    clock_mhz: float | None = None   # maximum CPU clock (the part's datasheet), for latencies
 
     @property
     def target(self) -> Target:
@@ -178,11 +185,13 @@ TARGETS: dict[str, Target] = {
 BOARDS: dict[str, Board] = {
     b.name: b
     for b in [
-        Board("nucleo-f446re", "cortex-m4", 512 * KiB, 128 * KiB, "ST NUCLEO-F446RE (STM32F446RE)"),
-        Board("nucleo-l432kc", "cortex-m4", 256 * KiB, 64 * KiB, "ST NUCLEO-L432KC (STM32L432KC)"),
-        Board("nucleo-f746zg", "cortex-m7", 1 * MiB, 320 * KiB, "ST NUCLEO-F746ZG (STM32F746ZG)"),
-        Board("nucleo-f091rc", "cortex-m0", 256 * KiB, 32 * KiB, "ST NUCLEO-F091RC (STM32F091RC)"),
-        Board("stm32l552", "cortex-m33", 512 * KiB, 256 * KiB, "ST STM32L552 (e.g. NUCLEO-L552ZE-Q)"),
+        # clocks: the datasheets' maximum CPU frequency (ST DS10693 STM32F446xC/E, DS11451
+        # STM32L432KB/KC, DS10916 STM32F745/746, DS10006 STM32F091xB/xC, DS12736 STM32L552xx)
+        Board("nucleo-f446re", "cortex-m4", 512 * KiB, 128 * KiB, "ST NUCLEO-F446RE (STM32F446RE)", 180.0),
+        Board("nucleo-l432kc", "cortex-m4", 256 * KiB, 64 * KiB, "ST NUCLEO-L432KC (STM32L432KC)", 80.0),
+        Board("nucleo-f746zg", "cortex-m7", 1 * MiB, 320 * KiB, "ST NUCLEO-F746ZG (STM32F746ZG)", 216.0),
+        Board("nucleo-f091rc", "cortex-m0", 256 * KiB, 32 * KiB, "ST NUCLEO-F091RC (STM32F091RC)", 48.0),
+        Board("stm32l552", "cortex-m33", 512 * KiB, 256 * KiB, "ST STM32L552 (e.g. NUCLEO-L552ZE-Q)", 110.0),
     ]
 }
 

@@ -293,27 +293,56 @@ def bench_bundle_cmd(args) -> int:
     if bundle.target == "host":
         raise TinycError("tinyc bench measures on the emulator; this bundle is for the host",
                          hint="compile with --target cortex-m4 (or another Cortex-M)")
+    clock = getattr(args, "clock_mhz", None)
+    if clock is not None and not clock > 0:
+        raise TinycError(f"--clock-mhz must be a positive number of MHz, not {clock:g}", hint="e.g. --clock-mhz 80")
     result = bench_model(bundle.path, bundle.report["board"] or bundle.target, bundle.name)
-    figures = bench_figures(bundle.report, result)
+    figures = bench_figures(bundle.report, result, clock)
     print(format_bench(bundle.report, figures))
     if args.json:
         _write_json(args.json, figures)
     return 0
 
 
-def bench_figures(report: dict, result) -> dict:
+def default_clock_mhz(report: dict) -> tuple[float | None, str]:
+    """The clock latencies are given at without --clock-mhz: the board's (compiled with --board),
+    else the target's emulated board's. (MHz or None, where it comes from)."""
+    from tinyc.backends.targets import get_board, get_target
+    if report.get("board"):
+        board = get_board(report["board"])
+        if board.clock_mhz:
+            return board.clock_mhz, f"{board.name}'s clock"
+    clock = get_target(report["target"]).clock_mhz
+    return clock, (f"{report['target']}'s emulated board clock" if clock else "no clock known")
+
+
+def bench_figures(report: dict, result, clock_mhz: float | None = None) -> dict:
+    from tinyc.backends import cycles as cyc
+
     arena = report["arena_size"]
     static = result.ram - arena - result.io_buffer_bytes
+    clock_from = "--clock-mhz"
+    if clock_mhz is None:
+        clock_mhz, clock_from = default_clock_mhz(report)
+    n = len(report["layers"])
+    layer_cycles = getattr(result, "layer_cycles", None) or [None] * n
     layers = []
-    for layer, count in zip(report["layers"], result.layer_instructions or [None] * len(report["layers"])):
+    for layer, count, cycles in zip(report["layers"], result.layer_instructions or [None] * n, layer_cycles):
         layers.append({**{k: layer[k] for k in ("index", "name", "kind", "macs", "weight_bytes")},
-                       "instructions": count})
+                       "instructions": count, "cycles": cycles})
+    cycles = getattr(result, "cycles", None)
+    classes = getattr(result, "classes", None)
     return {
         "target": report["target"], "method": result.method,
         "instructions": result.instructions,
         "instructions_per_mac": result.instructions / report["macs"] if report["macs"] else None,
         "macs": report["macs"], "flash": result.flash,
         "ram": arena + static + result.stack, "arena": arena, "static_ram": static, "stack": result.stack,
+        "cycles": cycles, "cpi": cyc.cpi(cycles, result.instructions),
+        "cycle_model": getattr(result, "cycle_model", ""), "cycle_assumptions": cyc.ASSUMPTIONS,
+        "clock_mhz": clock_mhz, "clock_from": clock_from, "latency_ms": cyc.latency_ms(cycles, clock_mhz),
+        "classes": classes,
+        "wait_state_cycles_per_n": (classes.get("taken", 0) + cyc.flash_accesses(classes)) if classes else None,
         "layers": layers, "notes": result.notes,
     }
 
@@ -326,14 +355,30 @@ def format_bench(report: dict, f: dict) -> str:
         f"  flash                     {f['flash']:>12,}   bytes (text + rodata + data, run image)",
         f"  RAM                       {f['ram']:>12,}   bytes = arena {f['arena']:,} + static {f['static_ram']:,}"
         f" + stack {f['stack']:,}",
-        "",
-        f"  {'#':>3}  {'layer':28s} {'op':12s} {'MACs':>10} {'weight B':>9} {'instr':>11} {'instr/MAC':>9}",
     ]
+    cycles = f.get("cycles")
+    if cycles is not None:
+        lines.append(f"  estimated cycles          {cycles:>12,}   (CPI {f['cpi']:.2f}; {f['cycle_model']}; "
+                     f"see docs/cycles.md)")
+        if f["clock_mhz"]:
+            lines.append(f"  latency                   {f['latency_ms']:>12.3f}   ms at {f['clock_mhz']:g} MHz "
+                         f"({f['clock_from']})")
+        lines.append(f"  with N flash wait states  <= {cycles:,} + N x {f['wait_state_cycles_per_n']:,} cycles "
+                     f"(N x (taken branches + flash data reads), before any flash cache)")
+    else:
+        lines.append(f"  estimated cycles          {'unavailable':>12}   ({f.get('cycle_model') or 'no class counts'})")
+    show_cycles = any(row.get("cycles") is not None for row in f["layers"])
+    lines += ["", f"  {'#':>3}  {'layer':28s} {'op':12s} {'MACs':>10} {'weight B':>9} {'instr':>11} {'instr/MAC':>9}"
+              + (f" {'est. cycles':>12} {'CPI':>5}" if show_cycles else "")]
     for row in f["layers"]:
         instr = row["instructions"]
         count = f"{instr:,}" if instr is not None else "-"
         ratio = f"{instr / row['macs']:.2f}" if instr is not None and row["macs"] else ""
-        lines.append(f"  {row['index']:>3}  {row['name'][:28]:28s} {row['kind']:12s} {row['macs']:>10,} "
-                     f"{row['weight_bytes']:>9,} {count:>11} {ratio:>9}")
+        line = (f"  {row['index']:>3}  {row['name'][:28]:28s} {row['kind']:12s} {row['macs']:>10,} "
+                f"{row['weight_bytes']:>9,} {count:>11} {ratio:>9}")
+        if show_cycles:
+            c = row.get("cycles")
+            line += f" {c:>12,} {c / instr:>5.2f}" if c is not None and instr else f" {'-':>12} {'':>5}"
+        lines.append(line)
     lines += [f"  note: {n}" for n in f["notes"]]
     return "\n".join(lines)

@@ -5,7 +5,10 @@ Candidates are whole pipelines (fixed settings), searched in stages, each stage 
 1. unstructured sparsity: prune-weights{sparsity=s} for s in SPARSITIES (then distill when --train,
    quantization-aware by default);
 2. weight sharing on the two sparsest settings that kept the accuracy budget: share-weights{bits=b};
-3. channel pruning on the best so far (models with conv layers): prune-channels{ratio=r}.
+3. channel pruning on the best so far (models with conv layers): prune-channels{ratio=r} for fixed
+   ratios and ratio=auto (each layer's ratio chosen under the budget);
+4. per-layer low rank on the best so far (svd{rank=auto}), and, with --train, binarization
+   (binarize: first and last layers int8, the others binary) with distillation.
 
 Every candidate ends in quantize-int8. Each is compiled for the target and measured for real:
 flash and RAM (arena + static + measured stack) of the firmware, exact instructions per inference
@@ -207,10 +210,19 @@ class Progress:
 
 # ---- the search -----------------------------------------------------------------------------------
 
-def pipeline(sparsity: float = 0.0, bits: int | None = None, ratio: float = 0.0, train: bool = False) -> str:
+def pipeline(sparsity: float = 0.0, bits: int | None = None, ratio: float | str = 0.0, train: bool = False,
+             svd: bool = False, binary: bool = False) -> str:
+    """One candidate. `ratio` "auto" and `svd` are per-layer choices (prune-channels{ratio=auto},
+    svd{rank=auto}: accuracy-aware passes choosing each layer's setting under the same budget)."""
     steps = ["fuse"]
     if ratio:
-        steps.append(f"prune-channels{{ratio={ratio:g}}}")
+        steps.append(f"prune-channels{{ratio={ratio if isinstance(ratio, str) else format(ratio, 'g')}}}")
+    if svd:
+        steps.append("svd{rank=auto}")
+    if binary:
+        steps.append("binarize")
+    if train and (svd or binary) and not sparsity:
+        steps.append(f"distill{{epochs={PRUNE_EPOCHS}}}")
     if sparsity:
         steps.append(f"prune-weights{{sparsity={sparsity:g}}}")
     if train and (sparsity or ratio):
@@ -264,10 +276,15 @@ class Search:
         kept = [s for s, m in zip(SPARSITIES, stage1) if not m.error and m.drop <= self.budgets.accuracy_drop]
         base = sorted(kept)[-2:] or [0.0]
         self.batch(pipeline(s, b, train=train) for s in base for b in SHARE_BITS)
+        best = self.best() or stage1[0]
+        s, b = _settings(best.pipeline)
         if has_conv(self.graph):
-            best = self.best() or stage1[0]
-            s, b = _settings(best.pipeline)
-            self.batch(pipeline(s, b, r, train=train) for r in CHANNEL_RATIOS)
+            self.batch(pipeline(s, b, r, train=train) for r in CHANNEL_RATIOS + ("auto",))
+        # per-layer low rank on the best so far, and binarization where it pays (with recovery)
+        more = [pipeline(s, b, train=train, svd=True)]
+        if train:
+            more.append(pipeline(train=True, binary=True))
+        self.batch(more)
         mark_pareto(self.tried)
         return sorted([m for m in self.tried if m.feasible], key=self.key)
 

@@ -65,6 +65,7 @@ class Result:
     stack: int
     compile_seconds: float
     layers: list[dict] = field(default_factory=list)
+    cycles: int | None = None           # estimated Cortex-M4 cycles (backends/cycles.py, docs/cycles.md)
 
     @property
     def per_mac(self) -> float:
@@ -112,10 +113,16 @@ def measure(model: str, precision: str, workdir: Path) -> Result:
     seconds = time.perf_counter() - t0
     bench = bench_model(out, TARGET, "model")
     static = bench.ram - info.arena_size - bench.io_buffer_bytes
-    layers = [{"name": op.result.name, "kind": op.kind, "macs": row.macs, "instructions": count}
-              for op, row, count in zip(graph.compute_ops(), _layer_rows(graph), bench.layer_instructions)]
+    layer_cycles = bench.layer_cycles or [None] * len(bench.layer_instructions)
+    layers = [{"name": op.result.name, "kind": op.kind, "macs": row.macs, "instructions": count, "cycles": cyc}
+              for op, row, count, cyc in zip(graph.compute_ops(), _layer_rows(graph), bench.layer_instructions,
+                                             layer_cycles)]
     return Result(model, precision, graph_stats(graph).macs, bench.instructions, bench.flash,
-                  model_flash(out, "model"), info.arena_size, static, bench.stack, seconds, layers)
+                  model_flash(out, "model"), info.arena_size, static, bench.stack, seconds, layers, bench.cycles)
+
+
+def _cycles(r: Result) -> str:
+    return f"{r.cycles:,} ({r.cycles / r.instructions:.2f})" if r.cycles else "-"
 
 
 def _layer_rows(graph):
@@ -136,16 +143,17 @@ def verdict(ours: int, theirs: int, precision: str) -> str:
 
 
 def summary_table(results: list[Result]) -> list[str]:
-    rows = ["| model | precision | MACs | instructions | instr/MAC | vs TFLM+CMSIS-NN | arena B (TFLM) | static B | stack B "
-            "| model flash B (TFLM lib + flatbuffer) | firmware flash B | compile s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| model | precision | MACs | instructions | instr/MAC | vs TFLM+CMSIS-NN | est. cycles (CPI) | arena B (TFLM) "
+            "| static B | stack B | model flash B (TFLM lib + flatbuffer) | firmware flash B | compile s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         if r.model not in BASELINES:
             continue
         b = BASELINES[r.model]
         rows.append(
             f"| {r.model} | {r.precision} | {r.macs:,} | {r.instructions:,} | {r.per_mac:.2f} | "
-            f"{verdict(r.instructions, b.instructions, r.precision)} | {r.arena:,} ({b.arena:,}) | {r.static_ram:,} | {r.stack:,} | "
+            f"{verdict(r.instructions, b.instructions, r.precision)} | {_cycles(r)} | {r.arena:,} ({b.arena:,}) | "
+            f"{r.static_ram:,} | {r.stack:,} | "
             f"{r.flash_model:,} ({b.library_flash + b.flatbuffer:,}) | {r.flash_firmware:,} | {r.compile_seconds:.1f} |")
     return rows
 
@@ -187,12 +195,15 @@ def layer_tables(results: list[Result]) -> list[str]:
     for r in results:
         if r.precision != "int8":
             continue
-        lines += ["", f"### {r.model} (int8)", "", "| # | layer | op | MACs | instructions | instr/MAC |", "|---:|---|---|---:|---:|---:|"]
+        lines += ["", f"### {r.model} (int8)", "", "| # | layer | op | MACs | instructions | instr/MAC | est. cycles | "
+                  "cycles/MAC |", "|---:|---|---|---:|---:|---:|---:|---:|"]
         for i, layer in enumerate(r.layers):
-            count = layer["instructions"]
+            count, cyc = layer["instructions"], layer.get("cycles")
             ratio = f"{count / layer['macs']:.2f}" if layer["macs"] and count is not None else ""
+            cratio = f"{cyc / layer['macs']:.2f}" if layer["macs"] and cyc is not None else ""
             lines.append(f"| {i} | {layer['name']} | {layer['kind']} | {layer['macs']:,} | "
-                         f"{count if count is None else format(count, ',')} | {ratio} |")
+                         f"{count if count is None else format(count, ',')} | {ratio} | "
+                         f"{'' if cyc is None else format(cyc, ',')} | {cratio} |")
     return lines
 
 
@@ -228,7 +239,10 @@ def render(results: list[Result]) -> str:
         "*firmware flash* is the whole run image. RAM = arena + static + stack high-water mark. The TFLM figures are "
         "from `shared/baselines/tflm-cmsis-nn-cortex-m4.md` (TFLite Micro with CMSIS-NN kernels, same emulator and counting); "
         "they are int8 figures, so float32 rows show the ratio for scale only. tinyc's int8 counts include quantizing the "
-        "float input and dequantizing the output, which TFLM's int8 invoke does not do.",
+        "float input and dequantizing the output, which TFLM's int8 invoke does not do. *Est. cycles* are Cortex-M4 "
+        "cycles estimated from the executed instruction classes with the TRM's timings, zero-wait-state memory "
+        "(docs/cycles.md: the cost model, its assumptions and how flash wait states change it); CPI in brackets. The "
+        "baseline file has no cycle figures for TFLM, so there is no cycle ratio.",
         "",
     ]
     body = summary_table(results) + ["", "## Goals (int8 against TFLite Micro + CMSIS-NN)", ""] + goals(results)

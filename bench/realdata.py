@@ -86,7 +86,7 @@ class LeNet5(nn.Module):
 def load_synthetic_kws(seed: int = 0, per_class: int = 100, classes: int = 12) -> Data:
     """SYNTHETIC keyword-spotting-shaped data (no speech): [N, 1, 49, 10] "MFCC frames", 12 classes.
     Each class is a seeded smooth random template (a few Gaussian blobs over time x coefficient);
-    a sample is its template shifted by up to 6 frames, scaled by 0.7-1.3, plus noise of 0.35 x the
+    a sample is its template shifted by up to 6 frames, scaled by 0.7-1.3, plus noise of 0.9 x the
     template's spread. Half for training, half for testing (stratified). Labelled synthetic wherever
     it is reported: it exercises the DS-CNN architecture, it says nothing about speech."""
     rng = np.random.default_rng(seed)
@@ -101,7 +101,7 @@ def load_synthetic_kws(seed: int = 0, per_class: int = 100, classes: int = 12) -
     xs, ys = [], []
     for k, z in enumerate(templates):
         for _ in range(per_class):
-            x = np.roll(z, rng.integers(-6, 7), axis=0) * rng.uniform(0.7, 1.3) + 0.35 * rng.standard_normal(z.shape)
+            x = np.roll(z, rng.integers(-6, 7), axis=0) * rng.uniform(0.7, 1.3) + 0.9 * rng.standard_normal(z.shape)
             xs.append(x)
             ys.append(k)
     x = np.asarray(xs, np.float32)[:, None]

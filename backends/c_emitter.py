@@ -230,21 +230,41 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     int8 = _check_graph(graph, name)
     limits.check_tensors(graph, target)
     ops = list(graph.compute_ops())
-    # The kernel families (c_ops.KernelFamily), asked in order: binary layers and sign (any graph),
-    # the int8 ops of an int8 graph, then float (packed-weight layers first).
-    families: list[c_ops.KernelFamily] = [c_ops_binary.BinaryLowering(graph)]
-    if int8:
-        low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph))
-        plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
-        packing = c_ops_packed.Packing(graph, low8, plans, packing)   # may override conv/linear plans and lowerings
-        families.append(c_ops_int8.Int8Family(low8, plans))
-    else:
-        packing = c_ops_packed.Packing(graph, policy=packing)
-    families.append(c_ops.FloatFamily(packing))
-    family = {op.result.name: next(f for f in families if f.accepts(op)) for op in ops}
-    plan = planner.plan_graph(graph, lambda op: family[op.result.name].inplace(op),
-                              is_view=lambda op: family[op.result.name].is_view(op),
-                              scratch=lambda op: family[op.result.name].scratch(op))
+    policy = packing
+
+    def attempt(inplace_dw, drop=frozenset()):
+        # The kernel families (c_ops.KernelFamily), asked in order: binary layers and sign (any graph),
+        # the int8 ops of an int8 graph, then float (packed-weight layers first).
+        families: list[c_ops.KernelFamily] = [c_ops_binary.BinaryLowering(graph)]
+        low8 = None
+        if int8:
+            low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph, inplace_dw))
+            plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
+            packing = c_ops_packed.Packing(graph, low8, plans, policy)   # may override conv/linear plans, lowerings
+            families.append(c_ops_int8.Int8Family(low8, plans))
+        else:
+            packing = c_ops_packed.Packing(graph, policy=policy)
+        families.append(c_ops.FloatFamily(packing))
+        family = {op.result.name: next(f for f in families if f.accepts(op)) for op in ops}
+        rules = dict(inplace_operands=lambda op: c_ops_int8.without_overlaps(family[op.result.name].inplace(op))
+                     if op.result.name in drop else family[op.result.name].inplace(op),
+                     is_view=lambda op: family[op.result.name].is_view(op),
+                     scratch=lambda op: family[op.result.name].scratch(op))
+        return planner.plan_graph(graph, **rules), family, packing, low8, rules
+
+    best = attempt(False)
+    if int8 and int8_layout.has_depthwise(graph):
+        # int8 depthwise convs run in place over channels-last operands where that plans a smaller arena
+        # (c_ops_int8.inplace_depthwise); the others keep their faster channels-first operands
+        cl = attempt(True)
+        if cl[0].arena_size < best[0].arena_size:
+            best = cl
+            some, drop = c_ops_int8.inplace_depthwise(graph, cl[0].arena_size, cl[1], **cl[4])
+            if len(some) < len(int8_layout.int8_depthwise(graph)):
+                fewer = attempt(some, drop)
+                if fewer[0].arena_size <= cl[0].arena_size:
+                    best = fewer
+    plan, family, packing, low8, _ = best
     plan.check()
     limits.check_arena(graph, plan.arena_size, plan.locations, target)   # before anything is written
     lowerer = _Lowerer(graph, name, plan)

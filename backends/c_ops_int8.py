@@ -578,7 +578,13 @@ class Int8Family:
         return op.result.name in self.plans
 
     def inplace(self, op: Op):
-        return self.plans[op.result.name].inplace
+        p = self.plans[op.result.name]
+        if op.result.name in self.low8.overrides:     # another kernel (packed weights): no overlap
+            return p.inplace
+        if "overlap" not in p.info:
+            rule = _OVERLAPS.get(OPS[op.kind].c)
+            p.info["overlap"] = rule(self.low8, op, p) if rule is not None else None
+        return p.inplace + ((p.info["overlap"],) if p.info["overlap"] is not None else ())
 
     def is_view(self, op: Op) -> bool:
         return self.low8.is_view(op)
@@ -588,6 +594,132 @@ class Int8Family:
 
     def emit(self, op: Op, ctx: Context) -> Lowered8:
         return self.low8.emit(op, ctx)
+
+
+# ---- in place: results overlapping their operand ------------------------------------------------
+#
+# A kernel may write its result over its operand's bytes where it has already read them for good.
+# Each kernel's order of work is a sequence of steps; `_conv_steps` gives, per byte of the operand,
+# the last step that reads it, and per byte of the result, the step that writes it (a step reads
+# all it needs before it writes). A result starting `shift` bytes after the operand is safe iff
+# no result byte lands on an operand byte read at a later step. This is checked for every byte,
+# so the planner only ever gets legal overlaps (planner.Overlap); it uses one only when the arena
+# shrinks.
+
+def _conv_steps(self: Int8Lowering, op: Op, p: OpPlan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(last step reading each operand byte (-1: never read by the kernel), result byte offsets,
+    the step writing each of them) of tinyc_s8_dw / tinyc_s8_conv_gemm."""
+    g = _conv_geometry(op)
+    n, c, o = g["n"], g["c"], g["o"]
+    x, y = op.operands[0], op.result
+    if p.info["kind"] == "dw":
+        # per (image, channel): the input plane is copied into scratch, then the channel's outputs written
+        mult = o // c
+        tx = np.broadcast_to((np.arange(n)[:, None] * c + np.arange(c)[None, :])[:, :, None, None], x.type.shape)
+        ty = np.broadcast_to((np.arange(n)[:, None] * c + np.arange(o)[None, :] // mult)[:, :, None, None],
+                             y.type.shape)
+    else:
+        # per (image, group, block of 4 output pixels): the block's input pixels read, then its outputs written
+        groups, cg, og, oh, ow = g["groups"], g["cg"], o // g["groups"], g["oh"], g["ow"]
+        nblk = -(-oh * ow // 4)
+        blk = (np.arange(oh * ow) // 4).reshape(oh, ow)
+        last = np.full((g["h"], g["w"]), -1, np.int64)
+        oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
+        for ky in range(g["kh"]):
+            for kx in range(g["kw"]):
+                iy, ix = oy * g["sh"] - g["pt"] + ky * g["dh"], ox * g["sw"] - g["pl"] + kx * g["dw"]
+                ok = (iy >= 0) & (iy < g["h"]) & (ix >= 0) & (ix < g["w"])
+                np.maximum.at(last, (iy[ok], ix[ok]), blk[ok])
+        outer_x = (np.arange(n)[:, None] * groups + np.arange(c)[None, :] // cg) * nblk
+        tx = np.where(last[None, None] >= 0, outer_x[:, :, None, None] + last[None, None], -1)
+        outer_y = (np.arange(n)[:, None] * groups + np.arange(o)[None, :] // og) * nblk
+        ty = outer_y[:, :, None, None] + blk[None, None]
+    if 0 in p.relayout:         # the kernel reads a copy made before it starts: nothing is read afterwards
+        tx = np.full(x.type.shape, -1)
+    xo = self.lay.of(x).ravel()
+    tx_bytes = np.full(int(xo.max()) + 1 if xo.size else 0, -1, np.int64)
+    np.maximum.at(tx_bytes, xo, np.asarray(tx, np.int64).ravel())
+    return tx_bytes, self.lay.of(y).ravel(), np.asarray(ty, np.int64).ravel()
+
+
+def overlap_is_safe(tx_bytes: np.ndarray, yo: np.ndarray, ty: np.ndarray, shift: int) -> bool:
+    """No result byte (offset yo + shift from the operand's start, written at step ty) lands on an
+    operand byte read at a later step."""
+    at = yo + shift
+    on = (at >= 0) & (at < len(tx_bytes))
+    return bool(np.all(tx_bytes[at[on]] <= ty[on]))
+
+
+def best_overlap(tx_bytes: np.ndarray, yo: np.ndarray, ty: np.ndarray, nx: int, ny: int) -> int | None:
+    """The safe shift (a multiple of ALIGN) with the smallest extent of operand and result
+    together, or None when only disjoint placements are safe. Shifts in [-ny, max(0, nx - ny)]
+    are searched largest first, by bisection (the kernels fill their results in the order they
+    consume their operands, so safety is monotone there); the answer is checked byte by byte."""
+    lo, hi = -_align(ny), max(0, nx - ny) // ALIGN * ALIGN
+    if overlap_is_safe(tx_bytes, yo, ty, 0):
+        lo = 0
+    if overlap_is_safe(tx_bytes, yo, ty, hi):
+        lo = hi
+    while hi - lo > ALIGN:
+        mid = (lo + hi) // 2 // ALIGN * ALIGN
+        if mid <= lo:
+            break
+        if overlap_is_safe(tx_bytes, yo, ty, mid):
+            lo = mid
+        else:
+            hi = mid
+    extent = max(lo + ny, nx) - min(lo, 0)
+    if extent >= nx + ny or not overlap_is_safe(tx_bytes, yo, ty, lo):
+        return None
+    return lo
+
+
+def _overlap_conv(self: Int8Lowering, op: Op, p: OpPlan):
+    """planner.Overlap for a 1x1 or depthwise int8 conv whose result can overwrite its input."""
+    from tinyc.backends.planner import Overlap
+    g = _conv_geometry(op)
+    if not (p.info["kind"] == "dw" or g["groups"] == 1):
+        return None
+    tx_bytes, yo, ty = _conv_steps(self, op, p)
+    shift = best_overlap(tx_bytes, yo, ty, op.operands[0].type.nbytes, op.result.type.nbytes)
+    return None if shift is None else Overlap(0, shift)
+
+
+_OVERLAPS: dict[str, Callable] = {"conv": _overlap_conv}
+
+
+def without_overlaps(found: Sequence) -> tuple:
+    from tinyc.backends.planner import Overlap
+    return tuple(j for j in found if not isinstance(j, Overlap))
+
+
+def inplace_depthwise(graph, arena: int, family: dict, inplace_operands: Callable,
+                      **rules) -> tuple[frozenset, frozenset]:
+    """(the depthwise convs worth a channels-last operand, ops to plan without overlaps). `family`
+    (op result -> kernel family) and the planning rules are those of a plan with every depthwise
+    conv so, whose arena is `arena`. Last first, each goes back to channels-first when the arena,
+    planned with the overlaps the layouts then allow (or without its own partial overlap, or its
+    operand producer's too, which may hinder placement more than they help), stays within `arena`:
+    a channels-first plane is copied by rows, a channels-last one gathered byte by byte."""
+    from tinyc.backends.int8_layout import assign, int8_depthwise
+    from tinyc.backends.planner import plan_graph
+    convs = int8_depthwise(graph)
+    fam8 = next(f for f in family.values() if isinstance(f, Int8Family))
+    keep, drop = {op.result.name for op in convs}, frozenset()
+    for dw in reversed(convs):
+        trial = frozenset(keep - {dw.result.name})
+        low8 = Int8Lowering(assign(graph, trial))
+        low8.overrides = fam8.low8.overrides           # packed-weight kernels: no overlap either way
+        trial_fam = Int8Family(low8, {op.result.name: low8.plan(op) for op in graph.compute_ops()
+                                      if op.result.name in fam8.plans})
+        for trial_drop in (drop, drop | {dw.result.name}, drop | {dw.result.name, dw.operands[0].name}):
+            def rule(op: Op, fam=trial_fam, off=trial_drop):
+                found = fam.inplace(op) if fam.accepts(op) else inplace_operands(op)
+                return without_overlaps(found) if op.result.name in off else found
+            if plan_graph(graph, rule, **rules).arena_size <= arena:
+                keep, drop = set(trial), trial_drop
+                break
+    return frozenset(keep), drop
 
 
 # By the `c` rule of an op's definition (tinyc.ops).

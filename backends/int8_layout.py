@@ -177,8 +177,14 @@ class Layouts:
         return f"strides {s}" if s is not None else "permuted"
 
 
-def preferences(graph: Graph) -> dict[str, str]:
-    """Wanted layout of int8 values, from their consumers: "cl" (channels-last) or "cf"."""
+def preferences(graph: Graph, inplace_depthwise: bool | frozenset = False) -> dict[str, str]:
+    """Wanted layout of int8 values, from their consumers: "cl" (channels-last) or "cf".
+    inplace_depthwise: depthwise convs (True: all, or those whose results are named in the set)
+    want channels-last too: result and operand then share a layout, so the result can overwrite
+    the operand channel by channel (c_ops_int8); the plane copy then gathers strided bytes."""
+    def cl_depthwise(op: Op) -> bool:
+        return inplace_depthwise is True or (bool(inplace_depthwise) and op.result.name in inplace_depthwise)
+
     want: dict[str, set[str]] = {}
     for op in reversed(list(graph.compute_ops())):
         if not is_int8(op.result) and op.kind != "conv2d":
@@ -186,7 +192,8 @@ def preferences(graph: Graph) -> dict[str, str]:
         res = op.result.name
         mine = want.get(res, set())
         if op.kind == "conv2d" and is_int8(op.operands[0]):
-            want.setdefault(op.operands[0].name, set()).add("cf" if is_depthwise(op) else "cl")
+            want.setdefault(op.operands[0].name, set()).add("cf" if is_depthwise(op) and not cl_depthwise(op)
+                                                            else "cl")
         elif op.kind == "reshape" and _keeps_channels(op.operands[0].type.shape, op.result.type.shape):
             want.setdefault(op.operands[0].name, set()).update(mine)
         elif _rule(op) in LAYOUT_KEEPING_RULES + ("quantize_edge",):
@@ -196,9 +203,18 @@ def preferences(graph: Graph) -> dict[str, str]:
     return {name: ("cl" if "cl" in w else "cf") for name, w in want.items() if w}
 
 
-def assign(graph: Graph) -> Layouts:
+def int8_depthwise(graph: Graph) -> list[Op]:
+    return [op for op in graph.compute_ops() if _rule(op) == "conv" and is_int8(op.operands[0]) and is_depthwise(op)]
+
+
+def has_depthwise(graph: Graph) -> bool:
+    return bool(int8_depthwise(graph))
+
+
+def assign(graph: Graph, inplace_depthwise: bool | frozenset = False) -> Layouts:
+    """Layouts of every int8 value (see the module doc); inplace_depthwise: see preferences."""
     lay = Layouts()
-    pref = preferences(graph)
+    pref = preferences(graph, inplace_depthwise)
     for op in graph.const_ops():
         if is_int8(op.result):
             lay.offsets[op.result.name] = row_major(op.result.type.shape)

@@ -7,10 +7,16 @@ result never share memory unless the op is allowed to work in place.
 Before placement, tensors are merged into *buffers* that share storage:
 - a view (reshape) always shares its operand's buffer;
 - an in-place op (elementwise, activation) may take over an operand's buffer when
-  that buffer dies at this op and has exactly the result's size.
+  that buffer dies at this op and has exactly the result's size;
+- an op whose kernel reads each part of an operand before it writes over it (int8 1x1
+  and depthwise convs, c_ops_int8) may declare an *overlap*: its result may start
+  `offset` bytes after that operand's start (negative: before it) when the operand's
+  buffer dies at this op. The buffer then spans both (its members at offsets within it).
 Buffers are then placed greedy-by-size, first-fit, as TFLM's GreedyMemoryPlanner:
 largest first, each at the lowest aligned offset that does not overlap a placed
-buffer whose lifetime intersects its own.
+buffer whose lifetime intersects its own. A buffer built from overlaps is placed as
+the rigid group of its members (each its own bytes and lifetime), so another tensor
+may use the bytes of the group's members that are not live yet or no longer.
 
 In a graph, inputs and consts are *external*: they stay in the caller's input
 buffer / in flash. Views of them stay there too, and nothing is written over
@@ -20,7 +26,7 @@ copied there at the end.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Sequence
 
 from tinyc.errors import BackendError
@@ -44,6 +50,18 @@ class Tensor:
     view_of: str | None = None          # shares this tensor's storage unconditionally
     inplace_of: tuple[str, ...] = ()    # may take over one of these if it dies at `first`
     external: bool = False              # lives outside the arena (graph input, const)
+    overlap_of: tuple[tuple[str, int], ...] = ()   # (tensor, offset): may start at its start + offset
+                                                   # if it dies at `first` (tried after inplace_of)
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """An in-place rule's answer beside plain operand indices: the result may start `offset`
+    bytes after operand `operand`'s start (negative: before it) and overlap it, because the
+    kernel has read every byte of the operand it overwrites by the time it writes there."""
+
+    operand: int
+    offset: int
 
 
 @dataclass
@@ -57,6 +75,9 @@ class Buffer:
     external: bool
     views: dict[str, str] = field(default_factory=dict)   # member -> tensor it is a view of
     handoffs: dict[str, str] = field(default_factory=dict)  # member -> tensor it overwrote in place
+    offsets: dict[str, int] = field(default_factory=dict)   # member -> byte offset in the buffer (0 if absent)
+    spans: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # member -> (size, first, last)
+    shifts: dict[str, int] = field(default_factory=dict)    # overlap member -> its offset minus the overwritten one's
 
     @property
     def root(self) -> str:
@@ -67,33 +88,67 @@ def merge_buffers(tensors: Sequence[Tensor]) -> list[Buffer]:
     """Resolve views and in-place reuse, in definition order (tensors are given in it)."""
     buffers: list[Buffer] = []
     owner: dict[str, Buffer] = {}
+    sizes: dict[str, int] = {}
     for t in tensors:
-        buf = owner[t.view_of] if t.view_of is not None else _inplace_target(t, owner)
+        sizes[t.name] = t.size
+        if t.view_of is not None:
+            buf, prev, shift = owner[t.view_of], t.view_of, 0
+        else:
+            buf, prev, shift = _inplace_target(t, owner, sizes)
         if buf is None:
             buf = Buffer([t.name], t.size, t.first, t.last, t.external)
             buffers.append(buf)
+            buf.spans[t.name] = (t.size, t.first, t.last)
         else:
+            buf.spans[t.name] = (t.size, t.first, t.last)
+            at = buf.offsets.get(prev, 0) + shift
+            if at < 0:                      # the buffer grows at the front: move every member up
+                buf.offsets = {m: buf.offsets.get(m, 0) - at for m in buf.members}
+                buf.size -= at
+                at = 0
+            if at:
+                buf.offsets[t.name] = at
+            buf.size = max(buf.size, at + t.size)
             if t.view_of is not None:
                 buf.views[t.name] = t.view_of
             else:
-                buf.handoffs[t.name] = next(n for n in t.inplace_of if owner.get(n) is buf)
+                buf.handoffs[t.name] = prev
+                if shift:
+                    buf.shifts[t.name] = shift
             buf.members.append(t.name)
             buf.last = max(buf.last, t.last)
         owner[t.name] = buf
     return buffers
 
 
-def _inplace_target(t: Tensor, owner: dict[str, Buffer]) -> Buffer | None:
+def _inplace_target(t: Tensor, owner: dict[str, Buffer],
+                    sizes: dict[str, int]) -> tuple[Buffer | None, str | None, int]:
+    """(buffer, the tensor overwritten, result offset minus its offset), or (None, None, 0)."""
     for name in t.inplace_of:
         buf = owner.get(name)
-        if buf is not None and not buf.external and buf.last == t.first and buf.size == t.size:
-            return buf
-    return None
+        if buf is not None and not buf.external and buf.last == t.first and sizes[name] == t.size:
+            return buf, name, 0
+    for name, shift in t.overlap_of:
+        buf = owner.get(name)
+        if buf is not None and not buf.external and buf.last == t.first:
+            return buf, name, shift
+    return None, None, 0
 
 
 def place(buffers: Sequence[Buffer], align: int = ALIGN) -> tuple[dict[str, int], int]:
-    """Greedy by size, first fit. Returns (root name -> byte offset, arena size)."""
-    order = sorted(buffers, key=lambda b: (-b.size, b.first, b.root))
+    """Greedy by size, first fit. Returns (root name -> byte offset, arena size).
+    With overlap groups (see _parts) also first fit in order of first use, and the smaller
+    arena wins: a group is one big block placed first by size, which can shut out the
+    tensors live just before its largest member."""
+    best = _place(sorted(buffers, key=lambda b: (-b.size, b.first, b.root)), align)
+    if any(len(_parts(b)) > 1 for b in buffers):
+        other = _place(sorted(buffers, key=lambda b: (b.first, -b.size, b.root)), align)
+        if other[1] < best[1]:
+            best = other
+    return best
+
+
+def _place(order: Sequence[Buffer], align: int) -> tuple[dict[str, int], int]:
     placed: list[tuple[int, Buffer]] = []
     offsets: dict[str, int] = {}
     for buf in order:
@@ -104,14 +159,28 @@ def place(buffers: Sequence[Buffer], align: int = ALIGN) -> tuple[dict[str, int]
     return offsets, arena
 
 
+def _parts(buf: Buffer) -> list[tuple[int, int, int, int]]:
+    """(offset, size, first, last) of the members: the bytes each needs, and when."""
+    if not buf.offsets and all(size == buf.size for size, _, _ in buf.spans.values()):   # one block
+        return [(0, buf.size, buf.first, buf.last)]
+    return [(buf.offsets.get(m, 0), *buf.spans[m]) for m in buf.members]
+
+
 def _first_fit(buf: Buffer, placed: list[tuple[int, Buffer]], align: int) -> int:
-    live = sorted(((o, b) for o, b in placed if _overlap(b, buf)), key=lambda ob: ob[0])
-    offset = 0
-    for o, b in live:
-        if offset + buf.size <= o:
-            break
-        offset = max(offset, align_up(o + b.size, align))
-    return offset
+    """Lowest aligned offset where no part of buf meets a part of a placed buffer live at once."""
+    mine = _parts(buf)
+    banned: list[tuple[int, int]] = []    # open intervals of offsets where a part collides
+    for o, b in placed:
+        if not _overlap(b, buf):
+            continue
+        for po, ps, pf, pl in _parts(b):
+            for qo, qs, qf, ql in mine:
+                if pf <= ql and qf <= pl:
+                    banned.append((o + po - qo - qs, o + po + ps - qo))
+    for offset in sorted({0, *(align_up(hi, align) for _, hi in banned if hi > 0)}):
+        if not any(lo < offset < hi for lo, hi in banned):
+            return offset
+    raise AssertionError("unreachable: past every placed buffer is free")
 
 
 def _overlap(a: Buffer, b: Buffer) -> bool:
@@ -119,17 +188,38 @@ def _overlap(a: Buffer, b: Buffer) -> bool:
 
 
 def lower_bound(buffers: Iterable[Buffer], align: int = ALIGN) -> int:
-    """Max over ops of the total (aligned) size of the buffers live at that op:
-    no placement of these buffers can use a smaller arena."""
+    """Max over ops of the total (aligned) size of the bytes live at that op: whole buffers,
+    and of an overlap group the union of its members live then (an operand and the result
+    written over it count once). No placement of these buffers can use a smaller arena."""
     events: dict[int, int] = {}
+    groups = []
     for b in buffers:
-        events[b.first] = events.get(b.first, 0) + align_up(b.size, align)
-        events[b.last + 1] = events.get(b.last + 1, 0) - align_up(b.size, align)
+        parts = _parts(b)
+        if len(parts) == 1:
+            events[b.first] = events.get(b.first, 0) + align_up(b.size, align)
+            events[b.last + 1] = events.get(b.last + 1, 0) - align_up(b.size, align)
+        else:
+            groups.append(parts)
+    steps = sorted(set(events) | {f for parts in groups for _, _, f, _ in parts})
     peak = live = 0
-    for t in sorted(events):
-        live += events[t]
-        peak = max(peak, live)
+    for t in steps:
+        live += events.get(t, 0)
+        peak = max(peak, live + sum(_union(parts, t, align) for parts in groups))
     return peak
+
+
+def _union(parts: list[tuple[int, int, int, int]], t: int, align: int) -> int:
+    """Bytes covered by the parts live at op t (aligned)."""
+    spans = sorted((o, o + s) for o, s, f, l in parts if f <= t <= l)
+    total, end = 0, None
+    for lo, hi in spans:
+        if end is None or lo >= end:
+            total += hi - lo
+            end = hi
+        elif hi > end:
+            total += hi - end
+            end = hi
+    return align_up(total, align)
 
 
 @dataclass(frozen=True)
@@ -147,20 +237,21 @@ def plan_tensors(tensors: Sequence[Tensor], align: int = ALIGN) -> Allocation:
     buffers = merge_buffers(tensors)
     arena = [b for b in buffers if not b.external]
     roots, size = place(arena, align)
-    offsets = {m: roots[b.root] for b in arena for m in b.members}
+    offsets = {m: roots[b.root] + b.offsets.get(m, 0) for b in arena for m in b.members}
     return Allocation(offsets, size, lower_bound(arena, align), tuple(buffers))
 
 
 def check_no_overlap(tensors: Sequence[Tensor], offsets: dict[str, int], buffers: Sequence[Buffer]) -> None:
     """Raise BackendError if two tensors live at one op share bytes, unless they are
     views of one storage, or one was written in place over the other at the op
-    where the other dies."""
+    where the other dies: at the same offset (same-size in place), or at exactly the
+    offset its overlap declared (Tensor.overlap_of)."""
     storage: dict[str, str] = {}     # tensor -> the tensor whose result fills its bytes
-    overwrote: dict[str, str] = {}   # in-place result -> storage it overwrote
+    overwrote: dict[str, tuple[str, int]] = {}   # in-place result -> (storage it overwrote, offset from it)
     for b in buffers:
         for m in b.members:
             storage[m] = storage[b.views[m]] if m in b.views else m
-        overwrote.update(b.handoffs)
+        overwrote.update((m, (prev, b.shifts.get(m, 0))) for m, prev in b.handoffs.items())
     placed = [t for t in tensors if t.name in offsets]
     for i, a in enumerate(placed):
         for b in placed[i + 1:]:
@@ -169,13 +260,16 @@ def check_no_overlap(tensors: Sequence[Tensor], offsets: dict[str, int], buffers
             share = lo < hi + b.size and hi < lo + a.size
             if not (live_together and share) or storage[a.name] == storage[b.name]:
                 continue
-            if not (_handoff(a, b, storage, overwrote) or _handoff(b, a, storage, overwrote)):
+            if not (_handoff(a, b, storage, overwrote, offsets) or _handoff(b, a, storage, overwrote, offsets)):
                 raise BackendError(f"memory plan overlaps live tensors %{a.name} and %{b.name}")
 
 
-def _handoff(old: Tensor, new: Tensor, storage: dict[str, str], overwrote: dict[str, str]) -> bool:
-    prev = overwrote.get(new.name)
-    return prev is not None and storage[prev] == storage[old.name] and old.last == new.first
+def _handoff(old: Tensor, new: Tensor, storage: dict[str, str], overwrote: dict[str, tuple[str, int]],
+             offsets: dict[str, int]) -> bool:
+    """new was written over old's storage at the op where old dies, at the offset it declared."""
+    prev, shift = overwrote.get(new.name, (None, 0))
+    return (prev is not None and storage[prev] == storage[old.name] and old.last == new.first
+            and offsets[new.name] - offsets[old.name] == shift)
 
 
 # ---- graphs ---------------------------------------------------------------
@@ -219,7 +313,7 @@ class Plan:
                 raise BackendError(f"memory plan places %{t.name} past the end of the arena")
 
 
-InplaceRule = Callable[[Op], Sequence[int]]
+InplaceRule = Callable[[Op], Sequence["int | Overlap"]]
 ViewRule = Callable[[Op], bool]
 ScratchRule = Callable[[Op], int]
 SCRATCH_SUFFIX = "#scratch"   # a value name never contains '#'
@@ -237,11 +331,32 @@ def _is_reshape(op: Op) -> bool:
 def plan_graph(graph: Graph, inplace_operands: InplaceRule, align: int = ALIGN, *,
                is_view: ViewRule = _is_reshape, scratch: ScratchRule | None = None) -> Plan:
     """Plan a graph. `inplace_operands(op)` lists operand indices the op's kernel
-    may overwrite with its result; `is_view(op)` says the result shares operand 0's
-    storage (default: the `reshape` ops); `scratch(op)` asks for that many bytes of
-    arena, live only during op, located under scratch_name(op)."""
+    may overwrite with its result (same size, same offset) and Overlap(operand, offset)
+    declarations; `is_view(op)` says the result shares operand 0's storage (default: the
+    `reshape` ops); `scratch(op)` asks for that many bytes of arena, live only during op,
+    located under scratch_name(op).
+
+    Overlaps are used only when they lower the arena: the graph is planned with and without
+    them and the smaller arena wins (a tie keeps separate buffers). A graph output never
+    takes part in an overlap (its bytes are the caller's output buffer)."""
     tensors = graph_tensors(graph, inplace_operands, is_view, scratch)
+    plain = [replace(t, overlap_of=()) if t.overlap_of else t for t in tensors]
+    best = _plan_graph(graph, plain, align)
+    if len(plain) and any(t.overlap_of for t in tensors):
+        overlapped = _plan_graph(graph, tensors, align)
+        if overlapped.arena_size < best.arena_size:
+            best = overlapped
+    return best
+
+
+def _plan_graph(graph: Graph, tensors: list[Tensor], align: int) -> Plan:
     buffers = merge_buffers(tensors)
+    out_size = {v.name: v.type.nbytes for v in graph.outputs}
+    tied = {m for b in buffers if any(n in out_size and (b.size != out_size[n] or b.offsets.get(n, 0))
+                                      for n in b.members) for m in b.members}
+    if tied:   # a buffer holding an output must be exactly the output's bytes: no overlaps in it
+        tensors = [replace(t, overlap_of=()) if t.name in tied else t for t in tensors]
+        buffers = merge_buffers(tensors)
     owner = {m: b for b in buffers for m in b.members}
     slots = _output_slots(graph)
     pinned: dict[str, int] = {}   # buffer root -> output slot byte offset
@@ -268,14 +383,19 @@ def graph_tensors(graph: Graph, inplace_operands: InplaceRule, is_view: ViewRule
             last[v.name] = i
     for v in graph.outputs:
         last[v.name] = end
+    outputs = {v.name for v in graph.outputs}
     tensors = [Tensor(v.name, v.type.nbytes, -1, last.get(v.name, -1), external=True) for v in graph.inputs]
     tensors += [Tensor(op.result.name, op.result.type.nbytes, -1, last.get(op.result.name, -1), external=True)
                 for op in graph.const_ops()]
     for i, op in enumerate(ops):
         name = op.result.name
         view_of = op.operands[0].name if is_view(op) else None
-        inplace = tuple(op.operands[j].name for j in inplace_operands(op))
-        tensors.append(Tensor(name, op.result.type.nbytes, i, last.get(name, i), view_of, inplace))
+        rule = tuple(inplace_operands(op)) if view_of is None else ()
+        inplace = tuple(op.operands[j].name for j in rule if not isinstance(j, Overlap))
+        overlap = tuple((op.operands[j.operand].name, j.offset) for j in rule
+                        if isinstance(j, Overlap) and name not in outputs)
+        tensors.append(Tensor(name, op.result.type.nbytes, i, last.get(name, i), view_of, inplace,
+                              overlap_of=overlap))
         extra = scratch(op) if scratch is not None else 0
         if extra:
             tensors.append(Tensor(scratch_name(op), extra, i, i))
@@ -304,4 +424,5 @@ def _locations(graph: Graph, buffers: list[Buffer], roots: dict[str, int],
             base[b.root] = Location("output", pinned[b.root])
         elif not b.external:
             base[b.root] = Location("arena", roots[b.root])
-    return {m: base[b.root] for b in buffers for m in b.members}
+    return {m: replace(base[b.root], offset=base[b.root].offset + b.offsets.get(m, 0)) if b.offsets.get(m, 0)
+            else base[b.root] for b in buffers for m in b.members}

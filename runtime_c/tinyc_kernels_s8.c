@@ -572,7 +572,9 @@ TINYC_S8_INLINE void tinyc_s8_im2col_expand(const int8_t *x, tinyc_s8_word *col,
  * im2col into `scratch` (expanded to int16 pairs once, reused by every output channel),
  * then tinyc_s8_gemm4. Weights [O][KH][KW][Cg] padded with zeros to kp (a multiple of
  * 4) per channel. Output pixels are ys_p apart (dense NHWC or NCHW), channels ys_c.
- * direct: 1x1 kernel reading whole channel rows (cg % 4 == 0, no padding): no im2col. */
+ * direct: 1x1 kernel reading whole channel rows (cg % 4 == 0, no padding): no im2col.
+ * The result may overlap x (in place, docs/memory.md): a block of pixels reads all of its
+ * input before it writes; c_ops_int8._conv_steps models this order, keep the two in step. */
 TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
                                         int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
                                         int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
@@ -634,7 +636,9 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
  * variant 2: 3x3, stride 2: one output per step, same weights.
  * variant 3: 3x3, stride 1 in both directions: 2 x 2 outputs per step (a row of taps
  *   loaded and expanded once serves both output rows).
- * variant 0: anything else, weights int8 [O][KH*KW]. */
+ * variant 0: anything else, weights int8 [O][KH*KW].
+ * The result may overlap x (in place, docs/memory.md): a channel's plane is copied before any
+ * of its outputs is written; c_ops_int8._conv_steps models this order, keep the two in step. */
 TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t *qp, int8_t *y, int8_t *plane,
                                  int32_t nb, int32_t c, int32_t mult, int32_t h, int32_t w, int32_t oh,
                                  int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh,
@@ -652,8 +656,18 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
             for (iy = 0; iy < h; ++iy) {
                 int8_t *dst = plane + (pt + iy) * pw + pl;
                 const int8_t *src = xc + iy * xs_h;
-                if (xs_w == 1) memcpy(dst, src, (size_t)w);
-                else for (ix = 0; ix < w; ++ix) dst[ix] = src[ix * xs_w];
+                if (xs_w == 1) {
+                    memcpy(dst, src, (size_t)w);
+                } else {
+                    /* a channels-last operand (depthwise in place): 4 strided bytes, one word store */
+                    for (ix = 0; ix + 3 < w; ix += 4, src += 4 * xs_w) {
+                        const uint32_t v = (uint32_t)(uint8_t)src[0] | (uint32_t)(uint8_t)src[xs_w] << 8 |
+                                           (uint32_t)(uint8_t)src[2 * xs_w] << 16 |
+                                           (uint32_t)(uint8_t)src[3 * xs_w] << 24;
+                        memcpy(dst + ix, &v, 4);
+                    }
+                    for (; ix < w; ++ix, src += xs_w) dst[ix] = src[0];
+                }
             }
             for (k = 0; k < mult; ++k) {
                 const int32_t o = ci * mult + k;

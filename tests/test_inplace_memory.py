@@ -193,3 +193,24 @@ def test_only_the_depthwise_convs_that_lower_the_arena_read_channels_last(tmp_pa
     assert int8_layout.is_row_major(info.int8_layouts["pool"])            # dw_small's operand
     assert _overlapped(info, "dw_big")
     assert info.arena_size == info.lower_bound
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_conv_geometries_in_place_exact_on_host(seed, tmp_path):
+    """Seeded random convs (kernel 1-5, stride 1-2, dilation 1-2, padding, channel counts not
+    multiples of 4, depthwise or dense) between two 1x1 convs: exact whether or not in place."""
+    rng = np.random.default_rng(100 + seed)
+    cin = int(rng.choice([3, 6, 8, 12]))
+    dw = bool(rng.integers(2))
+    cout = cin if dw else int(rng.choice([2, 5, 8, 16]))
+    k, stride, dil = int(rng.integers(1, 6)), int(rng.integers(1, 3)), int(rng.integers(1, 3)) if not dw else 1
+    pad = int(rng.integers(0, k))
+
+    def body(b, r, h):
+        return b.op("conv2d", h, b.const("t.w", w(r, cout, 1 if dw else cin, k, k, scale=0.4)),
+                    b.const("t.b", w(r, cout, scale=0.1)), name="t", stride=[stride, stride], dilation=[dil, dil],
+                    groups=cin if dw else 1, padding=[pad, pad, pad // 2, pad // 2], act="relu")
+    graph = _graph(body, cin, seed=seed)
+    info = assert_exact(graph, tmp_path, rows=2, sanitize=True)
+    info.plan.check()
+    print(f"cin {cin} cout {cout} k {k} s {stride} d {dil} pad {pad} dw {dw}: in place {_overlapped(info, 't')}")

@@ -280,16 +280,17 @@ def make_context(args, graph: Graph, pm, calib=None):
     return ctx
 
 
-def run_passes(args, pipeline: str, graph: Graph, ctx, pm=None):
+def run_passes(args, pipeline: str, graph: Graph, ctx, pm=None, backoff: bool = True):
     """Run the pipeline under the budget contract (tinyc.contract): (graph, pass manager, report
-    section or None)."""
+    section or None). `backoff` False: a broken confirmation is a BudgetError at once (--auto
+    moves on to its next candidate rather than ship something it did not measure)."""
     from tinyc.contract import confirm, run_pipeline
 
     def make_pm():
         fresh = make_pass_manager(args, pipeline)
         fresh.evaluate = ctx.evaluate
         return fresh
-    outcome = run_pipeline(make_pm, graph, ctx)
+    outcome = run_pipeline(make_pm, graph, ctx, backoff=backoff)
     section = None
     if ctx.max_accuracy_drop is not None and ctx.selection is not None:
         final = ctx.selection.describe(outcome.graph)

@@ -153,16 +153,17 @@ def confirm(ctx, graph: Graph) -> dict | None:
             "samples": c.samples, "figures": c.describe(graph)}
 
 
-def run_pipeline(make_pm: Callable[[], object], graph: Graph, ctx) -> Outcome:
+def run_pipeline(make_pm: Callable[[], object], graph: Graph, ctx, backoff: bool = True) -> Outcome:
     """Run the pass manager; under a budget with a confirmation split, confirm the final graph and
-    back off (halving the budget of the accuracy-aware passes) while it breaks the budget."""
+    back off (halving the budget of the accuracy-aware passes) while it breaks the budget
+    (`backoff` False: no second attempt, a broken budget is a BudgetError)."""
     budget = ctx.max_accuracy_drop
     pm = make_pm()
     if budget is None or ctx.evaluate is None:
         return Outcome(pm.run(graph.copy(), ctx), pm, ctx)
     attempts = []
     base_notes = list(ctx.notes)
-    for factor in (1.0,) + BACKOFF:
+    for factor in (1.0,) + (BACKOFF if backoff else ()):
         ctx.notes, ctx.stats = list(base_notes), {}
         ctx.max_accuracy_drop = budget * factor
         pm = make_pm()
@@ -189,7 +190,7 @@ def run_pipeline(make_pm: Callable[[], object], graph: Graph, ctx) -> Outcome:
     raise BudgetError(
         f"the compiled model loses {worst:.2f} points of {ctx.metric} on the {where} data; the budget "
         f"(--max-accuracy-drop) is {budget:g}" + (f" (backing off the accuracy-aware passes did not help)"
-                                                  if any(p.accuracy_aware for p in pm.passes) else ""),
+                                                  if backoff and any(p.accuracy_aware for p in pm.passes) else ""),
         hint=(f"the step that lost most: {step}; " if step else "")
         + "weaken or remove that pass (or add distill with --train after it), or raise --max-accuracy-drop")
 

@@ -62,6 +62,9 @@ def _steps(spec: str) -> str:
     return f"passes '{spec}' (with their retraining)" if " + " in spec else f"pass '{spec}'"
 
 
+REPLAY_EPOCHS = 5   # a replayed distill trains at most this long per candidate (cost bound)
+
+
 def later_passes(passes: list[Pass], i: int) -> list[Pass]:
     """The passes after the i-th (1-based) that replay on a candidate: fixed settings only (an
     accuracy-aware pass later makes its own choice under the same budget), and the retraining
@@ -71,8 +74,11 @@ def later_passes(passes: list[Pass], i: int) -> list[Pass]:
     for q in passes[i:]:
         if q.accuracy_aware:
             recovering = False
-        elif not q.trains or recovering:
+        elif not q.trains:
             out.append(q)
+        elif recovering:    # at most REPLAY_EPOCHS: a candidate is judged with no more recovery than ships
+            epochs = getattr(q, "epochs", None)
+            out.append(dataclasses.replace(q, epochs=REPLAY_EPOCHS) if epochs and epochs > REPLAY_EPOCHS else q)
     return out
 
 

@@ -258,6 +258,9 @@ def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted
         from bench import deep_compression as dc
         lines += ["", "## Deep Compression side by side (LeNet-300-100, LeNet-5 on real handwritten digits)", "",
                   " ".join(dc.__doc__.split("\n\n")[1:]).replace("\n", " ").strip(), ""] + dc.table(deep)
+        if not any(r.source.startswith("tinyc --auto") for r in deep):
+            lines += ["", "The `tinyc --auto` rows (same models, data and held-out half) are in "
+                      "[auto_results.md](auto_results.md) (`python -m bench.auto_eval`)."]
     lines += ["", "## FC autoencoder (MLPerf Tiny anomaly detection), trained on synthetic machine spectra", "",
               "Trained in seconds on 2,048 synthetic 5-frame x 128-bin log spectra of a machine (`bench.anomaly`); the score is "
               "the detection AUC of reconstruction error between 256 held-out normal samples and 256 of a machine whose "

@@ -257,7 +257,7 @@ def render(digits: list[Row], autoencoder: list[Row], mlperf: list[Row], plotted
     if deep:
         from bench import deep_compression as dc
         lines += ["", "## Deep Compression side by side (LeNet-300-100, LeNet-5 on real handwritten digits)", "",
-                  " ".join(dc.__doc__.split("\n\n")[1:]).replace("\n", " ").strip(), ""] + dc.table(deep)
+                  ] + dc.description() + dc.table(deep)
         if not any(r.source.startswith("tinyc --auto") for r in deep):
             lines += ["", "The `tinyc --auto` rows (same models, data and held-out half) are in "
                       "[auto_results.md](auto_results.md) (`python -m bench.auto_eval`)."]

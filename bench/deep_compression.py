@@ -106,6 +106,20 @@ def rows(workdir: Path, jobs: int = 2, auto: bool = True) -> list[DCRow]:
     return out
 
 
+def description() -> list[str]:
+    """The module docstring after its title, as markdown lines (paragraphs and bullets)."""
+    out: list[str] = []
+    for para in __doc__.split("\n\n")[1:]:
+        items: list[str] = []
+        for line in para.strip().splitlines():
+            if line.startswith("- ") or not items:
+                items.append(line.strip())
+            else:
+                items[-1] += " " + line.strip()
+        out += items + [""]
+    return out
+
+
 def table(rows_: list[DCRow]) -> list[str]:
     lines = ["| model | source | storage ratio: model flash (weights only) | top-1 error % before → after | "
              "change (points) | what was done |", "|---|---|---:|---:|---:|---|"]

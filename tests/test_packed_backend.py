@@ -395,7 +395,7 @@ def test_digits_mlp_acceptance_on_cortex_m4(tmp_path):
     - int8 + share 4-bit: weight arrays at most half of int8's;
     - Deep Compression: model flash >= 20x below float32, within 1 point of its accuracy.
     The accuracies come out of distillation (training), which moves from CPU to CPU: each is held to
-    the figure measured in docs/compression.md (pruned int8 97.22 %, Deep Compression 96.94 %) less
+    the figure measured in docs/compression.md (pruned int8 96.94 %, Deep Compression 96.39 %) less
     the 99 % binomial margin of 360 test images (tests/helpers.binomial_margin)."""
     fw = {label: _firmware(digits("mlp", label), tmp_path / label.replace(" ", "_"),
                            bench=label in ("int8", "pruned int8", "deep compression")) for label in PIPELINES}
@@ -408,7 +408,7 @@ def test_digits_mlp_acceptance_on_cortex_m4(tmp_path):
     assert flash["float"] >= 20 * flash["deep compression"], flash
     assert instr["deep compression"] < 0.8 * instr["int8"], instr
     acc = {label: ce.accuracy(digits("mlp", label), "mlp") for label in ("float", "pruned int8", "deep compression")}
-    for label, measured in (("pruned int8", 97.22), ("deep compression", 96.94)):
+    for label, measured in (("pruned int8", 96.94), ("deep compression", 96.39)):
         assert acc[label] >= measured - binomial_margin(measured, 360), acc
 
 

@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--auto on {name} ...", flush=True)
             rows.append(evaluate(name, Path(tmp), args.jobs, args.budget))
             print("  " + json.dumps(rows[-1]), flush=True)
+            args.out.write_text(markdown(rows, args.budget))      # each finished row lands at once
         if args.timing:
             print(f"timing --jobs 1 / 2 on {args.timing} ...", flush=True)
             times = timing(args.timing, Path(tmp))

@@ -61,8 +61,9 @@ def compile_model(args) -> int:
     report = write_bundle(graph, args.output, args.name, target, board, pm)
     report["metric"] = ctx.metric or None
     report["notes"] = ctx.notes
-    report["warnings"] = [s.warning for s in pm.history if s.warning] + storage_warnings(report)
-    for line in storage_warnings(report):
+    stored_wider = storage_warnings(report)
+    report["warnings"] = [s.warning for s in pm.history if s.warning] + stored_wider
+    for line in stored_wider:
         print(f"tinyc: warning: {line}", file=sys.stderr)
     report["contract"] = contract
     if auto_section is not None:

@@ -83,11 +83,11 @@ class LeNet5(nn.Module):
         return self.fc2(F.relu(self.fc1(x.flatten(1))))
 
 
-def load_synthetic_kws(seed: int = 0, per_class: int = 100, classes: int = 12) -> Data:
+def load_synthetic_kws(seed: int = 0, per_class: int = 200, classes: int = 12) -> Data:
     """SYNTHETIC keyword-spotting-shaped data (no speech): [N, 1, 49, 10] "MFCC frames", 12 classes.
     Each class is a seeded smooth random template (a few Gaussian blobs over time x coefficient);
     a sample is its template shifted by up to 6 frames, scaled by 0.7-1.3, plus noise of 0.9 x the
-    template's spread. Half for training, half for testing (stratified). Labelled synthetic wherever
+    template's spread. Half for training, half for testing. Labelled synthetic wherever
     it is reported: it exercises the DS-CNN architecture, it says nothing about speech."""
     rng = np.random.default_rng(seed)
     t, c = np.meshgrid(np.arange(49), np.arange(10), indexing="ij")

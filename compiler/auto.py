@@ -13,7 +13,12 @@ Candidates are whole pipelines (fixed settings), searched in stages, each stage 
 Every candidate ends in quantize-int8. Each is compiled for the target and measured for real:
 flash and RAM (arena + static + measured stack) of the firmware, exact instructions per inference
 under QEMU, and its accuracy on the selection split (the budget contract's score, contract.py).
-A candidate is feasible when its drop is within the budget and it meets every resource budget.
+A candidate is feasible when its drop is within the budget, the one-sided 95 % upper bound of
+its drop is within 1.5 x the budget (contract.bound_limit), and it meets every resource budget. The bound
+is what makes the promise hold on new data: a point estimate of 0.00 on 210 samples still allows
+a true drop of 1.3 points. When the selection split is too small for even an unchanged model to
+show that bound (contract.samples_for_bound: 178 samples for a 1-point budget), the search judges
+on the point estimate alone and warns with the figure.
 The best feasible one (smallest flash, or fewest instructions with --objective latency) is compiled
 through the normal path, where the contract confirms it on the confirmation split; if that breaks
 the budget, the next best is tried, and the report says so.
@@ -23,6 +28,7 @@ worker is `measure`, a plain function of a picklable `Job`.
 """
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
@@ -30,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tinyc.contract import CONFIRM_FRACTION as CONFIRM
 from tinyc.errors import TinycError
 from tinyc.ir import Graph
 
@@ -47,15 +54,21 @@ class Budgets:
     ram: int | None = None
     instructions: int | None = None
 
-    def violations(self, m: "Measured") -> list[str]:
+    def violations(self, m: "Measured", bounded: bool = False) -> list[str]:
         out = []
-        if m.drop is None or m.drop > self.accuracy_drop + 1e-9:
-            out.append("accuracy")
+        if not self.accurate(m, bounded):
+            out.append("accuracy" if m.drop is None or m.drop > self.accuracy_drop + 1e-9 else "accuracy bound")
         for what, limit in (("flash", self.flash), ("ram", self.ram), ("instructions", self.instructions)):
             value = getattr(m, what)
             if limit is not None and (value is None or value > limit):
                 out.append(what)
         return out
+
+    def accurate(self, m: "Measured", bounded: bool) -> bool:
+        from tinyc.contract import bound_limit
+        if m.error or m.drop is None or m.drop > self.accuracy_drop + 1e-9:
+            return False
+        return not bounded or m.drop_upper is None or m.drop_upper <= bound_limit(self.accuracy_drop) + 1e-9
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,8 @@ class Measured:
     score: float | None = None
     drop: float | None = None
     drop_ci: tuple[float, float] | None = None
+    drop_upper: float | None = None      # one-sided 95 % upper bound of the drop
+    samples: int = 0                     # selection samples it was scored on
     seconds: float = 0.0
     error: str | None = None
     feasible: bool = False
@@ -111,6 +126,7 @@ def measure(job: Job) -> Measured:
         if ci is None and "agreement_ci" in figures:
             ci = (100.0 - figures["agreement_ci"][1], 100.0 - figures["agreement_ci"][0])
         m.drop_ci = tuple(ci) if ci else None
+        m.drop_upper, m.samples = figures.get("drop_upper"), int(figures.get("inputs", 0))
         m.macs = graph_stats(graph).macs
         with tempfile.TemporaryDirectory(prefix="tinyc-auto-") as tmp:
             info = emit_bundle(graph, tmp, target_name=job.target)
@@ -250,6 +266,7 @@ class Search:
     runner: Runner | None = None
     progress: Progress | None = None
     tried: list[Measured] = field(default_factory=list)
+    bounded: bool | None = None          # judged on the upper bound too (None: not known before the first batch)
 
     def batch(self, pipelines: Iterable[str]) -> list[Measured]:
         seen = {m.pipeline for m in self.tried}
@@ -258,8 +275,10 @@ class Search:
             self.progress.add(len(todo))
         jobs = [Job(self.graph, p, self.data, self.budgets.accuracy_drop, self.target) for p in todo]
         out = self.runner.run(jobs, self.progress or (lambda m: None))
+        if self.bounded is None:
+            self.bounded = bound_possible(self.budgets.accuracy_drop, out)
         for m in out:
-            m.violations = self.budgets.violations(m) if not m.error else ["error"]
+            m.violations = self.budgets.violations(m, self.bounded) if not m.error else ["error"]
             m.feasible = not m.violations
         self.tried += out
         return out
@@ -273,7 +292,7 @@ class Search:
         """Every candidate tried, best first among the feasible ones (ranked by the objective)."""
         train = self.data.get("train") is not None
         stage1 = self.batch(pipeline(s, train=train) for s in SPARSITIES)
-        kept = [s for s, m in zip(SPARSITIES, stage1) if not m.error and m.drop <= self.budgets.accuracy_drop]
+        kept = [s for s, m in zip(SPARSITIES, stage1) if self.budgets.accurate(m, self.bounded)]
         base = sorted(kept)[-2:] or [0.0]
         self.batch(pipeline(s, b, train=train) for s in base for b in SHARE_BITS)
         best = self.best() or stage1[0]
@@ -293,6 +312,34 @@ class Search:
         return min(ok, key=self.key) if ok else None
 
 
+def selection_samples(rows: list[Measured]) -> int:
+    return max((m.samples for m in rows if not m.error), default=0)
+
+
+def bound_possible(budget: float, rows: list[Measured]) -> bool:
+    """Whether the selection split is large enough for an unchanged model's upper bound to be
+    within the budget's limit (classifier metrics only: other metrics have no bound)."""
+    from tinyc.contract import bound_limit, zero_change_bound
+    if not any(m.drop_upper is not None for m in rows):
+        return False
+    return zero_change_bound(selection_samples(rows)) <= bound_limit(budget) + 1e-9
+
+
+def bound_warning(tried: list[Measured], budget: float) -> str | None:
+    """The warning when candidates could only be judged on the point estimate."""
+    from tinyc.contract import bound_limit, samples_for_bound, zero_change_bound
+    n = selection_samples(tried)
+    if not any(m.drop_upper is not None for m in tried) or bound_possible(budget, tried):
+        return None
+    need = samples_for_bound(budget)
+    more = (f"give at least {need:,} selection samples (about {math.ceil(need / (1 - CONFIRM)):,} --eval samples: "
+            f"{CONFIRM:.0%} are kept for the confirmation)" if math.isfinite(need) else "raise the budget above 0")
+    return (f"--auto: the {n} selection samples cannot bound the drop at {bound_limit(budget):g} points (95 %): "
+            f"even a model that changes no prediction has an upper bound of {zero_change_bound(n):.2f}; "
+            f"candidates were judged on the point estimate alone, and the shipped model may lose more than "
+            f"{budget:g} points on new data. For the 95 % promise {more}")
+
+
 def _settings(p: str) -> tuple[float, int | None]:
     import re
     s = re.search(r"sparsity=([0-9.]+)", p)
@@ -309,17 +356,18 @@ def mark_pareto(rows: list[Measured]) -> None:
 
 
 def table(rows: list[Measured], chosen: str | None) -> str:
-    lines = ["| | pipeline | flash B | RAM B | instructions | drop (95 % interval) | feasible |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = ["| | pipeline | flash B | RAM B | instructions | drop (95 % interval) | 95 % bound | feasible |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
     for m in sorted(rows, key=lambda r: (r.error is not None, r.flash or 0)):
         mark = "**chosen**" if m.pipeline == chosen else ("pareto" if m.pareto else "")
         if m.error:
-            lines.append(f"| | `{m.pipeline}` | | | | | error: {m.error[:60]} |")
+            lines.append(f"| | `{m.pipeline}` | | | | | | error: {m.error[:60]} |")
             continue
         ci = f" ({m.drop_ci[0]:.2f} to {m.drop_ci[1]:.2f})" if m.drop_ci else ""
         feas = "yes" if m.feasible else "no: " + ", ".join(m.violations)
+        bound = "" if m.drop_upper is None else f"{m.drop_upper:.2f}"
         lines.append(f"| {mark} | `{m.pipeline}` | {m.flash:,} | {m.ram:,} | {m.instructions:,} | "
-                     f"{m.drop:.2f}{ci} | {feas} |")
+                     f"{m.drop:.2f}{ci} | {bound} | {feas} |")
     return "\n".join(lines)
 
 
@@ -384,13 +432,21 @@ def search(graph: Graph, data: dict, budgets: Budgets, target: str, *, objective
 
 
 def summary(tried: list[Measured], budgets: Budgets) -> str:
+    from tinyc.contract import bound_limit
     feasible = sum(m.feasible for m in tried)
-    parts = [f"accuracy drop <= {budgets.accuracy_drop:g}"]
+    parts = [f"accuracy drop <= {budgets.accuracy_drop:g}"
+             + (f" (95 % bound <= {bound_limit(budgets.accuracy_drop):g})" if bound_possible(budgets.accuracy_drop, tried)
+                else "")]
     parts += [f"{k} <= {v:,}" for k, v in (("flash", budgets.flash), ("RAM", budgets.ram),
                                             ("instructions", budgets.instructions)) if v is not None]
     return f"auto: {len(tried)} candidates tried, {feasible} within {', '.join(parts)}"
 
 
 def report_section(tried, chosen, budgets, objective, skipped) -> dict[str, Any]:
+    from tinyc.contract import bound_limit
+    bounded = bound_possible(budgets.accuracy_drop, tried)
     return {"objective": objective, "budgets": asdict(budgets), "chosen": chosen,
+            "accuracy_bound": {"judged_on_bound": bounded, "limit": bound_limit(budgets.accuracy_drop),
+                               "selection_samples": selection_samples(tried),
+                               "warning": bound_warning(tried, budgets.accuracy_drop)},
             "rejected_on_confirmation": skipped, "candidates": [m.row() for m in tried]}

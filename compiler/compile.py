@@ -69,6 +69,8 @@ def compile_model(args) -> int:
     if auto_section is not None:
         from tinyc import auto
         report["auto"] = auto_section
+        if auto_section["accuracy_bound"]["warning"]:
+            report["warnings"].append(auto_section["accuracy_bound"]["warning"])
         auto.plot([auto.Measured(**m) for m in auto_section["candidates"]], auto_section["chosen"],
                   auto.Budgets(**auto_section["budgets"]), args.output / "auto_pareto.png")
         (args.output / "auto.md").write_text(auto_section["table"] + "\n")
@@ -94,6 +96,9 @@ def _auto(args, graph: Graph, calib, target, board):
     tried, ranked = auto.search(graph, data, budgets, target.name, objective=args.objective, jobs=args.jobs,
                                 ray_address=args.ray)
     print(auto.summary(tried, budgets), file=sys.stderr)
+    weak = auto.bound_warning(tried, budgets.accuracy_drop)
+    if weak:
+        print(f"tinyc: warning: {weak}", file=sys.stderr)
     if not ranked:
         print(auto.table(tried, None), file=sys.stderr)
         raise TinycError(auto.summary(tried, budgets).replace("auto: ", "--auto: no candidate meets every budget: "),

@@ -46,6 +46,8 @@ CONFIRM_FRACTION = 0.3       # of the evaluation samples, kept for the confirmat
 MIN_CONFIRM = 20             # fewer confirmation samples than this: no split (stated in a note)
 PRIOR_LOSSES = 2.0           # A: labelled disagreements assumed lost before any is seen
 Z95 = 1.959964
+Z95_ONE_SIDED = 1.644854     # the upper bound --auto judges candidates on (a one-sided 95 % bound)
+BOUND_SLACK = 0.5            # --auto: the 95 % upper bound of a candidate's drop may reach (1 + this) x the budget
 BACKOFF = (0.5, 0.25, 0.0)   # budget factors of the accuracy-aware passes on a broken confirmation
 SQNR_FLOOR_DB = 12.0         # without evaluation data: a step whose output SQNR against its input
 #                              falls below this warns (about 25 % relative noise amplitude)
@@ -59,6 +61,24 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half))
+
+
+def bound_limit(budget: float) -> float:
+    """The most a candidate's one-sided 95 % upper bound of the drop may reach under `budget`."""
+    return budget * (1.0 + BOUND_SLACK)
+
+
+def zero_change_bound(samples: int) -> float:
+    """The one-sided 95 % upper bound of the drop when not one of `samples` predictions changed:
+    the best any candidate can show on that many samples."""
+    return wilson(0, samples, Z95_ONE_SIDED)[1]
+
+
+def samples_for_bound(budget: float) -> int:
+    """The fewest selection samples on which an unchanged model's upper bound is within
+    bound_limit(budget) (z^2 / (n + z^2) <= limit)."""
+    limit = bound_limit(budget) / 100.0
+    return math.inf if limit <= 0 else math.ceil(Z95_ONE_SIDED ** 2 * (1.0 / limit - 1.0))
 
 
 def split_indices(n: int, fraction: float = CONFIRM_FRACTION, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -111,6 +131,9 @@ def classifier_scorer(reference: Graph, pool: list[np.ndarray], labels: np.ndarr
                      lost=lost, won=won, q=q, estimated_drop=100.0 * rate * q,
                      estimated_drop_ci=tuple(sorted((lo * q, hi * q))))
             f["score"] = base - f["estimated_drop"]
+            f["drop_upper"] = max(0.0, q) * wilson(dis.sum(), dis.size, Z95_ONE_SIDED)[1]
+        else:
+            f["drop_upper"] = wilson(dis.sum(), dis.size, Z95_ONE_SIDED)[1]
         return f
 
     if labels is None:

@@ -1,0 +1,58 @@
+"""--auto judges candidates on the 95 % upper bound of their drop (issue 11: the budget must hold on
+data the search never saw), and warns when the evaluation data are too few for that bound."""
+import numpy as np
+import pytest
+
+from tinyc import auto
+from tinyc.contract import (Z95_ONE_SIDED, bound_limit, classifier_scorer, samples_for_bound, wilson,
+                            zero_change_bound)
+
+
+def test_zero_change_bound_is_the_rule_of_three_shape():
+    # no change among n samples: the one-sided bound is z^2 / (n + z^2)
+    for n in (50, 210, 1000):
+        assert zero_change_bound(n) == pytest.approx(100 * Z95_ONE_SIDED ** 2 / (n + Z95_ONE_SIDED ** 2))
+    need = samples_for_bound(1.0)
+    assert zero_change_bound(need) <= bound_limit(1.0) < zero_change_bound(need - 1)
+    assert samples_for_bound(0.0) == float("inf")
+
+
+def test_scorer_reports_the_upper_bound_of_the_drop():
+    ref = np.array([0, 1, 2, 3] * 50)                     # 200 samples, reference predictions
+    changed = ref.copy()
+    changed[:4] = (changed[:4] + 1) % 4                   # 4 predictions changed, all were right
+    outputs = {"ref": np.eye(4)[ref], "new": np.eye(4)[changed]}
+    scorer = classifier_scorer("ref", [np.zeros(200)], ref.copy(), lambda g, pool: outputs[g])
+    f = scorer.describe("new")
+    assert f["disagree"] == 4 and f["estimated_drop"] == pytest.approx(2.0)
+    assert f["drop_upper"] == pytest.approx(wilson(4, 200, Z95_ONE_SIDED)[1])
+    assert f["estimated_drop"] < f["drop_upper"] < f["estimated_drop_ci"][1]
+    unlabelled = classifier_scorer("ref", [np.zeros(200)], None, lambda g, pool: outputs[g]).describe("new")
+    assert unlabelled["drop_upper"] == pytest.approx(wilson(4, 200, Z95_ONE_SIDED)[1])
+
+
+def rows(samples, *drops):
+    return [auto.Measured(f"p{i}", flash=1000 - i, ram=1, instructions=1, drop=d, drop_upper=u, samples=samples)
+            for i, (d, u) in enumerate(drops)]
+
+
+def test_a_candidate_within_the_point_budget_but_not_the_bound_is_infeasible():
+    budgets = auto.Budgets(1.0)
+    safe, lucky = rows(600, (0.3, 0.9), (0.8, 1.9))
+    assert auto.bound_possible(1.0, [safe, lucky])
+    assert budgets.violations(safe, True) == []
+    assert budgets.violations(lucky, True) == ["accuracy bound"]
+    assert budgets.violations(lucky, False) == []           # the point estimate alone would take it
+    assert budgets.violations(rows(600, (1.2, 1.4))[0], True) == ["accuracy"]
+    assert auto.bound_warning([safe, lucky], 1.0) is None
+
+
+def test_too_few_samples_warn_with_the_figures():
+    few = rows(126, (0.0, zero_change_bound(126)), (0.8, 3.5))
+    assert not auto.bound_possible(1.0, few)
+    text = auto.bound_warning(few, 1.0)
+    assert "126 selection samples" in text and f"{zero_change_bound(126):.2f}" in text
+    assert f"{samples_for_bound(1.0):,} selection samples" in text and "point estimate alone" in text
+    # SQNR-scored models (no classifier) have no bound and no warning
+    sqnr = [auto.Measured("p", drop=0.5, samples=100)]
+    assert not auto.bound_possible(1.0, sqnr) and auto.bound_warning(sqnr, 1.0) is None

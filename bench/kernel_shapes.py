@@ -141,6 +141,8 @@ def shape_classes() -> list[ShapeClass]:
         _pw("pw_6_10", 6, 10, (32, 32)),
         ShapeClass("conv3x3_32_32", "3x3 dense conv", "32->32 @ 16x16, pad 1", (1, 32, 16, 16),
                    _conv(32, 32, 3, 1, 1, act=relu), _conv_macs(32, 32, (3, 3), (16, 16))),
+        ShapeClass("conv3x3_s2_16_32", "3x3 dense conv s2", "16->32 @ 32x32 -> 16x16, pad 1", (1, 16, 32, 32),
+                   _conv(16, 32, 3, 2, 1, act=relu), _conv_macs(16, 32, (3, 3), (16, 16))),
         ShapeClass("first_10x4_s2", "first layer, 1 input channel",
                    f"1->64 10x4 s2 'same' @ 49x10 -> {ds_first[0]}x{ds_first[1]}", (1, 1, 49, 10), _ds_cnn_first,
                    _conv_macs(1, 64, (10, 4), ds_first)),
@@ -157,6 +159,8 @@ def shape_classes() -> list[ShapeClass]:
                    (1, 64, 16, 16), _squeeze_excite(64, 16), 64 * 16 * 2),
         ShapeClass("pw_hswish", "1x1 conv + hardswish", "32->32 @ 16x16", (1, 32, 16, 16),
                    _conv(32, 32, 1, act=hswish), _conv_macs(32, 32, (1, 1), (16, 16))),
+        ShapeClass("pw_silu", "1x1 conv + SiLU", "32->32 @ 16x16", (1, 32, 16, 16),
+                   _conv(32, 32, 1, act=lambda: _nn().SiLU()), _conv_macs(32, 32, (1, 1), (16, 16))),
         ShapeClass("pw_residual", "1x1 conv + residual add", "32->32 @ 16x16, relu(conv(x) + x)", (1, 32, 16, 16),
                    _residual(32), _conv_macs(32, 32, (1, 1), (16, 16))),
     ]
@@ -288,7 +292,9 @@ INTRO = (
     "*Instructions* are the exact guest instructions of the row's layers for one inference (TCG plugin, "
     "layer marks' cost removed), without the float input quantization and output dequantization; "
     "*layers* names the ops left after fusion (with each one's instructions when there are several); "
-    "*instr/output* divides by the elements of the row's result; *est. cycles* are the Cortex-M4 cycles "
+    "*instr/output* divides by the elements of the row's result (the figure to read for squeeze-excite, "
+    "whose MACs are only its two small FCs while its cost is the pool and the gate multiply over the "
+    "feature map); *est. cycles* are the Cortex-M4 cycles "
     "estimated from the executed instruction classes (docs/cycles.md). The last column is the distance "
     f"from issue 12's {GOAL} instr/MAC for a dense int8 kernel (SMLAD makes 0.5 the ceiling): "
     "instr/MAC minus the goal, and instr/MAC over it."

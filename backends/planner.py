@@ -312,6 +312,15 @@ class Plan:
             if loc.space == "arena" and loc.offset + t.size > self.arena_size:
                 raise BackendError(f"memory plan places %{t.name} past the end of the arena")
 
+    def arena_tensors(self) -> list[dict]:
+        """The tensors placed in the arena, in definition order, for report.json and the bench
+        pictures: name, byte offset, size, and the ops it is live over [first, last] (compute-op
+        indices; an output copied out at the end lives to len(ops)). Scratch buffers are named
+        `result#scratch`. align_up(max(offset + size)) is the arena size."""
+        return [{"name": t.name, "offset": self.locations[t.name].offset, "size": t.size,
+                 "first": t.first, "last": t.last}
+                for t in self.tensors if self.locations[t.name].space == "arena"]
+
 
 InplaceRule = Callable[[Op], Sequence["int | Overlap"]]
 ViewRule = Callable[[Op], bool]

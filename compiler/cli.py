@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[debug], help="measure instructions, flash and RAM of a bundle on the emulator")
     p.add_argument("bundle", type=Path, help="a directory written by `tinyc compile` for a Cortex-M target")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.add_argument("--html", type=Path, metavar="FILE.html",
+                   help="also write a self-contained HTML page of the figures: per-layer bars (instructions and "
+                        "estimated cycles, instr/MAC against 0.75, weight bytes, arena bytes live) and the "
+                        "arena's memory timeline")
     p.add_argument("--clock-mhz", type=float, metavar="MHZ",
                    help="CPU clock for the latency from the estimated cycles (default: the clock of the board "
                         "the bundle was compiled for with --board, else of the target's emulated board: "

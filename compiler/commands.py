@@ -398,4 +398,6 @@ def cmd_bench(args) -> int:
     from tinyc.compile import bench_bundle_cmd
     if args.json:
         check_output_path(args.json, "--json")
+    if getattr(args, "html", None):
+        check_output_path(args.html, "--html")
     return bench_bundle_cmd(args)

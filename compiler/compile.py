@@ -193,6 +193,7 @@ def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
         "passes": [step.as_dict() for step in pm.history],
         "ops": s.ops, "params": s.params, "weight_bytes": s.weight_bytes, "macs": s.macs,
         "arena_size": info.arena_size, "arena_lower_bound": info.lower_bound,
+        "arena_tensors": info.plan.arena_tensors(),
         "flash": sizes.flash if sizes else None, "ram": sizes.ram if sizes else None,
         "sections": sizes.to_dict() if sizes else None,
         "layers": layers,
@@ -303,11 +304,22 @@ def bench_bundle_cmd(args) -> int:
     clock = getattr(args, "clock_mhz", None)
     if clock is not None and not clock > 0:
         raise TinycError(f"--clock-mhz must be a positive number of MHz, not {clock:g}", hint="e.g. --clock-mhz 80")
+    html_path = getattr(args, "html", None)
+    if html_path:
+        from tinyc.backends.html_report import check_report
+        check_report(bundle.report)        # before the slow measurement
     result = bench_model(bundle.path, bundle.report["board"] or bundle.target, bundle.name)
     figures = bench_figures(bundle.report, result, clock)
+    page = None
+    if html_path:
+        from tinyc.backends.html_report import render
+        page = render(bundle.report, figures)   # every check before anything is written
     print(format_bench(bundle.report, figures))
     if args.json:
         _write_json(args.json, figures)
+    if page is not None:
+        from tinyc.commands import write_atomically
+        write_atomically(html_path, page)
     return 0
 
 

@@ -59,6 +59,8 @@ class Panel:
     labels: tuple[str, ...]         # the figure printed at each bar's end
     under: tuple[float | None, ...] = ()   # a wider, lighter bar behind (estimated cycles)
     reference: float | None = None         # a vertical line at this value
+    width: int = PANEL_W                   # px, the figures at the bars' ends included
+    room: int = 50                         # px kept right of the longest bar for its figure
 
 
 # ---- inputs -------------------------------------------------------------------------------
@@ -123,6 +125,11 @@ def peak_offset(tensors: list[dict]) -> int:
     return max((x["offset"] + x["size"] for x in tensors), default=0)
 
 
+def _share(n: int, total: int) -> str:
+    """A count and its share of the total, e.g. '97,718 (76 %)'."""
+    return f"{n:,} ({100 * n / total:.0f} %)" if total else f"{n:,}"
+
+
 def _ratio_color(r: float) -> str:
     if r <= REFERENCE_INSTR_PER_MAC:
         return COLORS["good"]
@@ -141,7 +148,8 @@ def layer_panels(figures: dict, live: list[int]) -> list[Panel]:
     act = tuple(live[row["index"]] for row in rows)
     return [
         Panel("instr", "instructions" + (" (light: est. cycles)" if has_cycles else ""), instr, COLORS["instr"],
-              tuple(fmt_int(v) for v in instr), under=cycles if has_cycles else ()),
+              tuple(_share(v, sum(instr)) for v in instr), under=cycles if has_cycles else (),
+              width=PANEL_W + 80, room=110),
         Panel("ratio", f"instr / MAC (line: {REFERENCE_INSTR_PER_MAC})", ratio,
               tuple(_ratio_color(r) if r is not None else COLORS["good"] for r in ratio),
               tuple(f"{r:.2f}" if r is not None else "" for r in ratio), reference=REFERENCE_INSTR_PER_MAC),
@@ -153,7 +161,7 @@ def layer_panels(figures: dict, live: list[int]) -> list[Panel]:
 def layer_chart(figures: dict, live: list[int]) -> str:
     rows = figures["layers"]
     panels = layer_panels(figures, live)
-    width = LABEL_W + len(panels) * (PANEL_W + GAP) + 30
+    width = LABEL_W + sum(p.width + GAP for p in panels) + 30
     height = HEAD_H + ROW_H * len(rows) + 6
     out = [f'<svg class="layers" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">']
@@ -165,15 +173,17 @@ def layer_chart(figures: dict, live: list[int]) -> str:
         out.append(f'<text x="4" y="{y + 13}" xml:space="preserve" font-family="monospace">{label}'
                    f'<title>{escape(row["name"])} ({escape(row["kind"])}, {row["macs"]:,} MACs)</title></text>')
         out.append(f'<text x="{LABEL_W - 6}" y="{y + 13}" text-anchor="end" fill="#666">{escape(row["kind"])}</text>')
-    for k, panel in enumerate(panels):
-        out += _panel(panel, LABEL_W + k * (PANEL_W + GAP), rows, height)
+    x0 = LABEL_W
+    for panel in panels:
+        out += _panel(panel, x0, rows, height)
+        x0 += panel.width + GAP
     out.append("</svg>")
     return "\n".join(out)
 
 
 def _panel(panel: Panel, x0: int, rows: list[dict], height: int) -> list[str]:
     top = max([v for v in panel.values + panel.under if v is not None] + [panel.reference or 0])
-    scale = (PANEL_W - 50) / top if top > 0 else 0.0
+    scale = (panel.width - panel.room) / top if top > 0 else 0.0
     out = [f'<text x="{x0}" y="14" font-weight="bold">{escape(panel.title)}</text>',
            f'<line x1="{x0}" y1="{HEAD_H - 4}" x2="{x0}" y2="{height - 2}" stroke="#999"/>']
     for i, (row, value) in enumerate(zip(rows, panel.values)):

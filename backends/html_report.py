@@ -79,10 +79,13 @@ def check_inputs(report: dict, figures: dict) -> None:
     """What the page needs, or a BackendError saying what is missing and what to do."""
     check_report(report)
     where = f"bundle of {report.get('graph', '?')}"
-    layers = figures.get("layers") or []
-    if not layers or len(layers) != len(report.get("layers") or []):
+    layers, n = figures.get("layers") or [], len(report.get("layers") or [])
+    if not layers:
         raise BackendError("the measurement has no per-layer figures to draw", where=where,
                            hint="bench a bundle compiled by this tinyc (its report.json lists the layers)")
+    if len(layers) != n:
+        raise BackendError(f"the measurement has figures for {len(layers)} layers, the bundle has {n}",
+                           where=where, hint="see the notes of `tinyc bench` (dropped layer stamps?)")
     if any(row.get("instructions") is None for row in layers):
         raise BackendError("the measurement has no per-layer instruction counts (the profiled build gave none)",
                            where=where, hint="see the notes of `tinyc bench`; compile the bundle again")

@@ -139,3 +139,19 @@ def test_measurement_without_layer_counts_is_refused(bundle):
         html_report.render(report, figures)
     with pytest.raises(BackendError, match="no per-layer figures"):
         html_report.render(report, {**figures, "layers": []})
+    with pytest.raises(BackendError, match=f"figures for 2 layers, the bundle has {len(layers)}"):
+        html_report.render(report, {**figures, "layers": layers[:2]})
+
+
+@needs_toolchain
+def test_page_without_estimated_cycles(bundle):
+    """A core the cost model has no timings for: instruction bars only, the summary says why."""
+    report = json.loads((bundle / "report.json").read_text())
+    layers = [{**{k: lay[k] for k in ("index", "name", "kind", "macs", "weight_bytes")},
+               "instructions": 100 + 7 * lay["index"], "cycles": None} for lay in report["layers"]]
+    figures = {"target": "cortex-m3", "method": "plugin", "instructions": 5000, "instructions_per_mac": None,
+               "macs": 0, "cycles": None, "cycle_model": "unavailable: no cortex-m3 timings", "flash": 1,
+               "ram": 10, "arena": 4, "static_ram": 2, "stack": 4, "layers": layers, "notes": ["a note"]}
+    page = html_report.render(report, figures)
+    assert [int(r["data-value"]) for r in rects(page, "instr")] == [row["instructions"] for row in layers]
+    assert not rects(page, "instr-under") and "unavailable: no cortex-m3 timings" in page and "a note" in page

@@ -216,6 +216,13 @@ def _conv_geometry(op: Op) -> dict:
                 dh=a["dilation"][0], dw=a["dilation"][1], pt=top, pl=left, pb=bottom, pr=right, groups=a["groups"])
 
 
+def gemm_pixels(kp: int) -> int:
+    """Output pixels per block of tinyc_s8_conv_gemm: 3 (its 3 x 2 register block, weights in channel
+    pairs) unless the reduction has only 1 or 2 chunks of 4 (k <= 8), where 4 pixels x 1 channel
+    costs less (measured: 1x1 8->24 at 32 x 32, 1.79 against 2.16 instr/MAC; bench.kernel_shapes)."""
+    return 4 if kp <= 8 else 3
+
+
 def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
     g = _conv_geometry(op)
     xs = self.strides(op, 0, p)
@@ -229,8 +236,8 @@ def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
         k = g["kh"] * g["kw"] * g["cg"]
         kp = -(-k // 4) * 4
         direct = (g["kh"] == g["kw"] == 1 and not any(op.attrs["padding"]) and xs[1] == 1 and g["cg"] % 4 == 0)
-        p.info.update(kind="gemm", kp=kp, direct=direct)
-        self.kernel_scratch(p, 8 * kp + kp)
+        p.info.update(kind="gemm", kp=kp, direct=direct, pix=gemm_pixels(kp))
+        self.kernel_scratch(p, 2 * p.info["pix"] * kp + kp)     # expanded col words of a block, one im2col row
 
 
 def _out_strides(self: Int8Lowering, v: Value) -> list[int]:
@@ -274,10 +281,12 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     ys_p = ys[3] if g["ow"] > 1 else ys[2]   # one pixel per row (a (k, D) kernel over [N, 1, T, D]): rows apart
     if g["oh"] > 1 and g["ow"] > 1 and ys[2] != g["ow"] * ys[3]:
         raise BackendError(f"%{y.name}: conv output pixels are not evenly spaced (internal error)")
-    ww = Weight(ctx.weight_name("w"), iw.words(iw.pad_k(iw.conv_gemm_weights(w))), "int32_t")
+    w2d = iw.pad_k(iw.conv_gemm_weights(w))
+    ww = Weight(ctx.weight_name("w"), iw.words(iw.gemm_pairs(w2d, g["groups"]) if p.info["pix"] == 3 else w2d),
+                "int32_t")
     lits = [g["n"], g["groups"], g["cg"], og, g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"], g["sw"],
             g["dh"], g["dw"], g["pt"], g["pl"], *xs, ys[0], ys[1], ys_p, *tail, p.info["kp"], int(p.info["direct"]),
-            stage.mode, stage.zp, stage.lo, stage.hi]
+            p.info["pix"], stage.mode, stage.zp, stage.lo, stage.hi]
     call = ctx.specialize("tinyc_s8_conv_gemm", [("const int8_t *", self.operand(op, 0, ctx, p)),
                                                  ("const tinyc_s8_word *", ww.cname),
                                                  ("const int32_t *", qw.cname), ("int8_t *", ctx.ref(y)),
@@ -619,10 +628,10 @@ def _conv_steps(self: Int8Lowering, op: Op, p: OpPlan) -> tuple[np.ndarray, np.n
         ty = np.broadcast_to((np.arange(n)[:, None] * c + np.arange(o)[None, :] // mult)[:, :, None, None],
                              y.type.shape)
     else:
-        # per (image, group, block of 4 output pixels): the block's input pixels read, then its outputs written
-        groups, cg, og, oh, ow = g["groups"], g["cg"], o // g["groups"], g["oh"], g["ow"]
-        nblk = -(-oh * ow // 4)
-        blk = (np.arange(oh * ow) // 4).reshape(oh, ow)
+        # per (image, group, block of `pix` output pixels): the block's input pixels read, then its outputs written
+        groups, cg, og, oh, ow, pix = g["groups"], g["cg"], o // g["groups"], g["oh"], g["ow"], p.info["pix"]
+        nblk = -(-oh * ow // pix)
+        blk = (np.arange(oh * ow) // pix).reshape(oh, ow)
         last = np.full((g["h"], g["w"]), -1, np.int64)
         oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
         for ky in range(g["kh"]):

@@ -81,6 +81,19 @@ def conv_gemm_weights(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(o, -1))
 
 
+def gemm_pairs(w2d: np.ndarray, groups: int) -> np.ndarray:
+    """Padded [O, kp] rows -> per group, output channels in pairs interleaved per 4-byte chunk
+    (channel 2i's chunk j, then channel 2i+1's), an odd last channel of the group after them: the
+    weight order of tinyc_s8_gemm3 / tinyc_s8_gemm1."""
+    o, kp = w2d.shape
+    parts = []
+    for grp in w2d.reshape(groups, o // groups, kp):
+        npair = len(grp) // 2
+        parts.append(grp[:2 * npair].reshape(npair, 2, kp // 4, 4).transpose(0, 2, 1, 3).ravel())
+        parts.append(grp[2 * npair:].ravel())
+    return np.concatenate(parts).astype(np.int8)
+
+
 def fc_interleave(w2d: np.ndarray) -> np.ndarray:
     """Padded [N, kp] rows -> blocks of 4 rows interleaved per 4-byte chunk, then the tail rows."""
     n, kp = w2d.shape

@@ -479,7 +479,163 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
         a3 = tinyc_s8_smlad(x1_, wo, a3);                                                      \
     } while (0)
 
-/* Four pixels (interleaved col: per 4-k chunk, 2 words per pixel) x every output channel:
+/* The dense GEMM's register block: 3 output pixels x 2 output channels (pix = 3 pixels per
+ * block, c_ops_int8.gemm_pixels chooses it and models the same order: keep the two in step).
+ * col: per 4-k chunk, 2 expanded words per pixel (6 words); weights: output channels in pairs,
+ * per chunk one raw word of each (int8_weights.gemm_pairs), an odd last channel alone. Per chunk:
+ * 1 LDRD of weights, 4 SXTB16, 3 LDRD of col and 12 SMLAD for 24 MACs: each loaded weight
+ * feeds 3 pixels, each loaded col pair 2 channels. */
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32) &&  \
+    defined(__OPTIMIZE__)
+/* 14 registers: 6 accumulators, 4 expanded weights, a col pair, the two pointers. Builds that
+ * keep a frame pointer (-fno-omit-frame-pointer: define TINYC_S8_FRAME_POINTER) have 13: the col
+ * pair is then read a word at a time. Unoptimised builds (-O0) take the C form below. */
+#if !defined(TINYC_S8_FRAME_POINTER)
+#define TINYC_S8_MK_PIXEL(P)                                                                        \
+    "ldrd %[x0], %[x1], [%[c]], #8\n\t"                                                             \
+    "smlad %[a" #P "], %[x0], %[ae], %[a" #P "]\n\t"                                                \
+    "smlad %[b" #P "], %[x0], %[be], %[b" #P "]\n\t"                                                \
+    "smlad %[a" #P "], %[x1], %[ao], %[a" #P "]\n\t"                                                \
+    "smlad %[b" #P "], %[x1], %[bo], %[b" #P "]\n\t"
+#define TINYC_S8_MK_X1 , [x1] "=&r"(x1)
+#else
+#define TINYC_S8_MK_PIXEL(P)                                                                        \
+    "ldr %[x0], [%[c]], #4\n\t"                                                                     \
+    "smlad %[a" #P "], %[x0], %[ae], %[a" #P "]\n\t"                                                \
+    "smlad %[b" #P "], %[x0], %[be], %[b" #P "]\n\t"                                                \
+    "ldr %[x0], [%[c]], #4\n\t"                                                                     \
+    "smlad %[a" #P "], %[x0], %[ao], %[a" #P "]\n\t"                                                \
+    "smlad %[b" #P "], %[x0], %[bo], %[b" #P "]\n\t"
+#define TINYC_S8_MK_X1
+#endif
+#define TINYC_S8_MK_CHUNK                                                                           \
+    "ldrd %[ao], %[bo], [%[w]], #8\n\t"                                                             \
+    "sxtb16 %[ae], %[ao]\n\t"                                                                       \
+    "sxtb16 %[ao], %[ao], ror #8\n\t"                                                               \
+    "sxtb16 %[be], %[bo]\n\t"                                                                       \
+    "sxtb16 %[bo], %[bo], ror #8\n\t" TINYC_S8_MK_PIXEL(0) TINYC_S8_MK_PIXEL(1) TINYC_S8_MK_PIXEL(2)
+#define TINYC_S8_MK_OPERANDS                                                                        \
+    [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2),       \
+        [c] "+r"(c_), [w] "+r"(w_), [ae] "=&r"(ae), [ao] "=&r"(ao), [be] "=&r"(be), [bo] "=&r"(bo), \
+        [x0] "=&r"(x0) TINYC_S8_MK_X1
+
+/* The 3 x 2 block over `chunks` chunks: two chunks per loop trip (the loop's end is read from the
+ * stack into a free col register), an odd last chunk after it. */
+#define TINYC_S8_MK3X2(col, wp, chunks)                                                             \
+    do {                                                                                            \
+        const tinyc_s8_word *c_ = (col), *w_ = (wp);                                                \
+        const tinyc_s8_word *volatile cend_ = c_ + 6 * ((chunks) & ~1);                             \
+        int32_t ae, ao, be, bo, x0, x1 = 0;                                                         \
+        (void)x1;                                                                                   \
+        if ((chunks) >= 2) {                                                                        \
+            __asm__ volatile("1:\n\t" TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK                           \
+                             "ldr %[x0], %[end]\n\t"                                                \
+                             "cmp %[c], %[x0]\n\t"                                                  \
+                             "bne 1b\n\t"                                                           \
+                             : TINYC_S8_MK_OPERANDS                                                 \
+                             : [end] "m"(cend_)                                                     \
+                             : "cc", "memory");                                                     \
+        }                                                                                           \
+        if ((chunks) & 1) {                                                                         \
+            __asm__ volatile(TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory");                \
+        }                                                                                           \
+    } while (0)
+#else
+#define TINYC_S8_MK3X2(col, wp, chunks)                                                        \
+    do {                                                                                       \
+        const tinyc_s8_word *c_ = (col), *w_ = (wp);                                           \
+        int32_t j_;                                                                            \
+        for (j_ = 0; j_ < (chunks); ++j_, c_ += 6, w_ += 2) {                                  \
+            const uint32_t u_ = (uint32_t)w_[0], v_ = (uint32_t)w_[1];                         \
+            const int32_t ae = tinyc_s8_sxtb16(u_), ao = tinyc_s8_sxtb16_ror8(u_);             \
+            const int32_t be = tinyc_s8_sxtb16(v_), bo = tinyc_s8_sxtb16_ror8(v_);             \
+            a0 = tinyc_s8_smlad(c_[1], ao, tinyc_s8_smlad(c_[0], ae, a0));                     \
+            b0 = tinyc_s8_smlad(c_[1], bo, tinyc_s8_smlad(c_[0], be, b0));                     \
+            a1 = tinyc_s8_smlad(c_[3], ao, tinyc_s8_smlad(c_[2], ae, a1));                     \
+            b1 = tinyc_s8_smlad(c_[3], bo, tinyc_s8_smlad(c_[2], be, b1));                     \
+            a2 = tinyc_s8_smlad(c_[5], ao, tinyc_s8_smlad(c_[4], ae, a2));                     \
+            b2 = tinyc_s8_smlad(c_[5], bo, tinyc_s8_smlad(c_[4], be, b2));                     \
+        }                                                                                      \
+    } while (0)
+#endif
+
+/* The outputs of one channel for the block's first np pixels. */
+TINYC_S8_INLINE void tinyc_s8_store3(int8_t *y, const int32_t *q, int32_t a0, int32_t a1, int32_t a2,
+                                     int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
+    y[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+    if (np > 1) y[ys_p] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+    if (np > 2) y[2 * ys_p] = (int8_t)tinyc_s8_outr(a2, rq, mode, zy, lo, hi);
+}
+
+/* A block of up to 3 pixels (col words as above) x every output channel of the group: channel
+ * pairs through the 3 x 2 block, an odd last channel 3 x 1. Only the first np pixels are stored
+ * (a last, partial block computes garbage for the rest). */
+TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
+                                    int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
+                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    int32_t o, j;
+    for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c, w += 2 * chunks) {
+        int32_t a0 = q[0], a1 = a0, a2 = a0, b0 = q[qs], b1 = b0, b2 = b0;
+        TINYC_S8_MK3X2(col, w, chunks);
+        tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi);
+        tinyc_s8_store3(y + ys_c, q + qs, b0, b1, b2, ys_p, np, mode, zy, lo, hi);
+    }
+    if (o < og) {
+        int32_t a0 = q[0], a1 = a0, a2 = a0;
+        const tinyc_s8_word *c = col;
+        for (j = 0; j < chunks; ++j, c += 6) {
+            const uint32_t v = (uint32_t)*w++;
+            const int32_t we = tinyc_s8_sxtb16(v), wo = tinyc_s8_sxtb16_ror8(v);
+            int32_t x0, x1;
+            TINYC_S8_LD2(c, 0, x0, x1);
+            a0 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a0));
+            TINYC_S8_LD2(c, 8, x0, x1);
+            a1 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a1));
+            TINYC_S8_LD2(c, 16, x0, x1);
+            a2 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a2));
+        }
+        tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi);
+    }
+}
+
+/* One pixel (col: 2 words per chunk) x every output channel (weights as tinyc_s8_gemm3). */
+TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
+                                    int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
+                                    int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    int32_t o, j;
+    for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c) {
+        int32_t a0 = q[0], b0 = q[qs];
+        const tinyc_s8_word *c = col;
+        for (j = 0; j < chunks; ++j, c += 2, w += 2) {
+            const uint32_t u = (uint32_t)w[0], v = (uint32_t)w[1];
+            int32_t x0, x1;
+            TINYC_S8_LD2(c, 0, x0, x1);
+            a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(u), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(u), a0));
+            b0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), b0));
+        }
+        y[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+        y[ys_c] = (int8_t)tinyc_s8_out(b0, q + qs, mode, zy, lo, hi);
+    }
+    if (o < og) {
+        int32_t a0 = q[0];
+        const tinyc_s8_word *c = col;
+        for (j = 0; j < chunks; ++j, c += 2) {
+            const uint32_t v = (uint32_t)*w++;
+            int32_t x0, x1;
+            TINYC_S8_LD2(c, 0, x0, x1);
+            a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), a0));
+        }
+        y[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+    }
+}
+
+/* pix = 4, for reductions of 1 or 2 chunks (k <= 8), where the 3 x 2 block's fixed costs outweigh
+ * its saving. Weights [O][chunks] words (no pairs).
+ * Four pixels (interleaved col: per 4-k chunk, 2 words per pixel) x every output channel:
  * each weight word is expanded once and feeds 8 SMLADs; two chunks per loop trip. Only
  * the first np pixels are stored (a last, partial block computes garbage for the rest). */
 TINYC_S8_INLINE void tinyc_s8_gemm4(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
@@ -516,7 +672,7 @@ TINYC_S8_INLINE void tinyc_s8_gemm4(const tinyc_s8_word *col, const tinyc_s8_wor
     }
 }
 
-/* One pixel (col: 2 words per chunk) x every output channel. */
+/* One pixel (col: 2 words per chunk) x every output channel (weights as tinyc_s8_gemm4). */
 TINYC_S8_INLINE void tinyc_s8_gemm1(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
                                     int32_t mode, int32_t zy, int32_t lo, int32_t hi)
@@ -568,20 +724,15 @@ TINYC_S8_INLINE void tinyc_s8_im2col_expand(const int8_t *x, tinyc_s8_word *col,
     }
 }
 
-/* conv2d with groups (not depthwise) as GEMM: per group and block of 4 output pixels,
- * im2col into `scratch` (expanded to int16 pairs once, reused by every output channel),
- * then tinyc_s8_gemm4. Weights [O][KH][KW][Cg] padded with zeros to kp (a multiple of
- * 4) per channel. Output pixels are ys_p apart (dense NHWC or NCHW), channels ys_c.
- * direct: 1x1 kernel reading whole channel rows (cg % 4 == 0, no padding): no im2col.
- * The result may overlap x (in place, docs/memory.md): a block of pixels reads all of its
- * input before it writes; c_ops_int8._conv_steps models this order, keep the two in step. */
-TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
-                                        int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
-                                        int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
-                                        int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
-                                        int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
-                                        int32_t ys_c, int32_t ys_p, int32_t zx, int32_t kp, int32_t direct,
-                                        int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+/* tinyc_s8_conv_gemm's pix = 4 form (k <= 8): blocks of 4 pixels, weights [O][kp / 4] words,
+ * tinyc_s8_gemm4 / tinyc_s8_gemm1; the same order of reads and writes per block. */
+TINYC_S8_INLINE void tinyc_s8_conv_gemm4(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
+                                         int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
+                                         int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
+                                         int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
+                                         int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
+                                         int32_t ys_c, int32_t ys_p, int32_t zx, int32_t kp, int32_t direct,
+                                         int32_t mode, int32_t zy, int32_t lo, int32_t hi)
 {
     tinyc_s8_word *col = (tinyc_s8_word *)(void *)scratch;
     int8_t *row = scratch + 8 * kp;
@@ -619,6 +770,69 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
                     tinyc_s8_gemm1(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi);
                 } else {
                     tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi);
+                }
+            }
+        }
+    }
+}
+
+/* conv2d with groups (not depthwise) as GEMM: per group and block of `pix` (3 or 4) output
+ * pixels, im2col into `scratch` (expanded to int16 pairs once, reused by every output channel),
+ * then tinyc_s8_gemm3 (pix 3) or tinyc_s8_gemm4 (pix 4). Weights [O][KH][KW][Cg] padded with
+ * zeros to kp (a multiple of 4) per channel, in channel pairs when pix is 3 (tinyc_s8_gemm3).
+ * Output pixels are ys_p apart (dense NHWC or NCHW), channels ys_c.
+ * direct: 1x1 kernel reading whole channel rows (cg % 4 == 0, no padding): no im2col.
+ * The result may overlap x (in place, docs/memory.md): a block of pixels reads all of its
+ * input before it writes; c_ops_int8._conv_steps models this order, keep the two in step. */
+TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
+                                        int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
+                                        int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
+                                        int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
+                                        int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
+                                        int32_t ys_c, int32_t ys_p, int32_t zx, int32_t kp, int32_t direct,
+                                        int32_t pix, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+{
+    tinyc_s8_word *col = (tinyc_s8_word *)(void *)scratch;
+    int8_t *row = scratch + 2 * pix * kp;
+    const int32_t npix = oh * ow, chunks = kp / 4, k = kh * kw * cg, full = npix - npix % pix;
+    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
+    const int32_t expand = !direct && xs_c == 1 && (cg & 3) == 0;
+    const int32_t zz = tinyc_s8_sxtb16((uint32_t)(uint8_t)zx * 0x01010101u);
+    int32_t n, g, p0, p;
+    if (pix == 4) {
+        tinyc_s8_conv_gemm4(x, wt, qp, y, scratch, nb, groups, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl,
+                            xs_n, xs_c, xs_h, xs_w, ys_n, ys_c, ys_p, zx, kp, direct, mode, zy, lo, hi);
+        return;
+    }
+    if (!direct && !expand && kp > k) memset(row + k, 0, (size_t)(kp - k));
+    for (n = 0; n < nb; ++n) {
+        for (g = 0; g < groups; ++g) {
+            const int8_t *xg = x + n * xs_n + g * cg * xs_c;
+            int8_t *yg = y + n * ys_n + g * og * ys_c;
+            const tinyc_s8_word *wg = wt + g * og * (kp / 4);
+            const int32_t *qg = qp + g * og * qs;
+            for (p0 = 0; p0 < npix; p0 += pix) {
+                const int32_t np = p0 < full ? pix : npix - p0;
+                const int32_t step = np == 1 ? 2 : 2 * pix;
+                for (p = 0; p < np; ++p) {
+                    const int32_t oy = (p0 + p) / ow, ox = (p0 + p) % ow;
+                    if (direct) {
+                        tinyc_s8_expand(xg + oy * sh * xs_h + ox * sw * xs_w, col + 2 * p, chunks, step);
+                    } else if (expand) {
+                        tinyc_s8_im2col_expand(xg, col + 2 * p, step, oy, ox, cg, h, w, kh, kw, sh, sw, dh, dw, pt,
+                                               pl, xs_h, xs_w, zz);
+                    } else {
+                        tinyc_s8_im2col(xg, row, oy, ox, cg, h, w, kh, kw, sh, sw, dh, dw, pt, pl, xs_c, xs_h,
+                                        xs_w, zx);
+                        tinyc_s8_expand(row, col + 2 * p, chunks, step);
+                    }
+                }
+                if (p0 < full) {     /* a literal np: the stores need no tests */
+                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 3, mode, zy, lo, hi);
+                } else if (np == 1) {
+                    tinyc_s8_gemm1x2(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi);
+                } else {
+                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi);
                 }
             }
         }
@@ -949,10 +1163,19 @@ static void tinyc_s8_avg_pool2d(const int8_t *x, int8_t *y, const tinyc_s8_pool_
                     const int32_t dx = tinyc_s8_avg_count(ox, p->sw, p->pad_left, p->pad_right, p->kw, p->w,
                                                           p->count_include_pad);
                     int32_t sum = 0, cnt = 0;
-                    for (ky = ky0; ky < ky1; ++ky) {
-                        const int8_t *xr = xc + (iy0 + ky) * p->xs[2];
-                        for (kx = kx0; kx < kx1; ++kx) sum += xr[(ix0 + kx) * p->xs[3]];
-                        cnt += kx1 - kx0;
+                    if (ix0 + kx0 == 0 && ix0 + kx1 == p->w && p->xs[2] == p->w * p->xs[3]) {
+                        /* whole rows, evenly spaced (a global pool): one strided run */
+                        const int8_t *xr = xc + (iy0 + ky0) * p->xs[2];
+                        const int32_t s3 = p->xs[3], len = (ky1 - ky0) * p->w;
+                        int32_t i;
+                        for (i = 0; i < len; ++i, xr += s3) sum += *xr;
+                        cnt = len;
+                    } else {
+                        for (ky = ky0; ky < ky1; ++ky) {
+                            const int8_t *xr = xc + (iy0 + ky) * p->xs[2];
+                            for (kx = kx0; kx < kx1; ++kx) sum += xr[(ix0 + kx) * p->xs[3]];
+                            cnt += kx1 - kx0;
+                        }
                     }
                     sum -= cnt * p->zx;
                     yc[oy * p->ys[2] + ox * p->ys[3]] =

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -58,11 +59,12 @@ def default_timeout(rows: int, bare_metal: bool) -> float:
 
 def run_model(out_dir: Path | str, target: "str | Target | Board" = "host", name: str = "model",
         inputs: np.ndarray | None = None, *, timeout: float | None = None, sanitize: bool = False,
-        profile: bool = False, cc: str | None = None) -> np.ndarray:
+        profile: bool = False, cc: str | None = None, extra_cflags: Sequence[str] = ()) -> np.ndarray:
     """Run the model on every row of ``inputs`` on ``target`` (natively for host,
     under QEMU for Cortex-M); returns the outputs, shape (rows, OUTPUT_SIZE).
     ``timeout`` (seconds) defaults to default_timeout(rows) for the target.
-    ``cc`` builds with another compiler than the target's (see build)."""
+    ``cc`` builds with another compiler than the target's, ``extra_cflags`` adds flags after the
+    target's (see build)."""
     out = Path(out_dir).resolve()
     t, _ = resolve(target)
     if not t.can_run:
@@ -75,7 +77,7 @@ def run_model(out_dir: Path | str, target: "str | Target | Board" = "host", name
         timeout = default_timeout(x.shape[0], t.bare_metal)
     elif not timeout > 0:
         raise BackendError(f"timeout must be a positive number of seconds, got {timeout}")
-    exe = build(out, t, name, "run", profile, sanitize=sanitize, cc=cc)
+    exe = build(out, t, name, "run", profile, sanitize=sanitize, cc=cc, extra_cflags=extra_cflags)
     if t.bare_metal:
         require_tool(QEMU, t)
         cmd = qemu_command(t, exe)

@@ -1022,6 +1022,29 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
 #endif
 
 #ifdef TINYC_S8_FC
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32) &&  \
+    defined(__OPTIMIZE__)
+/* One 4-k chunk of a block of four output rows (11 registers): the x word (any alignment: LDR),
+ * the four rows' weight words (2 LDRD), 10 SXTB16 and 8 SMLAD for 16 MACs. */
+#define TINYC_S8_FC_ROWS(A, B)                                                                      \
+    "ldrd %[u0], %[u1], [%[w]], #8\n\t"                                                              \
+    "sxtb16 %[t], %[u0]\n\t"                                                                        \
+    "smlad %[" #A "], %[xe], %[t], %[" #A "]\n\t"                                                  \
+    "sxtb16 %[u0], %[u0], ror #8\n\t"                                                               \
+    "smlad %[" #A "], %[xo], %[u0], %[" #A "]\n\t"                                                 \
+    "sxtb16 %[t], %[u1]\n\t"                                                                        \
+    "smlad %[" #B "], %[xe], %[t], %[" #B "]\n\t"                                                  \
+    "sxtb16 %[u1], %[u1], ror #8\n\t"                                                               \
+    "smlad %[" #B "], %[xo], %[u1], %[" #B "]\n\t"
+#define TINYC_S8_FC_CHUNK                                                                           \
+    "ldr %[xo], [%[x]], #4\n\t"                                                                     \
+    "sxtb16 %[xe], %[xo]\n\t"                                                                       \
+    "sxtb16 %[xo], %[xo], ror #8\n\t" TINYC_S8_FC_ROWS(a0, a1) TINYC_S8_FC_ROWS(a2, a3)
+#define TINYC_S8_FC_ASM 1
+#else
+#define TINYC_S8_FC_ASM 0
+#endif
+
 /* Fully connected: y[r, j] = out(b[j] + sum_k x[r, k] w[j, k]). Weights in blocks of four
  * output rows interleaved per 4-k chunk (one pointer walks them), then the N % 4 tail rows;
  * rows padded to kp. x rows are read in place when contiguous (direct; the compiler
@@ -1046,7 +1069,24 @@ TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const
         for (b = 0; b < nb4; ++b, q += 4 * qs, yr += 4 * ys_n) {
             int32_t a0 = q[0], a1 = q[qs], a2 = q[2 * qs], a3 = q[3 * qs];
             const int8_t *xp = xr;
-            for (j = 0; j < chunks; ++j, xp += 4, wp += 4) {
+            j = 0;
+#if TINYC_S8_FC_ASM
+            if (chunks >= 4) {     /* four chunks per trip, the rest below */
+                const int8_t *volatile xend = xr + 4 * (chunks & ~3);
+                int32_t xe, xo, u0, u1, t;
+                __asm__ volatile("1:\n\t" TINYC_S8_FC_CHUNK TINYC_S8_FC_CHUNK TINYC_S8_FC_CHUNK TINYC_S8_FC_CHUNK
+                                 "ldr %[t], %[end]\n\t"
+                                 "cmp %[x], %[t]\n\t"
+                                 "bne 1b\n\t"
+                                 : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(xp),
+                                   [w] "+r"(wp), [xe] "=&r"(xe), [xo] "=&r"(xo), [u0] "=&r"(u0), [u1] "=&r"(u1),
+                                   [t] "=&r"(t)
+                                 : [end] "m"(xend)
+                                 : "cc", "memory");
+                j = chunks & ~3;
+            }
+#endif
+            for (; j < chunks; ++j, xp += 4, wp += 4) {
                 const uint32_t v = tinyc_s8_ld32(xp);
                 const int32_t xe = tinyc_s8_sxtb16(v), xo = tinyc_s8_sxtb16_ror8(v);
                 uint32_t u = (uint32_t)wp[0];

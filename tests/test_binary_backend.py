@@ -397,4 +397,6 @@ def test_binary_layers_cheaper_than_int8(tmp_path):
             counts[label] = {(li.kind, li.name): n for li, n in zip(info.layers, result.layer_instructions)}
         int8 = counts["int8"][("conv2d" if which == "cnn" else "linear", layer)]
         binary = sum(n for (kind, name), n in counts["binary"].items() if kind in ("sign", "bin_conv2d", "bin_linear"))
-        assert binary < int8 / 2, (which, binary, int8)
+        # was < int8 / 2 until the int8 GEMM's register blocking (1d8978f) made the int8 conv 19 %
+        # faster: the binary CNN layer is 0.53x of it now (163,947 vs 311,107), the MLP's under 0.5x
+        assert binary < (0.6 if which == "cnn" else 0.5) * int8, (which, binary, int8)

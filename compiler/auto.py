@@ -329,15 +329,15 @@ def bound_warning(tried: list[Measured], budget: float) -> str | None:
     """The warning when candidates could only be judged on the point estimate."""
     from tinyc.contract import bound_limit, samples_for_bound, zero_change_bound
     n = selection_samples(tried)
-    if not any(m.drop_upper is not None for m in tried) or bound_possible(budget, tried):
-        return None
+    if budget <= 0 or not any(m.drop_upper is not None for m in tried) or bound_possible(budget, tried):
+        return None         # a budget of 0 asks for no change at all: the point estimate is the test
     need = samples_for_bound(budget)
-    more = (f"give at least {need:,} selection samples (about {math.ceil(need / (1 - CONFIRM)):,} --eval samples: "
-            f"{CONFIRM:.0%} are kept for the confirmation)" if math.isfinite(need) else "raise the budget above 0")
     return (f"--auto: the {n} selection samples cannot bound the drop at {bound_limit(budget):g} points (95 %): "
             f"even a model that changes no prediction has an upper bound of {zero_change_bound(n):.2f}; "
             f"candidates were judged on the point estimate alone, and the shipped model may lose more than "
-            f"{budget:g} points on new data. For the 95 % promise {more}")
+            f"its {budget:g}-point budget on new data. For the 95 % promise give at least {need:,} selection "
+            f"samples (about {math.ceil(need / (1 - CONFIRM)):,} --eval samples: {CONFIRM:.0%} are kept for the "
+            f"confirmation)")
 
 
 def _settings(p: str) -> tuple[float, int | None]:

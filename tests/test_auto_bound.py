@@ -53,6 +53,8 @@ def test_too_few_samples_warn_with_the_figures():
     text = auto.bound_warning(few, 1.0)
     assert "126 selection samples" in text and f"{zero_change_bound(126):.2f}" in text
     assert f"{samples_for_bound(1.0):,} selection samples" in text and "point estimate alone" in text
+    assert "its 1-point budget" in text
+    assert auto.bound_warning(few, 0.0) is None           # a 0 budget asks for no change: nothing to bound
     # SQNR-scored models (no classifier) have no bound and no warning
     sqnr = [auto.Measured("p", drop=0.5, samples=100)]
     assert not auto.bound_possible(1.0, sqnr) and auto.bound_warning(sqnr, 1.0) is None

@@ -180,9 +180,8 @@ def emit_quantize(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowere
     (b_y, b_x), dims, (sy, sx) = iteration(self.lay.of(y), row_major(x.type.shape))
     it = _iter_param(ctx, 0, dims, [sy, sx])
     q = _q(y)
-    half = np.float32(q.scale[0]) / np.float32(2)      # exact: scales are normal float32 values
-    call = Call("tinyc_s8_quantize", (ctx.ref(x, b_x), ctx.ref(y, b_y), "&" + it.cname, c_float(half),
-                                      str(q.zero_point[0])))
+    call = Call("tinyc_s8_quantize", (ctx.ref(x, b_x), ctx.ref(y, b_y), "&" + it.cname,
+                                      c_float(quant.reciprocal(q.scale[0])), str(1 + 2 * int(q.zero_point[0]))))
     return Lowered8(("QUANTIZE",), (it,), (), (call,))
 
 

@@ -68,6 +68,21 @@ def quantize(x, q: QuantParams, lo: int = QMIN, hi: int = QMAX) -> np.ndarray:
     return saturate(r.astype(np.int64) + zp, lo, hi)
 
 
+def reciprocal(scale) -> np.float32:
+    """1 / scale in float32, correctly rounded (what C's `1.0f / scale` gives)."""
+    return np.float32(1) / np.float32(scale)
+
+
+def quantize_input(x, q: QuantParams) -> np.ndarray:
+    """The float -> int8 boundary (the `quantize` op): clamp(round_half_away(x * inv) + zp) with
+    inv = reciprocal(scale) and the product in float32, as PyTorch's quantize_per_tensor and the C
+    kernel (a multiply, not a divide) compute it; NaN -> zp, +-inf saturate. Per-tensor only."""
+    x = np.asarray(x, np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = np.nan_to_num(x * reciprocal(q.scale[0]), nan=0.0, posinf=2.0 ** 40, neginf=-(2.0 ** 40))
+    return saturate(round_half_away(v).astype(np.int64) + int(q.zero_point[0]))
+
+
 def dequantize(q_values, q: QuantParams) -> np.ndarray:
     """real = float32(q - zp) * scale, in float32."""
     a = np.asarray(q_values, np.int64)

@@ -255,35 +255,60 @@ TINYC_S8_INLINE void tinyc_s8_next(int32_t n, const int32_t *dims, int32_t *idx)
 /* ---- boundary: float <-> int8 ----------------------------------------------------- */
 
 #ifdef TINYC_S8_QUANTIZE
-/* clamp(roundf(x / scale) + zp): the division in float32, ties away from zero, NaN -> zp.
- * half = scale / 2 (exact), so v = x / half = 2 x / scale exactly, and with t = trunc(v),
- * round_half_away(x / scale) = (t + sign(t)) / 2 = t / 2 + t % 2 (C's truncating ops). */
-TINYC_S8_INLINE int32_t tinyc_s8_quantize1(float x, float half, int32_t zp)
+/* clamp(roundf(x * inv) + zp), inv = 1 / scale in float32 (PyTorch's quantize_per_tensor multiplies
+ * by the reciprocal too): the product in float32, ties away from zero, NaN -> zp. With
+ * t = trunc(2 (x * inv)) saturated to int16 (one VCVT to fixed point with one fraction bit; the
+ * doubling is exact), round_half_away(x * inv) = (t + 1 + (t >> 31)) >> 1, so with c = 1 + 2 zp
+ * the code is ssat8((t + c + (t >> 31)) >> 1): no divide, no branch. */
+TINYC_S8_INLINE int32_t tinyc_s8_quantize1(float x, float inv, int32_t c)
 {
-    const float v = x / half;
     int32_t t;
 #if defined(__GNUC__) && defined(__ARM_FP) && (__ARM_FP & 4)
-    float f;
-    __asm__("vcvt.s32.f32 %0, %1" : "=t"(f) : "t"(v));   /* saturates; NaN -> 0 */
+    float f = x * inv;
+    __asm__("vcvt.s16.f32 %0, %0, #1" : "+t"(f));   /* trunc(2 f), saturated to int16; NaN -> 0 */
     memcpy(&t, &f, 4);
 #else
-    float c = v == v ? v : 0.0f;
-    c = c > 4096.0f ? 4096.0f : c < -4096.0f ? -4096.0f : c;
-    t = (int32_t)c;
+    float v = x * inv;
+    v = v == v ? v : 0.0f;
+    v = v > 16383.0f ? 16383.0f : v < -16384.0f ? -16384.0f : v;
+    t = (int32_t)(v * 2.0f);
 #endif
-    return tinyc_s8_ssat8(t / 2 + t % 2 + zp);
+#if defined(__GNUC__) && defined(__ARM_FEATURE_SAT)
+    {
+        int32_t q, u = t + c + (t >> 31);
+        __asm__("ssat %0, #8, %1, asr #1" : "=r"(q) : "r"(u));
+        return q;
+    }
+#else
+    return tinyc_s8_ssat8((t + c + (t >> 31)) >> 1);
+#endif
 }
 
-/* s0: y (int8), s1: x (float); half = scale / 2. */
-static void tinyc_s8_quantize(const float *x, int8_t *y, const tinyc_s8_iter *it, float half, int32_t zp)
+/* One row: n floats at stride 1 (sx == 1) or sx, n codes at stride sy. */
+static void tinyc_s8_quantize_row(const float *x, int8_t *y, int32_t n, int32_t sx, int32_t sy, float inv,
+                                  int32_t c)
+{
+    if (sx == 1) {
+        for (; n >= 4; n -= 4, x += 4, y += 4 * sy) {
+            const float a = x[0], b = x[1], d = x[2], e = x[3];
+            y[0] = (int8_t)tinyc_s8_quantize1(a, inv, c);
+            y[sy] = (int8_t)tinyc_s8_quantize1(b, inv, c);
+            y[2 * sy] = (int8_t)tinyc_s8_quantize1(d, inv, c);
+            y[3 * sy] = (int8_t)tinyc_s8_quantize1(e, inv, c);
+        }
+    }
+    for (; n > 0; --n, x += sx, y += sy) *y = (int8_t)tinyc_s8_quantize1(*x, inv, c);
+}
+
+/* s0: y (int8), s1: x (float); inv = 1 / scale (float32), c = 1 + 2 zp. */
+static void tinyc_s8_quantize(const float *x, int8_t *y, const tinyc_s8_iter *it, float inv, int32_t c)
 {
     int32_t idx[TINYC_S8_MAX_RANK] = {0};
     const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
-    const int32_t t0 = it->s0[last], t1 = it->s1[last];
-    int32_t r, i, o0, o1, o2;
+    int32_t r, o0, o1, o2;
     for (r = 0; r < rows; ++r) {
         tinyc_s8_base(it, idx, &o0, &o1, &o2);
-        for (i = 0; i < len; ++i, o0 += t0, o1 += t1) y[o0] = (int8_t)tinyc_s8_quantize1(x[o1], half, zp);
+        tinyc_s8_quantize_row(x + o1, y + o0, len, it->s1[last], it->s0[last], inv, c);
         tinyc_s8_next(last, it->dims, idx);
     }
 }
@@ -291,15 +316,29 @@ static void tinyc_s8_quantize(const float *x, int8_t *y, const tinyc_s8_iter *it
 
 #ifdef TINYC_S8_DEQUANTIZE
 /* y = float(x - zp) * scale; s0: y (float), s1: x (int8). */
+static void tinyc_s8_dequantize_row(const int8_t *x, float *y, int32_t n, int32_t sx, int32_t sy, float scale,
+                                    int32_t zp)
+{
+    if (sy == 1) {
+        for (; n >= 4; n -= 4, x += 4 * sx, y += 4) {
+            const int32_t a = x[0], b = x[sx], c = x[2 * sx], d = x[3 * sx];
+            y[0] = (float)(a - zp) * scale;
+            y[1] = (float)(b - zp) * scale;
+            y[2] = (float)(c - zp) * scale;
+            y[3] = (float)(d - zp) * scale;
+        }
+    }
+    for (; n > 0; --n, x += sx, y += sy) *y = (float)(*x - zp) * scale;
+}
+
 static void tinyc_s8_dequantize(const int8_t *x, float *y, const tinyc_s8_iter *it, float scale, int32_t zp)
 {
     int32_t idx[TINYC_S8_MAX_RANK] = {0};
     const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
-    const int32_t t0 = it->s0[last], t1 = it->s1[last];
-    int32_t r, i, o0, o1, o2;
+    int32_t r, o0, o1, o2;
     for (r = 0; r < rows; ++r) {
         tinyc_s8_base(it, idx, &o0, &o1, &o2);
-        for (i = 0; i < len; ++i, o0 += t0, o1 += t1) y[o0] = (float)(x[o1] - zp) * scale;
+        tinyc_s8_dequantize_row(x + o1, y + o0, len, it->s1[last], it->s0[last], scale, zp);
         tinyc_s8_next(last, it->dims, idx);
     }
 }

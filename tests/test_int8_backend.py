@@ -232,17 +232,30 @@ def test_saturation_and_positive_shifts(factor, tmp_path):
         assert_exact(graph, tmp_path / str(k), sanitize=True, scale=4.0)
 
 
+def _float_neighbours(x: np.float32, n: int = 4) -> list[np.float32]:
+    out, lo, hi = [x], x, x
+    for _ in range(n):
+        lo, hi = np.nextafter(lo, np.float32(-np.inf)), np.nextafter(hi, np.float32(np.inf))
+        out += [lo, hi]
+    return out
+
+
 @pytest.mark.parametrize("target", ["host", pytest.param("cortex-m4", marks=pytest.mark.qemu)])
 def test_quantize_special_values(target, tmp_path):
     """NaN gives the zero point, infinities and huge values saturate, halves round away
-    from zero (the quantize kernel's x / (scale / 2) trick), on the host and with the M4's
-    saturating VCVT."""
+    from zero (the quantize kernel's trunc(2 x inv) trick), on the host and with the M4's
+    saturating fixed-point VCVT."""
     b = Builder()
     graph = quantize(b.graph(b.op("relu", b.input("x", (1, 64)), name="y")))
     q = graph.ops[[op.kind for op in graph.ops].index("quantize")].result.type.quant
     s = np.float32(q.scale[0])
     special = [np.nan, np.inf, -np.inf, 3e38, -3e38, 1e-40, -0.0, 0.0]
     ties = [np.float32(k + 0.5) * s for k in range(-6, 6)]
+    inv = np.float32(1) / s            # inputs whose float32 product with 1 / scale is exactly k + 0.5
+    exact = [c for k in range(-6, 6) for c in _float_neighbours(np.float32(k + 0.5) / inv)
+             if np.float32(c * inv) == np.float32(k + 0.5)]
+    assert len(exact) >= 6
+    ties += exact[:12]
     near = [np.nextafter(np.float32(0.5) * s, np.float32(0)), np.nextafter(np.float32(-0.5) * s, np.float32(0))]
     x = np.array(special + ties + near, np.float32)
     x = np.concatenate([x, np.linspace(-3, 3, 64 - x.size, dtype=np.float32)])

@@ -24,7 +24,7 @@ def _lut_operands(ts, a) -> None:
 
 register(OpDef(
     "quantize", same_shape, 1, 1, dtype="i8", traits=Trait.INT_ONLY, doc="f32 -> i8 with the result's quant",
-    ref_exact=lambda op, x: quant.quantize(x, op.result.type.quant).astype(np.int8),
+    ref_exact=lambda op, x: quant.quantize_input(x, op.result.type.quant).astype(np.int8),
     int_form=lambda ts: False, operand_rule=_quantize_operands,
     result_quant_rule=lambda ts, result: act_q(result, "result"), c="quantize_edge",
     keeps_batch=keeps_batch_unary))

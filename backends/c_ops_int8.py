@@ -222,6 +222,17 @@ def gemm_pixels(kp: int) -> int:
     return 4 if kp <= 8 else 3
 
 
+def dw_variant(g: dict) -> int:
+    """tinyc_s8_dw's loop for a depthwise geometry: 3 (3x3 stride 1: 2 x 2 outputs per step), 1 (3x3,
+    stride 1 across, 2 down), 2 (3x3, stride 2 across), 4 (any other size at dilation 1: words of 4
+    taps, tinyc_s8_dw_taps) or 0 (dilated: byte by byte)."""
+    if g["dh"] != 1 or g["dw"] != 1:
+        return 0
+    if g["kh"] == g["kw"] == 3:
+        return (3 if g["sh"] == 1 else 1) if g["sw"] == 1 else 2
+    return 4
+
+
 def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
     g = _conv_geometry(op)
     xs = self.strides(op, 0, p)
@@ -261,11 +272,11 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     qw = Weight(ctx.weight_name("q"), _records(stage), "int32_t")
     tail = [zx]
     if p.info["kind"] == "dw":
-        variant = 0
-        if g["kh"] == g["kw"] == 3 and g["dh"] == g["dw"] == 1:
-            variant = (3 if g["sh"] == 1 else 1) if g["sw"] == 1 else 2
-        if variant:
+        variant = dw_variant(g)
+        if variant in (1, 2, 3):
             ww = Weight(ctx.weight_name("w"), iw.dw3x3_weights(w), "int32_t")
+        elif variant == 4:
+            ww = Weight(ctx.weight_name("w"), iw.dw_tap_words(w), "int32_t")
         else:
             ww = Weight(ctx.weight_name("w"), w.reshape(g["o"], -1).astype(np.int8), "int8_t")
         lits = [g["n"], g["c"], g["o"] // g["c"], g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"],

@@ -122,6 +122,21 @@ def dw3x3_weights(w: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1).ravel()
 
 
+def dw_tap_words(w: np.ndarray) -> np.ndarray:
+    """[O, 1, KH, KW] -> per channel and row of taps, per 4 taps {w0|w2, w1|w3} (int16 pairs; a last 2 or 3
+    taps zero-padded to 4) and a last single tap (KW % 4 == 1) as one word: tinyc_s8_dw_taps."""
+    o, _, kh, kw = w.shape
+    k = w[:, 0].astype(np.int64)
+    groups, single = kw // 4 + (kw % 4 > 1), kw % 4 == 1
+    padded = np.zeros((o, kh, 4 * groups), np.int64)
+    padded[:, :, :min(kw, 4 * groups)] = k[:, :, :4 * groups]
+    g = padded.reshape(o, kh, groups, 4)
+    pairs = np.stack([pack16(g[..., 0], g[..., 2]), pack16(g[..., 1], g[..., 3])], axis=-1).reshape(o, kh, -1)
+    if single:
+        pairs = np.concatenate([pairs, k[:, :, -1:].astype(np.int32)], axis=-1)
+    return pairs.astype(np.int32).ravel()
+
+
 def add_tables(a: QuantParams, b: QuantParams, out: QuantParams, sign: int) -> tuple[np.ndarray, np.ndarray, float]:
     """add/sub: ta[q + 128] = requantize((q - za) << 20) by sa / (2 max), same for b (negated
     for sub); and the output ratio."""

@@ -255,8 +255,10 @@ def measure(cls: ShapeClass, work: Path) -> Row:
     return Row(cls, layers, boundary)
 
 
-def _job(args) -> Row:
-    return measure(*args)
+def _job(args):
+    name, work = args                 # by name: the classes' builders are closures (not picklable)
+    row = measure(next(c for c in shape_classes() if c.name == name), work)
+    return row.layers, row.boundary_instructions
 
 
 def measure_all(classes: list[ShapeClass], jobs: int = 1) -> list[Row]:
@@ -265,7 +267,7 @@ def measure_all(classes: list[ShapeClass], jobs: int = 1) -> list[Row]:
         if jobs <= 1:
             return [measure(c, work) for c in classes]
         with ProcessPoolExecutor(jobs) as pool:
-            return list(pool.map(_job, [(c, work) for c in classes]))
+            return [Row(c, *r) for c, r in zip(classes, pool.map(_job, [(c.name, work) for c in classes]))]
 
 
 # ---- the table ---------------------------------------------------------------------------------

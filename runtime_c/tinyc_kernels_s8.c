@@ -891,9 +891,65 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
  * variant 2: 3x3, stride 2: one output per step, same weights.
  * variant 3: 3x3, stride 1 in both directions: 2 x 2 outputs per step (a row of taps
  *   loaded and expanded once serves both output rows).
+ * variant 4: any other kh x kw at dilation 1 (tinyc_s8_dw_taps).
  * variant 0: anything else, weights int8 [O][KH*KW].
  * The result may overlap x (in place, docs/memory.md): a channel's plane is copied before any
  * of its outputs is written; c_ops_int8._conv_steps models this order, keep the two in step. */
+/* Variant 4's weights per row of taps: a word pair {w0|w2, w1|w3} per 4 taps (a last 2 or 3 taps
+ * zero-padded to 4), and one word for a last single tap (kw % 4 == 1); int8_weights.dw_tap_words. */
+#define TINYC_S8_DW_ROW_WORDS(kw) (2 * ((kw) / 4 + ((kw) % 4 > 1)) + ((kw) % 4 == 1))
+
+/* One row of taps for output pixels at r (+ 1 step) against the row's weight words. */
+#define TINYC_S8_DW_ROW(r, acc)                                                                     \
+    do {                                                                                            \
+        int32_t j_;                                                                                 \
+        for (j_ = 0; j_ < groups; ++j_) {                                                           \
+            const uint32_t v_ = tinyc_s8_ld32((r) + 4 * j_);                                        \
+            acc = tinyc_s8_smlad(tinyc_s8_sxtb16(v_), wr[2 * j_], acc);                             \
+            acc = tinyc_s8_smlad(tinyc_s8_sxtb16_ror8(v_), wr[2 * j_ + 1], acc);                    \
+        }                                                                                           \
+        if (single) acc = tinyc_s8_smlabb((r)[4 * groups], wr[2 * groups], acc);                   \
+    } while (0)
+
+/* Variant 4 of tinyc_s8_dw, any kh x kw at any stride (dilation 1): per output and row of taps, a word
+ * of 4 taps is 1 LDR (any alignment), 2 SXTB16 and 2 SMLAD; 4 outputs of a row per step share every
+ * weight load. The plane has 3 readable bytes past its end (the zero-padded taps read them). */
+TINYC_S8_INLINE void tinyc_s8_dw_taps(const int8_t *plane, const tinyc_s8_word *wc, int32_t bias, tinyc_s8_rq rq,
+                                      int8_t *yo, int32_t oh, int32_t ow, int32_t kh, int32_t kw, int32_t sh,
+                                      int32_t sw, int32_t pw, int32_t ys_h, int32_t ys_w, int32_t mode, int32_t zy,
+                                      int32_t lo, int32_t hi)
+{
+    const int32_t groups = kw / 4 + (kw % 4 > 1), single = kw % 4 == 1, rw = TINYC_S8_DW_ROW_WORDS(kw);
+    int32_t oy, ox, ky;
+    for (oy = 0; oy < oh; ++oy) {
+        const int8_t *r0 = plane + oy * sh * pw;
+        int8_t *yr = yo + oy * ys_h;
+        for (ox = 0; ox + 3 < ow; ox += 4, r0 += 4 * sw, yr += 4 * ys_w) {
+            int32_t a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+            for (ky = 0; ky < kh; ++ky) {
+                const tinyc_s8_word *wr = wc + ky * rw;
+                const int8_t *r = r0 + ky * pw;
+                TINYC_S8_DW_ROW(r, a0);
+                TINYC_S8_DW_ROW(r + sw, a1);
+                TINYC_S8_DW_ROW(r + 2 * sw, a2);
+                TINYC_S8_DW_ROW(r + 3 * sw, a3);
+            }
+            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+            yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+            yr[2 * ys_w] = (int8_t)tinyc_s8_outr(a2, rq, mode, zy, lo, hi);
+            yr[3 * ys_w] = (int8_t)tinyc_s8_outr(a3, rq, mode, zy, lo, hi);
+        }
+        for (; ox < ow; ++ox, r0 += sw, yr += ys_w) {
+            int32_t a0 = bias;
+            for (ky = 0; ky < kh; ++ky) {
+                const tinyc_s8_word *wr = wc + ky * rw;
+                TINYC_S8_DW_ROW(r0 + ky * pw, a0);
+            }
+            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+        }
+    }
+}
+
 TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t *qp, int8_t *y, int8_t *plane,
                                  int32_t nb, int32_t c, int32_t mult, int32_t h, int32_t w, int32_t oh,
                                  int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh,
@@ -929,7 +985,7 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                 const int32_t *q = qp + o * qs;
                 const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
                 int8_t *yo = y + n * ys_n + o * ys_c;
-                if (variant >= 1) {
+                if (variant >= 1 && variant <= 3) {
                     const tinyc_s8_word *wp = (const tinyc_s8_word *)wt + o * 5;
                     const int32_t w0 = wp[0], w1 = wp[1], w2 = wp[2], wm = wp[3], wb = wp[4], bias = q[0];
                     oy = 0;
@@ -1042,6 +1098,9 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                             yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
                         }
                     }
+                } else if (variant == 4) {
+                    tinyc_s8_dw_taps(plane, (const tinyc_s8_word *)wt + o * kh * TINYC_S8_DW_ROW_WORDS(kw), q[0],
+                                     rq, yo, oh, ow, kh, kw, sh, sw, pw, ys_h, ys_w, mode, zy, lo, hi);
                 } else {
                     const int8_t *wo = (const int8_t *)wt + o * kh * kw;
                     int32_t ky, kx;

@@ -171,6 +171,12 @@ OP_CASES = {
     "dw3x3_s1_odd_width": conv((1, 6, 5, 7), (6, 1, 3, 3), groups=6, padding=[1, 1, 1, 1], act="relu"),
     "dw3x3_s2_asym": conv((1, 5, 9, 8), (5, 1, 3, 3), groups=5, stride=[2, 2], padding=[0, 0, 1, 1]),
     "dw3x3_multiplier2": conv((1, 3, 6, 6), (6, 1, 3, 3), groups=3, padding=[1, 1, 1, 1], **LEAKY),
+    "dw5x5_s1_odd": conv((1, 5, 9, 11), (5, 1, 5, 5), groups=5, padding=[2, 2, 2, 2], act="relu"),
+    "dw5x5_s2_asym": conv((1, 4, 11, 10), (4, 1, 5, 5), groups=4, stride=[2, 2], padding=[1, 2, 2, 1]),
+    "dw7x7_s1": conv((1, 3, 9, 9), (3, 1, 7, 7), groups=3, padding=[3, 3, 3, 3], **RELU6),
+    "dw2x2_s2": conv((1, 3, 8, 9), (3, 1, 2, 2), groups=3, stride=[2, 2]),
+    "dw3x5_mult2": conv((1, 2, 7, 12), (4, 1, 3, 5), groups=2, stride=[1, 2], padding=[1, 2, 1, 2], **LEAKY),
+    "dw9x1_s1": conv((1, 3, 12, 4), (3, 1, 9, 1), groups=3, padding=[4, 0, 4, 0]),
     "dw_5x3_dilated": conv((1, 3, 9, 9), (6, 1, 5, 3), groups=3, dilation=[2, 1], padding=[4, 1, 4, 1]),
     "dw_then_maxpool": conv((1, 4, 7, 7), (4, 1, 3, 3), groups=4, padding=[1, 1, 1, 1],
                             then=pool_after("max_pool2d", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1],
@@ -297,6 +303,15 @@ def test_zoo_exact_on_host_under_sanitizers(name, tmp_path):
 @pytest.mark.parametrize("name", zoo.names())
 def test_zoo_exact_on_qemu(name, target, tmp_path):
     assert_exact(zoo_int8(name), tmp_path, target, rows=2)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
+@pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2"])
+def test_depthwise_taps_exact_on_qemu(case, target, tmp_path):
+    """The any-size depthwise loop (variant 4: words of 4 taps at any alignment) on the M4's DSP path
+    and the M0's portable one (no unaligned loads)."""
+    assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2)
 
 
 @pytest.mark.parametrize("name", ["kitchen_sink", "mobilenet_v1_025"])

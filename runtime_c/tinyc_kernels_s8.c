@@ -1060,7 +1060,38 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                         const int8_t *r0 = plane + oy * sh * pw, *r1 = r0 + pw, *r2 = r1 + pw;
                         int8_t *yr = yo + oy * ys_h;
                         ox = 0;
-                        if (variant != 2) {
+                        if (variant == 2) {
+                            /* stride 2 across: outputs ox, ox + 1 read x0..x4 of each row: words A = x0..3,
+                             * B = x4..7; out0 = (x0,x2).(w0,w2) + x1 w1, out1 = x2 w0 + x3 w1 + x4 w2 */
+                            for (; ox + 1 < ow; ox += 2, r0 += 4, r1 += 4, r2 += 4, yr += 2 * ys_w) {
+                                uint32_t va = tinyc_s8_ld32(r0), vb = tinyc_s8_ld32(r0 + 4);
+                                int32_t e = tinyc_s8_sxtb16(va), d = tinyc_s8_sxtb16_ror8(va);
+                                int32_t a0 = tinyc_s8_smlad(e, w0, bias), a1 = tinyc_s8_smlatb(e, w0, bias);
+                                a0 = tinyc_s8_smlabb(d, wm, a0);
+                                a1 = tinyc_s8_smlatb(d, wm, a1);
+                                a1 = tinyc_s8_smlabt(tinyc_s8_sxtb16(vb), w0, a1);
+                                va = tinyc_s8_ld32(r1);
+                                vb = tinyc_s8_ld32(r1 + 4);
+                                e = tinyc_s8_sxtb16(va);
+                                d = tinyc_s8_sxtb16_ror8(va);
+                                a0 = tinyc_s8_smlad(e, w1, a0);
+                                a1 = tinyc_s8_smlatb(e, w1, a1);
+                                a0 = tinyc_s8_smlabt(d, wm, a0);
+                                a1 = tinyc_s8_smlatt(d, wm, a1);
+                                a1 = tinyc_s8_smlabt(tinyc_s8_sxtb16(vb), w1, a1);
+                                va = tinyc_s8_ld32(r2);
+                                vb = tinyc_s8_ld32(r2 + 4);
+                                e = tinyc_s8_sxtb16(va);
+                                d = tinyc_s8_sxtb16_ror8(va);
+                                a0 = tinyc_s8_smlad(e, w2, a0);
+                                a1 = tinyc_s8_smlatb(e, w2, a1);
+                                a0 = tinyc_s8_smlabb(d, wb, a0);
+                                a1 = tinyc_s8_smlatb(d, wb, a1);
+                                a1 = tinyc_s8_smlabt(tinyc_s8_sxtb16(vb), w2, a1);
+                                yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+                                yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+                            }
+                        } else {
                             for (ox = 0; ox + 1 < ow; ox += 2, r0 += 2, r1 += 2, r2 += 2, yr += 2 * ys_w) {
                                 uint32_t v = tinyc_s8_ld32(r0);
                                 int32_t e = tinyc_s8_sxtb16(v), d = tinyc_s8_sxtb16_ror8(v);

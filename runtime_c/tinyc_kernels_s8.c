@@ -1304,6 +1304,39 @@ static void tinyc_s8_max_pool2d(const int8_t *x, int8_t *y, const tinyc_s8_pool_
 }
 #endif
 
+#if defined(TINYC_S8_AVG_POOL2D) || defined(TINYC_S8_MEAN)
+/* s[0..3] += the sums of 4 consecutive channels over `len` pixels `stride` bytes apart (a
+ * channels-last global pool): 1 word load and 2 SXTAB16 per 4 elements, the sums in 16-bit lanes
+ * flushed every 256 pixels (|sum| <= 128 * 256 fits a lane). */
+TINYC_S8_INLINE void tinyc_s8_sum4(const int8_t *x, int32_t len, int32_t stride, int32_t *s)
+{
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32)
+    while (len > 0) {
+        const int32_t run = len < 256 ? len : 256;
+        int32_t i, l02 = 0, l13 = 0;
+        for (i = 0; i < run; ++i, x += stride) {
+            const uint32_t v = tinyc_s8_ld32(x);
+            __asm__("sxtab16 %0, %0, %1" : "+r"(l02) : "r"(v));
+            __asm__("sxtab16 %0, %0, %1, ror #8" : "+r"(l13) : "r"(v));
+        }
+        s[0] += (int16_t)(l02 & 0xFFFF);
+        s[1] += (int16_t)(l13 & 0xFFFF);
+        s[2] += l02 >> 16;
+        s[3] += l13 >> 16;
+        len -= run;
+    }
+#else
+    int32_t i;
+    for (i = 0; i < len; ++i, x += stride) {
+        s[0] += x[0];
+        s[1] += x[1];
+        s[2] += x[2];
+        s[3] += x[3];
+    }
+#endif
+}
+#endif
+
 #ifdef TINYC_S8_AVG_POOL2D
 /* PyTorch's divisor along one axis (the window clipped to the padded input, or to the input). */
 TINYC_S8_INLINE int32_t tinyc_s8_avg_count(int32_t o, int32_t s, int32_t pad0, int32_t pad1, int32_t k,
@@ -1319,6 +1352,23 @@ TINYC_S8_INLINE int32_t tinyc_s8_avg_count(int32_t o, int32_t s, int32_t pad0, i
 static void tinyc_s8_avg_pool2d(const int8_t *x, int8_t *y, const tinyc_s8_pool_params *p)
 {
     int32_t n, c, oy, ox, ky, kx;
+    if (p->oh == 1 && p->ow == 1 && p->kh >= p->pad_top + p->h && p->kw >= p->pad_left + p->w && p->xs[1] == 1 &&
+        p->xs[2] == p->w * p->xs[3] && (p->c & 3) == 0) {
+        /* a global pool over a channels-last input: 4 channels at a time */
+        const int32_t d = tinyc_s8_avg_count(0, p->sh, p->pad_top, p->pad_bottom, p->kh, p->h, p->count_include_pad) *
+                          tinyc_s8_avg_count(0, p->sw, p->pad_left, p->pad_right, p->kw, p->w, p->count_include_pad);
+        const int32_t len = p->h * p->w, off = p->h * p->w * p->zx;
+        for (n = 0; n < p->n; ++n) {
+            for (c = 0; c < p->c; c += 4) {
+                int32_t s[4] = {0, 0, 0, 0}, j;
+                tinyc_s8_sum4(x + n * p->xs[0] + c, len, p->xs[3], s);
+                for (j = 0; j < 4; ++j)
+                    y[n * p->ys[0] + (c + j) * p->ys[1]] =
+                        (int8_t)tinyc_s8_ssat8(p->zx + tinyc_s8_div_round(s[j] - off, d));
+            }
+        }
+        return;
+    }
     for (n = 0; n < p->n; ++n) {
         for (c = 0; c < p->c; ++c) {
             const int8_t *xc = x + n * p->xs[0] + c * p->xs[1];
@@ -1365,6 +1415,29 @@ static void tinyc_s8_mean(const int8_t *x, int8_t *y, const tinyc_s8_mean_params
     const int32_t orows = tinyc_s8_rows(&p->out) * p->out.dims[p->out.rank - 1];
     const int32_t rrows = tinyc_s8_rows(&p->red), rl = p->red.rank - 1, rlen = p->red.dims[rl];
     int32_t r, i, j, d, o0, o1;
+    if (p->out.s1[p->out.rank - 1] == 1 && (p->out.dims[p->out.rank - 1] & 3) == 0) {
+        /* the kept last dim is contiguous in x (channels-last pooling): 4 outputs at a time */
+        const int32_t ol = p->out.rank - 1, count = rrows * rlen;
+        for (r = 0; r < orows; r += 4) {
+            int32_t ridx[TINYC_S8_MAX_RANK] = {0}, s[4] = {0, 0, 0, 0};
+            o0 = o1 = 0;
+            for (d = 0; d < p->out.rank; ++d) {
+                o0 += oidx[d] * p->out.s0[d];
+                o1 += oidx[d] * p->out.s1[d];
+            }
+            for (i = 0; i < rrows; ++i) {
+                int32_t off = o1;
+                for (d = 0; d < rl; ++d) off += ridx[d] * p->red.s1[d];
+                tinyc_s8_sum4(x + off, rlen, p->red.s1[rl], s);
+                tinyc_s8_next(rl, p->red.dims, ridx);
+            }
+            for (j = 0; j < 4; ++j)
+                y[o0 + j * p->out.s0[ol]] = (int8_t)tinyc_s8_rq64(s[j] - count * p->zx, p->m, p->n, p->zy);
+            oidx[ol] += 3;
+            tinyc_s8_next(p->out.rank, p->out.dims, oidx);
+        }
+        return;
+    }
     for (r = 0; r < orows; ++r) {
         int32_t ridx[TINYC_S8_MAX_RANK] = {0};
         int32_t acc = 0, count = 0;
@@ -1376,7 +1449,22 @@ static void tinyc_s8_mean(const int8_t *x, int8_t *y, const tinyc_s8_mean_params
         for (i = 0; i < rrows; ++i) {
             int32_t off = o1;
             for (d = 0; d < rl; ++d) off += ridx[d] * p->red.s1[d];
-            for (j = 0; j < rlen; ++j, off += p->red.s1[rl]) acc += x[off];
+            j = 0;
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32)
+            if (p->red.s1[rl] == 1) {
+                /* a contiguous run: 4 bytes per word into two 16-bit lanes, flushed every 128 words */
+                while (j + 4 <= rlen) {
+                    int32_t lanes = 0, k;
+                    for (k = 0; k < 128 && j + 4 <= rlen; ++k, j += 4, off += 4) {
+                        const uint32_t v = tinyc_s8_ld32(x + off);
+                        __asm__("sxtab16 %0, %0, %1" : "+r"(lanes) : "r"(v));
+                        __asm__("sxtab16 %0, %0, %1, ror #8" : "+r"(lanes) : "r"(v));
+                    }
+                    acc += (int16_t)(lanes & 0xFFFF) + (lanes >> 16);
+                }
+            }
+#endif
+            for (; j < rlen; ++j, off += p->red.s1[rl]) acc += x[off];
             count += rlen;
             tinyc_s8_next(rl, p->red.dims, ridx);
         }
@@ -1820,6 +1908,29 @@ static void tinyc_s8_reduce_extreme(const int8_t *x, int8_t *y, const tinyc_s8_e
     const int32_t orows = tinyc_s8_rows(&p->out) * p->out.dims[p->out.rank - 1];
     const int32_t rrows = tinyc_s8_rows(&p->red), rl = p->red.rank - 1, rlen = p->red.dims[rl];
     int32_t r, i, j, d, o0, o1;
+    if (p->out.s1[p->out.rank - 1] == 1 && (p->out.dims[p->out.rank - 1] & 3) == 0) {
+        /* the kept last dim is contiguous in x (channels-last pooling): 4 outputs at a time */
+        const int32_t ol = p->out.rank - 1, count = rrows * rlen;
+        for (r = 0; r < orows; r += 4) {
+            int32_t ridx[TINYC_S8_MAX_RANK] = {0}, s[4] = {0, 0, 0, 0};
+            o0 = o1 = 0;
+            for (d = 0; d < p->out.rank; ++d) {
+                o0 += oidx[d] * p->out.s0[d];
+                o1 += oidx[d] * p->out.s1[d];
+            }
+            for (i = 0; i < rrows; ++i) {
+                int32_t off = o1;
+                for (d = 0; d < rl; ++d) off += ridx[d] * p->red.s1[d];
+                tinyc_s8_sum4(x + off, rlen, p->red.s1[rl], s);
+                tinyc_s8_next(rl, p->red.dims, ridx);
+            }
+            for (j = 0; j < 4; ++j)
+                y[o0 + j * p->out.s0[ol]] = (int8_t)tinyc_s8_rq64(s[j] - count * p->zx, p->m, p->n, p->zy);
+            oidx[ol] += 3;
+            tinyc_s8_next(p->out.rank, p->out.dims, oidx);
+        }
+        return;
+    }
     for (r = 0; r < orows; ++r) {
         int32_t ridx[TINYC_S8_MAX_RANK] = {0};
         int32_t m = p->is_min ? 127 : -128;

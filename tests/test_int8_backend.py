@@ -97,6 +97,12 @@ def pool_after(kind, **attrs):
     return then
 
 
+def mean_after(**attrs):
+    def then(b, y):
+        return b.op("mean", y, name="m", **attrs)
+    return then
+
+
 def linear(x_shape, n, bias=True, **attrs):
     def build(b, rng):
         k = x_shape[-1]
@@ -181,6 +187,13 @@ OP_CASES = {
     "dw_then_maxpool": conv((1, 4, 7, 7), (4, 1, 3, 3), groups=4, padding=[1, 1, 1, 1],
                             then=pool_after("max_pool2d", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1],
                                             ceil_mode=True)),
+    "global_avgpool_c8_lanes": conv((2, 1, 20, 16), (8, 1, 1, 1), act="relu",     # 320 pixels: two lane runs
+                                    then=pool_after("avg_pool2d", kernel=[20, 16], stride=[20, 16])),
+    "global_avgpool_padded_c4": conv((1, 2, 5, 6), (4, 2, 1, 1),
+                                     then=pool_after("avg_pool2d", kernel=[6, 7], stride=[6, 7], padding=[1, 1, 0, 0])),
+    "global_mean_c12_lanes": conv((1, 1, 17, 17), (12, 1, 1, 1), then=mean_after(axes=[2, 3], keepdim=False)),
+    "global_mean_c8_keepdim": conv((1, 3, 5, 7), (8, 3, 3, 3), padding=[1, 1, 1, 1],
+                                   then=mean_after(axes=[2, 3], keepdim=True)),
     "conv_then_avgpool": conv((1, 3, 7, 5), (4, 3, 3, 3), padding=[1, 1, 1, 1],
                               then=pool_after("avg_pool2d", kernel=[2, 3], stride=[2, 2], padding=[1, 1, 1, 1],
                                               ceil_mode=True, count_include_pad=False)),
@@ -205,6 +218,7 @@ OP_CASES = {
     "lut_chain": lut_chain,
     # reductions and data movement
     "mean_hw_keepdim": unary("mean", (2, 3, 4, 5), axes=[2, 3], keepdim=True),
+    "mean_contiguous_lanes": unary("mean", (1, 2, 601), axes=[2], keepdim=False),   # 150 words + 1 byte per row
     "mean_outer_axes": unary("mean", (2, 3, 4, 2), axes=[0, 2], keepdim=False),
     "softmax_middle": unary("softmax", (2, 5, 3), axis=1),
     "cat_requant": cat([(1, 2, 3, 3), (1, 1, 3, 3), (1, 3, 3, 3)], axis=1),
@@ -307,9 +321,11 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
-@pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2"])
-def test_depthwise_taps_exact_on_qemu(case, target, tmp_path):
-    """The any-size depthwise loop (variant 4: words of 4 taps at any alignment) on the M4's DSP path
+@pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2", "global_avgpool_c8_lanes",
+                                  "global_mean_c12_lanes", "mean_contiguous_lanes"])
+def test_depthwise_taps_and_pools_exact_on_qemu(case, target, tmp_path):
+    """The any-size depthwise loop (variant 4: words of 4 taps at any alignment) and the channels-last
+    global pools (4 channels per word, 16-bit lanes flushed every 256 pixels) on the M4's DSP path
     and the M0's portable one (no unaligned loads)."""
     assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2)
 

@@ -419,6 +419,12 @@ def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
                               [dims[0], stage.mode, stage.zp, stage.lo, stage.hi])
         return Lowered8(("ADD",), (), tuple(weights), (call,))
     it = _iter_param(ctx, 0, dims, [sy, sa, sb])
+    if op.kind == "mul":
+        call = ctx.specialize("tinyc_s8_mul_k", [("const int8_t *", pa), ("const int8_t *", pb), ("int8_t *", py),
+                                                 ("const tinyc_s8_iter *", "&" + it.cname),
+                                                 ("const int32_t *", qw.cname)],
+                              [_zp(a), _zp(b), stage.mode, stage.zp, stage.lo, stage.hi])
+        return Lowered8(("MUL",), (it,), tuple(weights), (call,))
     param = Param("tinyc_s8_binary_params", ctx.param_name(1),
                   (("op", code), ("za", str(_zp(a))), ("zb", str(_zp(b))), ("zy", str(stage.zp)),
                    ("lo", str(stage.lo)), ("hi", str(stage.hi)), ("ta", ta), ("tb", tb)))

@@ -421,6 +421,45 @@ TINYC_S8_INLINE void tinyc_s8_add(const int8_t *a, const int8_t *b, int8_t *y, c
 }
 #endif
 
+#ifdef TINYC_S8_MUL
+/* mul with its constants as literals (a specialised wrapper, so no per-element dispatch); any
+ * broadcast and layouts (s0 = y, s1 = a, s2 = b): a squeeze-excite gate is b broadcast over rows. */
+TINYC_S8_INLINE void tinyc_s8_mul_k(const int8_t *a, const int8_t *b, int8_t *y, const tinyc_s8_iter *it,
+                                    const int32_t *q, int32_t za, int32_t zb, int32_t mode, int32_t zy, int32_t lo,
+                                    int32_t hi)
+{
+    int32_t idx[TINYC_S8_MAX_RANK] = {0};
+    const int32_t rows = tinyc_s8_rows(it), last = it->rank - 1, len = it->dims[last];
+    const int32_t t0 = it->s0[last], t1 = it->s1[last], t2 = it->s2[last];
+    const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
+    int32_t r, i, o0, o1, o2;
+    for (r = 0; r < rows; ++r) {
+        const int8_t *pa, *pb;
+        int8_t *py;
+        tinyc_s8_base(it, idx, &o0, &o1, &o2);
+        pa = a + o1;
+        pb = b + o2;
+        py = y + o0;
+        if (t2 == 0) {
+            /* (qa - za) gb = qa gb + cb: one MLA per element, 4 per trip */
+            const int32_t gb = *pb - zb, cb = -za * gb;
+            for (i = 0; i + 3 < len; i += 4, pa += 4 * t1, py += 4 * t0) {
+                const int32_t v0 = pa[0], v1 = pa[t1], v2 = pa[2 * t1], v3 = pa[3 * t1];
+                py[0] = (int8_t)tinyc_s8_outr(v0 * gb + cb, rq, mode, zy, lo, hi);
+                py[t0] = (int8_t)tinyc_s8_outr(v1 * gb + cb, rq, mode, zy, lo, hi);
+                py[2 * t0] = (int8_t)tinyc_s8_outr(v2 * gb + cb, rq, mode, zy, lo, hi);
+                py[3 * t0] = (int8_t)tinyc_s8_outr(v3 * gb + cb, rq, mode, zy, lo, hi);
+            }
+            for (; i < len; ++i, pa += t1, py += t0) *py = (int8_t)tinyc_s8_outr(*pa * gb + cb, rq, mode, zy, lo, hi);
+        } else {
+            for (i = 0; i < len; ++i, pa += t1, pb += t2, py += t0)
+                *py = (int8_t)tinyc_s8_outr((*pa - za) * (*pb - zb), rq, mode, zy, lo, hi);
+        }
+        tinyc_s8_next(last, it->dims, idx);
+    }
+}
+#endif
+
 #ifdef TINYC_S8_BINARY
 /* Any broadcast and layouts: s0 = y, s1 = a, s2 = b. */
 static void tinyc_s8_binary(const int8_t *a, const int8_t *b, int8_t *y, const tinyc_s8_iter *it,

@@ -322,11 +322,12 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
 @pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2", "global_avgpool_c8_lanes",
-                                  "global_mean_c12_lanes", "mean_contiguous_lanes"])
+                                  "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6"])
 def test_depthwise_taps_and_pools_exact_on_qemu(case, target, tmp_path):
     """The any-size depthwise loop (variant 4: words of 4 taps at any alignment) and the channels-last
-    global pools (4 channels per word, 16-bit lanes flushed every 256 pixels) on the M4's DSP path
-    and the M0's portable one (no unaligned loads)."""
+    global pools (4 channels per word, 16-bit lanes flushed every 256 pixels) and the specialised
+    mul (a gate broadcast along rows: one MLA per element) on the M4's DSP path and the M0's portable
+    one (no unaligned loads)."""
     assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2)
 
 

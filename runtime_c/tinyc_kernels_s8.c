@@ -528,6 +528,18 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
             row += kw * cg;
             continue;
         }
+        if (cg == 1) {
+            /* one channel (a spectrogram, a grey image): the row's taps in range are kx_lo..kx_hi */
+            const int8_t *p = x + iy * xs_h + ix0 * xs_w;
+            int32_t lo = 0, hi = kw;
+            while (lo < kw && ix0 + lo * dw < 0) ++lo;
+            while (hi > lo && ix0 + (hi - 1) * dw >= w) --hi;
+            for (kx = 0; kx < lo; ++kx) row[kx] = (int8_t)zx;
+            for (; kx < hi; ++kx) row[kx] = p[kx * dw * xs_w];
+            for (; kx < kw; ++kx) row[kx] = (int8_t)zx;
+            row += kw;
+            continue;
+        }
         for (kx = 0; kx < kw; ++kx, row += cg) {
             const int32_t ix = ix0 + kx * dw;
             const int8_t *p = x + iy * xs_h + ix * xs_w;

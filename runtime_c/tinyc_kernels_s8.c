@@ -1022,7 +1022,17 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                     memcpy(dst, src, (size_t)w);
                 } else {
                     /* a channels-last operand (depthwise in place): 4 strided bytes, one word store */
-                    for (ix = 0; ix + 3 < w; ix += 4, src += 4 * xs_w) {
+                    for (ix = 0; ix + 7 < w; ix += 8, src += 8 * xs_w) {
+                        const uint32_t v = (uint32_t)(uint8_t)src[0] | (uint32_t)(uint8_t)src[xs_w] << 8 |
+                                           (uint32_t)(uint8_t)src[2 * xs_w] << 16 |
+                                           (uint32_t)(uint8_t)src[3 * xs_w] << 24;
+                        const uint32_t u = (uint32_t)(uint8_t)src[4 * xs_w] | (uint32_t)(uint8_t)src[5 * xs_w] << 8 |
+                                           (uint32_t)(uint8_t)src[6 * xs_w] << 16 |
+                                           (uint32_t)(uint8_t)src[7 * xs_w] << 24;
+                        memcpy(dst + ix, &v, 4);
+                        memcpy(dst + ix + 4, &u, 4);
+                    }
+                    for (; ix + 3 < w; ix += 4, src += 4 * xs_w) {
                         const uint32_t v = (uint32_t)(uint8_t)src[0] | (uint32_t)(uint8_t)src[xs_w] << 8 |
                                            (uint32_t)(uint8_t)src[2 * xs_w] << 16 |
                                            (uint32_t)(uint8_t)src[3 * xs_w] << 24;

@@ -1969,29 +1969,6 @@ static void tinyc_s8_reduce_extreme(const int8_t *x, int8_t *y, const tinyc_s8_e
     const int32_t orows = tinyc_s8_rows(&p->out) * p->out.dims[p->out.rank - 1];
     const int32_t rrows = tinyc_s8_rows(&p->red), rl = p->red.rank - 1, rlen = p->red.dims[rl];
     int32_t r, i, j, d, o0, o1;
-    if (p->out.s1[p->out.rank - 1] == 1 && (p->out.dims[p->out.rank - 1] & 3) == 0) {
-        /* the kept last dim is contiguous in x (channels-last pooling): 4 outputs at a time */
-        const int32_t ol = p->out.rank - 1, count = rrows * rlen;
-        for (r = 0; r < orows; r += 4) {
-            int32_t ridx[TINYC_S8_MAX_RANK] = {0}, s[4] = {0, 0, 0, 0};
-            o0 = o1 = 0;
-            for (d = 0; d < p->out.rank; ++d) {
-                o0 += oidx[d] * p->out.s0[d];
-                o1 += oidx[d] * p->out.s1[d];
-            }
-            for (i = 0; i < rrows; ++i) {
-                int32_t off = o1;
-                for (d = 0; d < rl; ++d) off += ridx[d] * p->red.s1[d];
-                tinyc_s8_sum4(x + off, rlen, p->red.s1[rl], s);
-                tinyc_s8_next(rl, p->red.dims, ridx);
-            }
-            for (j = 0; j < 4; ++j)
-                y[o0 + j * p->out.s0[ol]] = (int8_t)tinyc_s8_rq64(s[j] - count * p->zx, p->m, p->n, p->zy);
-            oidx[ol] += 3;
-            tinyc_s8_next(p->out.rank, p->out.dims, oidx);
-        }
-        return;
-    }
     for (r = 0; r < orows; ++r) {
         int32_t ridx[TINYC_S8_MAX_RANK] = {0};
         int32_t m = p->is_min ? 127 : -128;

@@ -390,6 +390,18 @@ def _plan_binary(self: Int8Lowering, op: Op, p: OpPlan) -> None:
                       if v.type.shape == op.result.type.shape and np.array_equal(self.lay.of(v), out))
 
 
+def _broadcast_innermost(dims: list[int], strides: list[list[int]], k: int) -> tuple[list[int], list[list[int]]]:
+    """An elementwise walk reordered so its innermost dim is the longest one along which operand k is
+    broadcast (stride 0), if any (a squeeze-excite gate over a channels-last map: the pixels, not the
+    channels): the kernel then reads that operand once per row. Elementwise order is free."""
+    cand = [d for d in range(len(dims)) if strides[k][d] == 0 and dims[d] >= 4]
+    if not cand or strides[k][-1] == 0:
+        return dims, strides
+    d = max(cand, key=lambda i: (dims[i], i))
+    order = [i for i in range(len(dims)) if i != d] + [d]
+    return [dims[i] for i in order], [[s[i] for i in order] for s in strides]
+
+
 def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
     a, b = op.operands
     y = op.result
@@ -418,6 +430,8 @@ def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
                                                ("const int32_t *", qw.cname)],
                               [dims[0], stage.mode, stage.zp, stage.lo, stage.hi])
         return Lowered8(("ADD",), (), tuple(weights), (call,))
+    if op.kind == "mul":
+        dims, (sy, sa, sb) = _broadcast_innermost(dims, [sy, sa, sb], 2)
     it = _iter_param(ctx, 0, dims, [sy, sa, sb])
     if op.kind == "mul":
         call = ctx.specialize("tinyc_s8_mul_k", [("const int8_t *", pa), ("const int8_t *", pb), ("int8_t *", py),

@@ -103,6 +103,14 @@ def mean_after(**attrs):
     return then
 
 
+def gate_after(channels: int):
+    """y * g, g [1, C, 1, 1] computed from y (a squeeze-excite gate over a channels-last map)."""
+    def then(b, y):
+        g = b.op("sigmoid", b.op("mean", y, name="m", axes=[2, 3], keepdim=True), name="g")
+        return b.op("mul", y, g, name="s")
+    return then
+
+
 def linear(x_shape, n, bias=True, **attrs):
     def build(b, rng):
         k = x_shape[-1]
@@ -194,6 +202,7 @@ OP_CASES = {
     "global_mean_c12_lanes": conv((1, 1, 17, 17), (12, 1, 1, 1), then=mean_after(axes=[2, 3], keepdim=False)),
     "global_mean_c8_keepdim": conv((1, 3, 5, 7), (8, 3, 3, 3), padding=[1, 1, 1, 1],
                                    then=mean_after(axes=[2, 3], keepdim=True)),
+    "conv_then_gate_cl": conv((1, 3, 6, 7), (8, 3, 3, 3), padding=[1, 1, 1, 1], act="relu", then=gate_after(8)),
     "conv_then_avgpool": conv((1, 3, 7, 5), (4, 3, 3, 3), padding=[1, 1, 1, 1],
                               then=pool_after("avg_pool2d", kernel=[2, 3], stride=[2, 2], padding=[1, 1, 1, 1],
                                               ceil_mode=True, count_include_pad=False)),
@@ -322,7 +331,8 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
 @pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2", "global_avgpool_c8_lanes",
-                                  "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6"])
+                                  "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6",
+                                  "conv_then_gate_cl"])
 def test_depthwise_taps_and_pools_exact_on_qemu(case, target, tmp_path):
     """The any-size depthwise loop (variant 4: words of 4 taps at any alignment) and the channels-last
     global pools (4 channels per word, 16-bit lanes flushed every 256 pixels) and the specialised

@@ -1336,9 +1336,52 @@ TINYC_S8_INLINE int32_t tinyc_s8_tap_hi(int32_t start, int32_t dil, int32_t size
 #endif
 
 #ifdef TINYC_S8_MAX_POOL2D
+/* Bytewise signed max of two words of 4 int8 (SSUB8 sets a GE flag per byte where a >= b, SEL picks). */
+TINYC_S8_INLINE uint32_t tinyc_s8_max4(uint32_t a, uint32_t b)
+{
+#if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32)
+    uint32_t d, m;
+    __asm__("ssub8 %0, %2, %3\n\tsel %1, %2, %3" : "=&r"(d), "=r"(m) : "r"(a), "r"(b) : "cc");
+    (void)d;
+    return m;
+#else
+    uint32_t m = 0;
+    int32_t k;
+    for (k = 0; k < 32; k += 8) {
+        const int32_t va = (int8_t)(uint8_t)(a >> k), vb = (int8_t)(uint8_t)(b >> k);
+        m |= (uint32_t)(uint8_t)(va > vb ? va : vb) << k;
+    }
+    return m;
+#endif
+}
+
 static void tinyc_s8_max_pool2d(const int8_t *x, int8_t *y, const tinyc_s8_pool_params *p)
 {
     int32_t n, c, oy, ox, ky, kx;
+    if (p->xs[1] == 1 && p->ys[1] == 1 && (p->c & 3) == 0) {
+        /* channels-last operand and result: 4 channels per word, one SSUB8 + SEL per tap */
+        for (n = 0; n < p->n; ++n) {
+            for (oy = 0; oy < p->oh; ++oy) {
+                const int32_t iy0 = oy * p->sh - p->pad_top;
+                const int32_t ky0 = tinyc_s8_tap_lo(iy0, p->dh), ky1 = tinyc_s8_tap_hi(iy0, p->dh, p->h, p->kh);
+                for (ox = 0; ox < p->ow; ++ox) {
+                    const int32_t ix0 = ox * p->sw - p->pad_left;
+                    const int32_t kx0 = tinyc_s8_tap_lo(ix0, p->dw), kx1 = tinyc_s8_tap_hi(ix0, p->dw, p->w, p->kw);
+                    const int8_t *xp = x + n * p->xs[0] + (iy0 + ky0 * p->dh) * p->xs[2] + (ix0 + kx0 * p->dw) * p->xs[3];
+                    int8_t *yp = y + n * p->ys[0] + oy * p->ys[2] + ox * p->ys[3];
+                    for (c = 0; c < p->c; c += 4) {
+                        uint32_t m = 0x80808080u;
+                        for (ky = ky0; ky < ky1; ++ky) {
+                            const int8_t *xr = xp + c + (ky - ky0) * p->dh * p->xs[2];
+                            for (kx = kx0; kx < kx1; ++kx, xr += p->dw * p->xs[3]) m = tinyc_s8_max4(tinyc_s8_ld32(xr), m);
+                        }
+                        memcpy(yp + c, &m, 4);
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (n = 0; n < p->n; ++n) {
         for (c = 0; c < p->c; ++c) {
             const int8_t *xc = x + n * p->xs[0] + c * p->xs[1];

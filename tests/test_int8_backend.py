@@ -208,6 +208,12 @@ OP_CASES = {
                                               ceil_mode=True, count_include_pad=False)),
     "avgpool_include_pad": conv((1, 2, 6, 7), (3, 2, 1, 1),
                                 then=pool_after("avg_pool2d", kernel=[3, 3], stride=[2, 2], padding=[1, 1, 1, 1])),
+    "maxpool_cl_c8_ceil": conv((1, 3, 9, 10), (8, 3, 1, 1), act="relu",
+                               then=pool_after("max_pool2d", kernel=[3, 3], stride=[2, 2], padding=[1, 0, 1, 0],
+                                               ceil_mode=True)),
+    "maxpool_cl_c12_dilated": conv((2, 2, 8, 9), (12, 2, 1, 1),
+                                   then=pool_after("max_pool2d", kernel=[2, 3], stride=[1, 2], dilation=[2, 2],
+                                                   padding=[1, 1, 1, 1])),
     "maxpool_dilation": conv((2, 1, 9, 9), (2, 1, 1, 1),
                              then=pool_after("max_pool2d", kernel=[2, 3], stride=[1, 2], dilation=[2, 2])),
     # dense
@@ -332,12 +338,12 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
 @pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2", "global_avgpool_c8_lanes",
                                   "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6",
-                                  "conv_then_gate_cl"])
-def test_depthwise_taps_and_pools_exact_on_qemu(case, target, tmp_path):
-    """The any-size depthwise loop (variant 4: words of 4 taps at any alignment) and the channels-last
-    global pools (4 channels per word, 16-bit lanes flushed every 256 pixels) and the specialised
-    mul (a gate broadcast along rows: one MLA per element) on the M4's DSP path and the M0's portable
-    one (no unaligned loads)."""
+                                  "conv_then_gate_cl", "maxpool_cl_c8_ceil", "maxpool_cl_c12_dilated"])
+def test_fast_paths_exact_on_qemu(case, target, tmp_path):
+    """The kernels' fast paths on the M4's DSP path and the M0's portable one (no unaligned loads): the
+    any-size depthwise loop (variant 4: words of 4 taps at any alignment), the channels-last global pools
+    (4 channels per word, 16-bit lanes flushed every 256 pixels), the specialised mul (a gate broadcast
+    along rows: one MLA per element) and the channels-last max pool (4 channels per SSUB8 + SEL)."""
     assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2)
 
 

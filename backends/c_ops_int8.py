@@ -430,14 +430,17 @@ def emit_binary(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
                                                ("const int32_t *", qw.cname)],
                               [dims[0], stage.mode, stage.zp, stage.lo, stage.hi])
         return Lowered8(("ADD",), (), tuple(weights), (call,))
+    za, zb = _zp(a), _zp(b)
     if op.kind == "mul":
+        if sb[-1] != 0 and any(sa[d] == 0 and sb[d] != 0 for d in range(len(dims))):
+            pa, pb, sa, sb, za, zb = pb, pa, sb, sa, zb, za        # commutative: the broadcast operand as b
         dims, (sy, sa, sb) = _broadcast_innermost(dims, [sy, sa, sb], 2)
     it = _iter_param(ctx, 0, dims, [sy, sa, sb])
     if op.kind == "mul":
         call = ctx.specialize("tinyc_s8_mul_k", [("const int8_t *", pa), ("const int8_t *", pb), ("int8_t *", py),
                                                  ("const tinyc_s8_iter *", "&" + it.cname),
                                                  ("const int32_t *", qw.cname)],
-                              [_zp(a), _zp(b), stage.mode, stage.zp, stage.lo, stage.hi])
+                              [za, zb, stage.mode, stage.zp, stage.lo, stage.hi])
         return Lowered8(("MUL",), (it,), tuple(weights), (call,))
     param = Param("tinyc_s8_binary_params", ctx.param_name(1),
                   (("op", code), ("za", str(_zp(a))), ("zb", str(_zp(b))), ("zy", str(stage.zp)),

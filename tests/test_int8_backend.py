@@ -107,7 +107,7 @@ def gate_after(channels: int):
     """y * g, g [1, C, 1, 1] computed from y (a squeeze-excite gate over a channels-last map)."""
     def then(b, y):
         g = b.op("sigmoid", b.op("mean", y, name="m", axes=[2, 3], keepdim=True), name="g")
-        return b.op("mul", y, g, name="s")
+        return b.op("mul", g, y, name="s")          # the gate first, as torchvision's SE writes scale * input
     return then
 
 

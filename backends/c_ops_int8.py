@@ -233,7 +233,19 @@ def dw_variant(g: dict) -> int:
     return 4
 
 
+def conv_is_fc(op: Op) -> bool:
+    """A 1x1 conv on a 1x1 map (squeeze-excite FCs, classifier heads written as convs) is a fully
+    connected layer: it runs tinyc_s8_fc (batch-1 blocks of 4 output rows) instead of the conv GEMM."""
+    g = _conv_geometry(op)
+    return (g["h"] == g["w"] == g["oh"] == g["ow"] == g["kh"] == g["kw"] == 1 and g["groups"] == 1
+            and not any(op.attrs["padding"]))
+
+
 def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
+    if conv_is_fc(op):
+        _plan_linear(self, op, p)
+        p.info["kind"] = "fc"
+        return
     g = _conv_geometry(op)
     xs = self.strides(op, 0, p)
     p.info["xs"] = xs
@@ -258,6 +270,8 @@ def _out_strides(self: Int8Lowering, v: Value) -> list[int]:
 
 
 def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
+    if p.info["kind"] == "fc":
+        return emit_linear(self, op, ctx, p)
     g = _conv_geometry(op)
     x, wv, y = op.operands[0], op.operands[1], op.result
     w = ctx.const(wv)
@@ -353,7 +367,8 @@ def emit_linear(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     w = ctx.const(wv)
     b = ctx.const(op.operands[2]) if len(op.operands) > 2 else None
     if w is None or (len(op.operands) > 2 and b is None):
-        raise BackendError(f"%{y.name} = linear: weights and bias must be constants", where=op.loc)
+        raise BackendError(f"%{y.name} = {op.kind}: weights and bias must be constants", where=op.loc)
+    w = w.reshape(w.shape[0], -1)                   # a 1x1 conv on a 1x1 map: [O, C, 1, 1]
     n, k = w.shape
     rows = x.type.numel // k
     w_phys = w
@@ -720,7 +735,7 @@ def _overlap_conv(self: Int8Lowering, op: Op, p: OpPlan):
     """planner.Overlap for a 1x1 or depthwise int8 conv whose result can overwrite its input."""
     from tinyc.backends.planner import Overlap
     g = _conv_geometry(op)
-    if not (p.info["kind"] == "dw" or g["groups"] == 1):
+    if p.info["kind"] == "fc" or not (p.info["kind"] == "dw" or g["groups"] == 1):
         return None
     tx_bytes, yo, ty = _conv_steps(self, op, p)
     shift = best_overlap(tx_bytes, yo, ty, op.operands[0].type.nbytes, op.result.type.nbytes)

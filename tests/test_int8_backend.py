@@ -179,6 +179,11 @@ OP_CASES = {
     "conv_few_pixels_tail": conv((1, 8, 3, 2), (9, 8, 3, 3), padding=[1, 1, 1, 1]),
     "conv_1x1_direct": conv((1, 8, 5, 3), (5, 8, 1, 1), act="relu"),
     "conv_1x1_stride2": conv((1, 12, 5, 5), (3, 12, 1, 1), stride=[2, 2]),
+    "conv_1x1_map_fc_rows": conv((2, 10, 1, 1), (7, 10, 1, 1), act="relu"),      # the FC kernel: k, n % 4 != 0
+    "conv_1x1_map_fc_then_gate": conv((1, 3, 4, 4), (16, 3, 1, 1), act="relu", then=lambda b, y: b.op(
+        "mul", y, b.op("conv2d", b.op("mean", y, name="m", axes=[2, 3], keepdim=True),
+                       b.const("wf", np.linspace(-1, 1, 256, dtype=np.float32).reshape(16, 16, 1, 1)), name="f",
+                       stride=[1, 1], dilation=[1, 1], groups=1, padding=[0, 0, 0, 0]), name="s")),
     "conv_1x1_padded": conv((1, 4, 3, 3), (5, 4, 1, 1), padding=[1, 0, 0, 2]),
     "conv_single_channel": conv((1, 1, 9, 6), (9, 1, 4, 3), stride=[2, 2], padding=[1, 1, 2, 1], act="relu"),
     "conv_kernel_past_input": conv((1, 1, 2, 3), (2, 1, 5, 5), padding=[2, 2, 2, 2]),
@@ -338,7 +343,8 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
 @pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
 @pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2", "global_avgpool_c8_lanes",
                                   "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6",
-                                  "conv_then_gate_cl", "maxpool_cl_c8_ceil", "maxpool_cl_c12_dilated"])
+                                  "conv_then_gate_cl", "maxpool_cl_c8_ceil", "maxpool_cl_c12_dilated",
+                                  "conv_1x1_map_fc_rows", "conv_1x1_map_fc_then_gate"])
 def test_fast_paths_exact_on_qemu(case, target, tmp_path):
     """The kernels' fast paths on the M4's DSP path and the M0's portable one (no unaligned loads): the
     any-size depthwise loop (variant 4: words of 4 taps at any alignment), the channels-last global pools

@@ -57,6 +57,7 @@ class LayerInfo:
     # conv2d / linear / binary layers with constant weights: {"format", "bytes", "dense_bytes",
     # "detail", "why"}, the storage of the weights and why (c_ops_packed.Packing.storage)
     storage: dict | None = None
+    fused_into: str | None = None      # int8: the lut this layer's kernel applies (its own result never exists)
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
             low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph, inplace_dw))
             plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
             packing = c_ops_packed.Packing(graph, low8, plans, policy)   # may override conv/linear plans, lowerings
+            low8.fuse_table_epilogues(graph)                            # after the overrides: they keep their lut
             families.append(c_ops_int8.Int8Family(low8, plans))
         else:
             packing = c_ops_packed.Packing(graph, policy=policy)
@@ -295,7 +297,8 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
         plan.lower_bound, graph.name, {k: v for k, v in kernels.items() if v},
         tuple(f.name for f in files))))
     layers = tuple(LayerInfo(i, op.kind, op.result.name, op.loc, tuple(c.function for c in low.calls),
-                             packing.storage.get(op.result.name) or _binary_storage(op, low))
+                             packing.storage.get(op.result.name) or _binary_storage(op, low),
+                             fused_into(op, low8.lay if int8 else None))
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return BundleInfo(name, target.name, header.input_size, header.output_size, plan.arena_size,
                       plan.lower_bound, plan.locations, layers, tuple(files), plan,
@@ -428,9 +431,15 @@ def c_ops_dtype(a: np.ndarray) -> str:
 
 def _layer_output(op: Op, lowerer: _Lowerer) -> tuple[str, int] | None:
     loc = lowerer.plan.locations[op.result.name]
-    if loc.space == "const":
-        return None
+    if loc.space == "const" or fused_into(op, lowerer.layouts):
+        return None                     # a fused layer's own result never exists: its bytes hold the lut's
     return lowerer.ref(op.result), op.result.type.nbytes
+
+
+def fused_into(op: Op, layouts) -> str | None:
+    """The lut whose table op's kernel applies (int8 table epilogues), by its result name, or None."""
+    lut = layouts.epilogues.get(op.result.name) if layouts is not None else None
+    return lut.result.name if lut is not None else None
 
 
 def _c_int(v: int) -> str:

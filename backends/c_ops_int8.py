@@ -21,10 +21,10 @@ import numpy as np
 from tinyc import quant
 from tinyc.backends import int8_weights as iw
 from tinyc.backends.c_ops import Call, KernelLibrary, Param, Weight, c_float, c_ints, gather_offsets
-from tinyc.backends.int8_layout import (VIEW_RULES, Layouts, channels_last_perm, dim_strides, is_depthwise,
+from tinyc.backends.int8_layout import (VIEW_RULES, Layouts, channels_last_perm, dim_strides, is_depthwise, is_int8,
                                         iteration, perm_offsets, row_major)
 from tinyc.errors import BackendError
-from tinyc.ir import Op, Value
+from tinyc.ir import Graph, Op, Value
 from tinyc.ops import OPS, Trait, has
 
 ALIGN = 8
@@ -124,6 +124,38 @@ class Int8Lowering:
 
     def offsets(self, op: Op, i: int, p: OpPlan) -> np.ndarray:
         return p.relayout.get(i, self.lay.of(op.operands[i]))
+
+    def fuse_table_epilogues(self, graph: Graph) -> None:
+        """Fuse each int8 `lut` whose operand is a conv2d / linear result used by nothing else (and no
+        graph output) into that layer: its kernel stores table[code] (TINYC_S8_EPI), and the lut's result
+        becomes a view of the layer's bytes (no pass of its own). Layers another kernel emits (packed
+        weights: self.overrides) keep a separate lut. The lut stays in the IR: the interpreter runs
+        both ops, and the kernel's result is table[layer code], the same bytes."""
+        producers = {id(op.result): op for op in graph.compute_ops()}
+        users: dict[int, int] = {}
+        for op in graph.compute_ops():
+            for v in op.operands:
+                users[id(v)] = users.get(id(v), 0) + 1
+        outputs = {id(v) for v in graph.outputs}
+        consts = {id(op.result) for op in graph.const_ops()}
+        for op in graph.compute_ops():
+            if OPS[op.kind].c != "table_lookup" or id(op.operands[1]) not in consts:
+                continue
+            x = op.operands[0]
+            prod = producers.get(id(x))
+            if (prod is None or OPS[prod.kind].c not in ("conv", "dense") or prod.result.name in self.overrides
+                    or users.get(id(x)) != 1 or id(x) in outputs or id(op.result) in outputs
+                    or not (is_int8(x) and is_int8(op.result))):
+                continue
+            self.lay.epilogues[prod.result.name] = op
+            self.lay.views.add(op.result.name)
+
+    def epilogue(self, op: Op, ctx: Context, lits: list) -> tuple[list, list]:
+        """The kernel's last pointer argument: the fused lut's table (its middle), or a literal 0."""
+        lut = self.lay.epilogues.get(op.result.name)
+        if lut is None:
+            return [], [0, *lits]
+        return [("const int8_t *", ctx.ref(lut.operands[1]) + " + 128")], lits
 
     def kernel_scratch(self, p: OpPlan, nbytes: int) -> None:
         p.kernel_scratch_at = p.scratch
@@ -296,10 +328,11 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
         lits = [g["n"], g["c"], g["o"] // g["c"], g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"],
                 g["sw"], g["dh"], g["dw"], g["pt"], g["pl"], p.info["ph"], p.info["pw"], *xs, *ys, zx, variant,
                 stage.mode, stage.zp, stage.lo, stage.hi]
+        tab, lits = self.epilogue(op, ctx, lits)
         call = ctx.specialize("tinyc_s8_dw", [("const int8_t *", self.operand(op, 0, ctx, p)),
                                               ("const void *", ww.cname), ("const int32_t *", qw.cname),
                                               ("int8_t *", ctx.ref(y)),
-                                              ("int8_t *", ctx.scratch(p.kernel_scratch_at))], lits)
+                                              ("int8_t *", ctx.scratch(p.kernel_scratch_at)), *tab], lits)
         return Lowered8(("DW",), (), (ww, qw), (call,))
     og = g["o"] // g["groups"]
     ys_p = ys[3] if g["ow"] > 1 else ys[2]   # one pixel per row (a (k, D) kernel over [N, 1, T, D]): rows apart
@@ -311,10 +344,11 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     lits = [g["n"], g["groups"], g["cg"], og, g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"], g["sw"],
             g["dh"], g["dw"], g["pt"], g["pl"], *xs, ys[0], ys[1], ys_p, *tail, p.info["kp"], int(p.info["direct"]),
             p.info["pix"], stage.mode, stage.zp, stage.lo, stage.hi]
+    tab, lits = self.epilogue(op, ctx, lits)
     call = ctx.specialize("tinyc_s8_conv_gemm", [("const int8_t *", self.operand(op, 0, ctx, p)),
                                                  ("const tinyc_s8_word *", ww.cname),
                                                  ("const int32_t *", qw.cname), ("int8_t *", ctx.ref(y)),
-                                                 ("int8_t *", ctx.scratch(p.kernel_scratch_at))], lits)
+                                                 ("int8_t *", ctx.scratch(p.kernel_scratch_at)), *tab], lits)
     return Lowered8(("CONV_GEMM",), (), (ww, qw), (call,))
 
 
@@ -383,11 +417,12 @@ def emit_linear(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
         raise BackendError(f"%{y.name}: linear result layout is not strided (internal error)")
     lits = [rows, k, p.info["kp"], n, p.info["xs_r"], p.info["xs_k"], ys[0], ys[1], int(p.info["direct"]),
             stage.mode, stage.zp, stage.lo, stage.hi]
+    tab, lits = self.epilogue(op, ctx, lits)
     call = ctx.specialize("tinyc_s8_fc", [("const int8_t *", self.operand(op, 0, ctx, p)),
                                           ("const tinyc_s8_word *", ww.cname), ("const int32_t *", qw.cname),
                                           ("int8_t *", ctx.ref(y)),
-                                          ("int8_t *", ctx.scratch(p.kernel_scratch_at) if p.scratch else "0")],
-                          lits)
+                                          ("int8_t *", ctx.scratch(p.kernel_scratch_at) if p.scratch else "0"),
+                                          *tab], lits)
     return Lowered8(("FC",), (), (ww, qw), (call,))
 
 
@@ -767,6 +802,7 @@ def inplace_depthwise(graph, arena: int, family: dict, inplace_operands: Callabl
         trial = frozenset(keep - {dw.result.name})
         low8 = Int8Lowering(assign(graph, trial))
         low8.overrides = fam8.low8.overrides           # packed-weight kernels: no overlap either way
+        low8.fuse_table_epilogues(graph)
         trial_fam = Int8Family(low8, {op.result.name: low8.plan(op) for op in graph.compute_ops()
                                       if op.result.name in fam8.plans})
         for trial_drop in (drop, drop | {dw.result.name}, drop | {dw.result.name, dw.operands[0].name}):

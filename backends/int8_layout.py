@@ -162,6 +162,9 @@ def _keeps_channels(a: tuple[int, ...], b: tuple[int, ...]) -> bool:
 class Layouts:
     offsets: dict[str, np.ndarray] = field(default_factory=dict)
     views: set[str] = field(default_factory=set)      # op results stored in their operand's bytes
+    # fused table epilogues: conv / linear result -> the lut op applied by that layer's kernel as it
+    # stores (the lut's result is then a view of the layer's bytes; c_ops_int8.fuse_table_epilogues)
+    epilogues: dict[str, "Op"] = field(default_factory=dict)
 
     def of(self, v: Value) -> np.ndarray:
         return self.offsets[v.name]

@@ -189,6 +189,10 @@ TINYC_S8_INLINE tinyc_s8_rq tinyc_s8_rec(const int32_t *q, int32_t mode)
     return rq;
 }
 
+/* A table epilogue fused into the layer (a lut after it, c_ops_int8.fuse_table_epilogues): tab points
+ * at the table's middle (index by the int8 code), or is a literal 0 and the test folds away. */
+#define TINYC_S8_EPI(tab, v) ((tab) ? (int32_t)(tab)[(v)] : (v))
+
 /* The output stage of one accumulator. */
 TINYC_S8_INLINE int32_t tinyc_s8_outr(int32_t acc, tinyc_s8_rq rq, int32_t mode, int32_t zp, int32_t lo, int32_t hi)
 {
@@ -651,12 +655,12 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
 
 /* The outputs of one channel for the block's first np pixels. */
 TINYC_S8_INLINE void tinyc_s8_store3(int8_t *y, const int32_t *q, int32_t a0, int32_t a1, int32_t a2,
-                                     int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+                                     int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
     const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
-    y[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-    if (np > 1) y[ys_p] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
-    if (np > 2) y[2 * ys_p] = (int8_t)tinyc_s8_outr(a2, rq, mode, zy, lo, hi);
+    y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+    if (np > 1) y[ys_p] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
+    if (np > 2) y[2 * ys_p] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a2, rq, mode, zy, lo, hi));
 }
 
 /* A block of up to 3 pixels (col words as above) x every output channel of the group: channel
@@ -664,14 +668,14 @@ TINYC_S8_INLINE void tinyc_s8_store3(int8_t *y, const int32_t *q, int32_t a0, in
  * (a last, partial block computes garbage for the rest). */
 TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
-                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
     int32_t o, j;
     for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c, w += 2 * chunks) {
         int32_t a0 = q[0], a1 = a0, a2 = a0, b0 = q[qs], b1 = b0, b2 = b0;
         TINYC_S8_MK3X2(col, w, chunks);
-        tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi);
-        tinyc_s8_store3(y + ys_c, q + qs, b0, b1, b2, ys_p, np, mode, zy, lo, hi);
+        tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi, tab);
+        tinyc_s8_store3(y + ys_c, q + qs, b0, b1, b2, ys_p, np, mode, zy, lo, hi, tab);
     }
     if (o < og) {
         int32_t a0 = q[0], a1 = a0, a2 = a0;
@@ -687,14 +691,14 @@ TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_wor
             TINYC_S8_LD2(c, 16, x0, x1);
             a2 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a2));
         }
-        tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi);
+        tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi, tab);
     }
 }
 
 /* One pixel (col: 2 words per chunk) x every output channel (weights as tinyc_s8_gemm3). */
 TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
-                                    int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+                                    int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
     int32_t o, j;
     for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c) {
@@ -707,8 +711,8 @@ TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_w
             a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(u), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(u), a0));
             b0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), b0));
         }
-        y[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
-        y[ys_c] = (int8_t)tinyc_s8_out(b0, q + qs, mode, zy, lo, hi);
+        y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
+        y[ys_c] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(b0, q + qs, mode, zy, lo, hi));
     }
     if (o < og) {
         int32_t a0 = q[0];
@@ -719,7 +723,7 @@ TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_w
             TINYC_S8_LD2(c, 0, x0, x1);
             a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), a0));
         }
-        y[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+        y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
     }
 }
 
@@ -730,7 +734,7 @@ TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_w
  * the first np pixels are stored (a last, partial block computes garbage for the rest). */
 TINYC_S8_INLINE void tinyc_s8_gemm4(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
-                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
     int32_t o;
     for (o = 0; o < og; ++o, q += qs, y += ys_c) {
@@ -754,10 +758,10 @@ TINYC_S8_INLINE void tinyc_s8_gemm4(const tinyc_s8_word *col, const tinyc_s8_wor
         }
         {
             const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
-            y[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-            if (np > 1) y[ys_p] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
-            if (np > 2) y[2 * ys_p] = (int8_t)tinyc_s8_outr(a2, rq, mode, zy, lo, hi);
-            if (np > 3) y[3 * ys_p] = (int8_t)tinyc_s8_outr(a3, rq, mode, zy, lo, hi);
+            y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+            if (np > 1) y[ys_p] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
+            if (np > 2) y[2 * ys_p] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a2, rq, mode, zy, lo, hi));
+            if (np > 3) y[3 * ys_p] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a3, rq, mode, zy, lo, hi));
         }
     }
 }
@@ -765,7 +769,7 @@ TINYC_S8_INLINE void tinyc_s8_gemm4(const tinyc_s8_word *col, const tinyc_s8_wor
 /* One pixel (col: 2 words per chunk) x every output channel (weights as tinyc_s8_gemm4). */
 TINYC_S8_INLINE void tinyc_s8_gemm1(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
-                                    int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+                                    int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
     int32_t o, j;
     for (o = 0; o < og; ++o, q += qs, y += ys_c) {
@@ -778,7 +782,7 @@ TINYC_S8_INLINE void tinyc_s8_gemm1(const tinyc_s8_word *col, const tinyc_s8_wor
             a0 = tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), a0);
             a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), a0);
         }
-        y[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+        y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
     }
 }
 
@@ -819,7 +823,7 @@ TINYC_S8_INLINE void tinyc_s8_im2col_expand(const int8_t *x, tinyc_s8_word *col,
  * its own on purpose: folded into tinyc_s8_conv_gemm behind `pix`, GCC 12 -O2 compiles these
  * shapes 13 % slower (1x1 8->24 at 32x32: 2.03 against 1.79 instr/MAC, bench.kernel_shapes). */
 TINYC_S8_INLINE void tinyc_s8_conv_gemm4(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
-                                         int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
+                                         int8_t *scratch, const int8_t *tab, int32_t nb, int32_t groups, int32_t cg, int32_t og,
                                          int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
                                          int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
                                          int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
@@ -857,11 +861,11 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm4(const int8_t *x, const tinyc_s8_word *w
                     }
                 }
                 if (p0 < full) {
-                    tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 4, mode, zy, lo, hi);
+                    tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 4, mode, zy, lo, hi, tab);
                 } else if (np == 1) {
-                    tinyc_s8_gemm1(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi);
+                    tinyc_s8_gemm1(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi, tab);
                 } else {
-                    tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi);
+                    tinyc_s8_gemm4(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi, tab);
                 }
             }
         }
@@ -877,7 +881,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm4(const int8_t *x, const tinyc_s8_word *w
  * The result may overlap x (in place, docs/memory.md): a block of pixels reads all of its
  * input before it writes; c_ops_int8._conv_steps models this order, keep the two in step. */
 TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
-                                        int8_t *scratch, int32_t nb, int32_t groups, int32_t cg, int32_t og,
+                                        int8_t *scratch, const int8_t *tab, int32_t nb, int32_t groups, int32_t cg, int32_t og,
                                         int32_t h, int32_t w, int32_t oh, int32_t ow, int32_t kh, int32_t kw,
                                         int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
                                         int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
@@ -892,7 +896,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
     const int32_t zz = tinyc_s8_sxtb16((uint32_t)(uint8_t)zx * 0x01010101u);
     int32_t n, g, p0, p;
     if (pix == 4) {
-        tinyc_s8_conv_gemm4(x, wt, qp, y, scratch, nb, groups, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl,
+        tinyc_s8_conv_gemm4(x, wt, qp, y, scratch, tab, nb, groups, cg, og, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl,
                             xs_n, xs_c, xs_h, xs_w, ys_n, ys_c, ys_p, zx, kp, direct, mode, zy, lo, hi);
         return;
     }
@@ -920,11 +924,11 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
                     }
                 }
                 if (p0 < full) {     /* a literal np: the stores need no tests */
-                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 3, mode, zy, lo, hi);
+                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 3, mode, zy, lo, hi, tab);
                 } else if (np == 1) {
-                    tinyc_s8_gemm1x2(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi);
+                    tinyc_s8_gemm1x2(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi, tab);
                 } else {
-                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi);
+                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi, tab);
                 }
             }
         }
@@ -968,7 +972,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
 TINYC_S8_INLINE void tinyc_s8_dw_taps(const int8_t *plane, const tinyc_s8_word *wc, int32_t bias, tinyc_s8_rq rq,
                                       int8_t *yo, int32_t oh, int32_t ow, int32_t kh, int32_t kw, int32_t sh,
                                       int32_t sw, int32_t pw, int32_t ys_h, int32_t ys_w, int32_t mode, int32_t zy,
-                                      int32_t lo, int32_t hi)
+                                      int32_t lo, int32_t hi, const int8_t *tab)
 {
     const int32_t groups = kw / 4 + (kw % 4 > 1), single = kw % 4 == 1, rw = TINYC_S8_DW_ROW_WORDS(kw);
     int32_t oy, ox, ky;
@@ -1012,10 +1016,10 @@ TINYC_S8_INLINE void tinyc_s8_dw_taps(const int8_t *plane, const tinyc_s8_word *
                 TINYC_S8_DW_ROW(r + 2 * sw, a2);
                 TINYC_S8_DW_ROW(r + 3 * sw, a3);
             }
-            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-            yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
-            yr[2 * ys_w] = (int8_t)tinyc_s8_outr(a2, rq, mode, zy, lo, hi);
-            yr[3 * ys_w] = (int8_t)tinyc_s8_outr(a3, rq, mode, zy, lo, hi);
+            yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+            yr[ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
+            yr[2 * ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a2, rq, mode, zy, lo, hi));
+            yr[3 * ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a3, rq, mode, zy, lo, hi));
         }
         if (kw == 5 && sw == 1 && ox + 1 < ow) {      /* a pair left: the 5-tap halves as above */
             int32_t a0 = bias, a1 = bias;
@@ -1031,8 +1035,8 @@ TINYC_S8_INLINE void tinyc_s8_dw_taps(const int8_t *plane, const tinyc_s8_word *
                 a1 = tinyc_s8_smlabt(e1, wr[1], a1);
                 a1 = tinyc_s8_smlabb(tinyc_s8_sxtb16_ror8(v1), wr[2], a1);
             }
-            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-            yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+            yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+            yr[ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
             ox += 2;
             r0 += 2;
             yr += 2 * ys_w;
@@ -1043,12 +1047,12 @@ TINYC_S8_INLINE void tinyc_s8_dw_taps(const int8_t *plane, const tinyc_s8_word *
                 const tinyc_s8_word *wr = wc + ky * rw;
                 TINYC_S8_DW_ROW(r0 + ky * pw, a0);
             }
-            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+            yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
         }
     }
 }
 
-TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t *qp, int8_t *y, int8_t *plane,
+TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t *qp, int8_t *y, int8_t *plane, const int8_t *tab,
                                  int32_t nb, int32_t c, int32_t mult, int32_t h, int32_t w, int32_t oh,
                                  int32_t ow, int32_t kh, int32_t kw, int32_t sh, int32_t sw, int32_t dh,
                                  int32_t dw, int32_t pt, int32_t pl, int32_t ph, int32_t pw, int32_t xs_n,
@@ -1137,10 +1141,10 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                                 a11 = tinyc_s8_smlad(d, w2, a11);
                                 a10 = tinyc_s8_smlabb(d, wb, a10);
                                 a11 = tinyc_s8_smlatb(e, wb, a11);
-                                yr[0] = (int8_t)tinyc_s8_outr(a00, rq, mode, zy, lo, hi);
-                                yr[ys_w] = (int8_t)tinyc_s8_outr(a01, rq, mode, zy, lo, hi);
-                                yr[ys_h] = (int8_t)tinyc_s8_outr(a10, rq, mode, zy, lo, hi);
-                                yr[ys_h + ys_w] = (int8_t)tinyc_s8_outr(a11, rq, mode, zy, lo, hi);
+                                yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a00, rq, mode, zy, lo, hi));
+                                yr[ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a01, rq, mode, zy, lo, hi));
+                                yr[ys_h] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a10, rq, mode, zy, lo, hi));
+                                yr[ys_h + ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a11, rq, mode, zy, lo, hi));
                             }
                             if (ox < ow) {
                                 const int8_t *c0 = plane + oy * pw + ox;
@@ -1159,8 +1163,8 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                                                                                        : tinyc_s8_smlabb(d, wb, a1);
                                     }
                                 }
-                                yo[oy * ys_h + ox * ys_w] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-                                yo[(oy + 1) * ys_h + ox * ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+                                yo[oy * ys_h + ox * ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+                                yo[(oy + 1) * ys_h + ox * ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
                             }
                         }
                     }
@@ -1196,8 +1200,8 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                                 a0 = tinyc_s8_smlabb(d, wb, a0);
                                 a1 = tinyc_s8_smlatb(d, wb, a1);
                                 a1 = tinyc_s8_smlabt(tinyc_s8_sxtb16(vb), w2, a1);
-                                yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-                                yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+                                yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+                                yr[ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
                             }
                         } else {
                             for (ox = 0; ox + 1 < ow; ox += 2, r0 += 2, r1 += 2, r2 += 2, yr += 2 * ys_w) {
@@ -1220,8 +1224,8 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                                 a1 = tinyc_s8_smlad(d, w2, a1);
                                 a0 = tinyc_s8_smlabb(d, wb, a0);
                                 a1 = tinyc_s8_smlatb(e, wb, a1);
-                                yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
-                                yr[ys_w] = (int8_t)tinyc_s8_outr(a1, rq, mode, zy, lo, hi);
+                                yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
+                                yr[ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, rq, mode, zy, lo, hi));
                             }
                         }
                         for (; ox < ow; ++ox, r0 += sw, r1 += sw, r2 += sw, yr += ys_w) {
@@ -1234,12 +1238,12 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                             v = tinyc_s8_ld32(r2);
                             a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), w2, a0);
                             a0 = tinyc_s8_smlabb(tinyc_s8_sxtb16_ror8(v), wb, a0);
-                            yr[0] = (int8_t)tinyc_s8_outr(a0, rq, mode, zy, lo, hi);
+                            yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, rq, mode, zy, lo, hi));
                         }
                     }
                 } else if (variant == 4) {
                     tinyc_s8_dw_taps(plane, (const tinyc_s8_word *)wt + o * kh * TINYC_S8_DW_ROW_WORDS(kw), q[0],
-                                     rq, yo, oh, ow, kh, kw, sh, sw, pw, ys_h, ys_w, mode, zy, lo, hi);
+                                     rq, yo, oh, ow, kh, kw, sh, sw, pw, ys_h, ys_w, mode, zy, lo, hi, tab);
                 } else {
                     const int8_t *wo = (const int8_t *)wt + o * kh * kw;
                     int32_t ky, kx;
@@ -1250,7 +1254,7 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                             for (ky = 0; ky < kh; ++ky)
                                 for (kx = 0; kx < kw; ++kx)
                                     acc += base[ky * dh * pw + kx * dw] * wo[ky * kw + kx];
-                            yo[oy * ys_h + ox * ys_w] = (int8_t)tinyc_s8_outr(acc, rq, mode, zy, lo, hi);
+                            yo[oy * ys_h + ox * ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(acc, rq, mode, zy, lo, hi));
                         }
                     }
                 }
@@ -1289,7 +1293,7 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
  * rows padded to kp. x rows are read in place when contiguous (direct; the compiler
  * permuted the weight columns to the physical order), else gathered into `scratch`. */
 TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
-                                 int8_t *scratch, int32_t rows, int32_t k, int32_t kp, int32_t nout,
+                                 int8_t *scratch, const int8_t *tab, int32_t rows, int32_t k, int32_t kp, int32_t nout,
                                  int32_t xs_r, int32_t xs_k, int32_t ys_r, int32_t ys_n, int32_t direct,
                                  int32_t mode, int32_t zy, int32_t lo, int32_t hi)
 {
@@ -1344,10 +1348,10 @@ TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const
             {
                 const tinyc_s8_rq r0 = tinyc_s8_rec(q, mode), r1 = tinyc_s8_rec(q + qs, mode);
                 const tinyc_s8_rq r2 = tinyc_s8_rec(q + 2 * qs, mode), r3 = tinyc_s8_rec(q + 3 * qs, mode);
-                yr[0] = (int8_t)tinyc_s8_outr(a0, r0, mode, zy, lo, hi);
-                yr[ys_n] = (int8_t)tinyc_s8_outr(a1, r1, mode, zy, lo, hi);
-                yr[2 * ys_n] = (int8_t)tinyc_s8_outr(a2, r2, mode, zy, lo, hi);
-                yr[3 * ys_n] = (int8_t)tinyc_s8_outr(a3, r3, mode, zy, lo, hi);
+                yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, r0, mode, zy, lo, hi));
+                yr[ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, r1, mode, zy, lo, hi));
+                yr[2 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a2, r2, mode, zy, lo, hi));
+                yr[3 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a3, r3, mode, zy, lo, hi));
             }
         }
         for (b = nb4 * 4; b < nout; ++b, q += qs, yr += ys_n) {
@@ -1358,7 +1362,7 @@ TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const
                 a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), tinyc_s8_sxtb16(u), a0);
                 a0 = tinyc_s8_smlad(tinyc_s8_sxtb16_ror8(v), tinyc_s8_sxtb16_ror8(u), a0);
             }
-            yr[0] = (int8_t)tinyc_s8_out(a0, q, mode, zy, lo, hi);
+            yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
         }
     }
 }

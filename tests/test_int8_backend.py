@@ -184,6 +184,12 @@ OP_CASES = {
         "mul", y, b.op("conv2d", b.op("mean", y, name="m", axes=[2, 3], keepdim=True),
                        b.const("wf", np.linspace(-1, 1, 256, dtype=np.float32).reshape(16, 16, 1, 1)), name="f",
                        stride=[1, 1], dilation=[1, 1], groups=1, padding=[0, 0, 0, 0]), name="s")),
+    "conv_hardswish_fused": conv((1, 3, 6, 7), (8, 3, 3, 3), padding=[1, 1, 1, 1],
+                                 then=lambda b, y: b.op("hardswish", y, name="h")),
+    "dw_sigmoid_fused": conv((1, 8, 6, 7), (8, 1, 3, 3), groups=8, padding=[1, 1, 1, 1],
+                             then=lambda b, y: b.op("sigmoid", y, name="h")),
+    "dw5_silu_fused": conv((1, 4, 7, 9), (4, 1, 5, 5), groups=4, padding=[2, 2, 2, 2],
+                           then=lambda b, y: b.op("silu", y, name="h")),
     "conv_1x1_padded": conv((1, 4, 3, 3), (5, 4, 1, 1), padding=[1, 0, 0, 2]),
     "conv_single_channel": conv((1, 1, 9, 6), (9, 1, 4, 3), stride=[2, 2], padding=[1, 1, 2, 1], act="relu"),
     "conv_kernel_past_input": conv((1, 1, 2, 3), (2, 1, 5, 5), padding=[2, 2, 2, 2]),
@@ -224,6 +230,7 @@ OP_CASES = {
     # dense
     "linear": linear((1, 10), 4),
     "linear_rows_tail": linear((3, 16), 7, act="relu"),
+    "linear_tanh_fused": lambda b, rng: b.graph(b.op("tanh", linear((2, 12), 9)(b, rng).outputs[0], name="h")),
     "linear_3d_nobias_leaky": linear((2, 3, 6), 5, bias=False, **LEAKY),
     "flatten_nhwc_linear": conv_then_view("reshape", shape=[1, 120]),
     "transpose_view_softmax": conv_then_view("transpose", perm=[0, 3, 2, 1]),
@@ -344,7 +351,8 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
 @pytest.mark.parametrize("case", ["dw5x5_s1_odd", "dw5x5_s2_asym", "dw3x5_mult2", "global_avgpool_c8_lanes",
                                   "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6",
                                   "conv_then_gate_cl", "maxpool_cl_c8_ceil", "maxpool_cl_c12_dilated",
-                                  "conv_1x1_map_fc_rows", "conv_1x1_map_fc_then_gate"])
+                                  "conv_1x1_map_fc_rows", "conv_1x1_map_fc_then_gate", "conv_hardswish_fused",
+                                  "dw5_silu_fused", "linear_tanh_fused"])
 def test_fast_paths_exact_on_qemu(case, target, tmp_path):
     """The kernels' fast paths on the M4's DSP path and the M0's portable one (no unaligned loads): the
     any-size depthwise loop (variant 4: words of 4 taps at any alignment), the channels-last global pools
@@ -356,7 +364,9 @@ def test_fast_paths_exact_on_qemu(case, target, tmp_path):
 @pytest.mark.parametrize("name", ["kitchen_sink", "mobilenet_v1_025"])
 def test_every_layer_exact_through_the_debug_hook(name, tmp_path):
     """TINYC_LAYER_OUTPUT records every layer's result; mapped back through the bundle's
-    layouts, each intermediate int8 (and float) tensor equals the interpreter's."""
+    layouts, each intermediate int8 (and float) tensor equals the interpreter's. A layer whose
+    kernel applies the next lut (a fused table epilogue) has no result of its own: it is not
+    recorded, and its lut's record is checked."""
     graph = zoo_int8(name)
     info = emit_bundle(graph, tmp_path)
     x = sample_rows(graph, 1)[0]
@@ -372,7 +382,10 @@ def test_every_layer_exact_through_the_debug_hook(name, tmp_path):
         else:
             assert np.array_equal(got, want), f"layer {layer} %{v.name} ({ops[layer].kind}) differs"
         seen.append(layer)
-    assert seen == list(range(len(ops)))
+    fused = [lay.index for lay in info.layers if lay.fused_into]
+    assert seen == [i for i in range(len(ops)) if i not in fused]
+    if name == "kitchen_sink":      # the grouped conv's hardswish runs in the conv kernel
+        assert [info.layers[i].fused_into for i in fused] == ["hardswish"]
 
 
 # ---- the bundle ---------------------------------------------------------------------------------
@@ -462,3 +475,19 @@ def test_faster_and_smaller_than_tflite_micro(name, tmp_path):
     instructions, arena = TFLM[name]
     assert result.instructions < instructions
     assert info.arena_size < arena
+
+
+@pytest.mark.parametrize("case", ["conv_hardswish_fused", "dw_sigmoid_fused", "dw5_silu_fused", "linear_tanh_fused",
+                                  "lut_chain"])
+def test_table_epilogues_fused_into_the_layer(case, tmp_path):
+    """A lut right after a conv2d / linear (its only user) runs in that layer's kernel: no lut call, the
+    lut's result is the layer's bytes; a lut after anything else (lut_chain) keeps its own pass."""
+    graph = quantize(OP_CASES[case](Builder(), np.random.default_rng(1)))
+    info = emit_bundle(graph, tmp_path)
+    text = (tmp_path / "model.c").read_text()
+    fused = [lay for lay in info.layers if lay.fused_into]
+    if case == "lut_chain":
+        assert not fused and "tinyc_s8_lut(" in text
+        return
+    assert [lay.fused_into for lay in fused] == ["h"] and "tinyc_s8_lut(" not in text
+    assert info.layers[fused[0].index + 1].kernels == ()

@@ -145,7 +145,8 @@ class Int8Lowering:
             prod = producers.get(id(x))
             if (prod is None or OPS[prod.kind].c not in ("conv", "dense") or prod.result.name in self.overrides
                     or users.get(id(x)) != 1 or id(x) in outputs or id(op.result) in outputs
-                    or not (is_int8(x) and is_int8(op.result))):
+                    or not (is_int8(x) and is_int8(op.result))
+                    or not np.array_equal(self.lay.of(x), self.lay.of(op.result))):
                 continue
             self.lay.epilogues[prod.result.name] = op
             self.lay.views.add(op.result.name)

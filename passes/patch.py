@@ -328,7 +328,7 @@ class Patch(Pass):
     """Patch-based execution of the first stage (MCUNetV2): compute the leading convs (and the
     pointwise/elementwise ops between them) on a patches x patches grid of the stage output, each
     patch from its receptive field of the input (halos recomputed), then assemble the stage output
-    with cat. Bit-exact (int8 and float); lowers the static arena when the early feature maps
+    with cat. int8 is bit-exact with the unpatched graph (float equal in the tests); lowers the static arena when the early feature maps
     dominate it, at the cost of the halos' extra MACs."""
 
     name = "patch"

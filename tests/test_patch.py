@@ -108,10 +108,11 @@ def test_patched_ir_prints_and_parses_back_deterministically():
     assert_same_outputs(p, text.parse(printed), rows=1)
 
 
-def test_patched_int8_host_build_equals_interpreter(tmp_path):
+@pytest.mark.parametrize("target", ["host", pytest.param("cortex-m4", marks=pytest.mark.qemu)])
+def test_patched_int8_build_equals_interpreter(target, tmp_path):
     p = patched(small_int8(), "patch{patches=2}")
     assert concats(p) > 0
-    assert_exact(p, tmp_path)
+    assert_exact(p, tmp_path, target)
 
 
 # ---- memory -------------------------------------------------------------------------------------

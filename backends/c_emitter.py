@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import jinja2
@@ -95,6 +95,7 @@ class WeightCtx:
     comment: str
     rows: tuple[str, ...]
     ctype: str = "float"
+    alias: str | None = None       # the same values as this earlier array: a #define, no second copy
 
 
 @dataclass(frozen=True)
@@ -413,6 +414,7 @@ def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: l
                for n in lowerer.const_names if n in lowerer.used_consts]
     weights += [_weight_ctx(w, f"derived for layer {i} (%{op.result.name})")
                 for i, (op, low) in enumerate(zip(ops, lowered)) for w in low.weights]
+    weights = _shared_arrays(weights)
     params = tuple(p for low in lowered for p in low.params)
     layouts = lowerer.layouts
     layers = tuple(LayerCtx(i, _layer_comment(i, op, plan, layouts), low.calls,
@@ -422,6 +424,21 @@ def _source_ctx(graph: Graph, name: str, target: str, plan: planner.Plan, ops: l
                      plan.arena_size, layers, copies, len(ops), int8,
                      tuple(text for _, text in lowerer.wrappers.values()),
                      int8 or bool(_used(lowered, c_ops_binary.LIBRARY)), input_type(graph))
+
+
+def _shared_arrays(weights: list[WeightCtx]) -> list[WeightCtx]:
+    """Arrays with the same type and values as an earlier one become aliases of it (layers repeated by
+    the patch pass, shared tables): one copy in flash."""
+    first: dict[tuple, str] = {}
+    out = []
+    for w in weights:
+        key = (w.ctype, w.size, w.rows)
+        if key in first:
+            w = replace(w, rows=(), alias=first[key])
+        else:
+            first[key] = w.cname
+        out.append(w)
+    return out
 
 
 def c_ops_dtype(a: np.ndarray) -> str:

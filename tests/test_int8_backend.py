@@ -491,3 +491,19 @@ def test_table_epilogues_fused_into_the_layer(case, tmp_path):
         return
     assert [lay.fused_into for lay in fused] == ["h"] and "tinyc_s8_lut(" not in text
     assert info.layers[fused[0].index + 1].kernels == ()
+
+
+def test_identical_derived_arrays_are_stored_once(tmp_path):
+    """Two layers with the same weights (as the patch pass makes, one copy per patch) share one array:
+    the second name is a #define of the first, and the results stay exact."""
+    b, rng = Builder(), np.random.default_rng(5)
+    x = b.input("x", (1, 4, 6, 6))
+    wv, bv = w(rng, 8, 4, 3, 3), w(rng, 8)
+    convs = [b.op("conv2d", x, b.const(f"w{i}", wv), b.const(f"b{i}", bv), name=f"c{i}", stride=[1, 1],
+                  dilation=[1, 1], groups=1, padding=[1, 1, 1, 1]) for i in range(2)]
+    graph = quantize(b.graph(b.op("add", *convs, name="y")))
+    assert_exact(graph, tmp_path, sanitize=True)
+    text = (tmp_path / "model.c").read_text()
+    arrays = re.findall(r"static const int32_t (model_w_c\d_w)\[", text)
+    aliases = re.findall(r"#define (model_w_c\d_w) (model_w_c\d_w)", text)
+    assert arrays == ["model_w_c0_w"] and aliases == [("model_w_c1_w", "model_w_c0_w")]

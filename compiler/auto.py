@@ -43,6 +43,7 @@ from tinyc.ir import Graph
 SPARSITIES = (0.0, 0.5, 0.75, 0.9, 0.93, 0.95)
 SHARE_BITS = (6, 5, 4, 3)
 CHANNEL_RATIOS = (0.25, 0.5)
+PATCH_GRIDS = (2, 3, 4)          # patches a side tried when only RAM is over budget (Search.patched)
 PRUNE_EPOCHS = 20        # distill after pruning (the larger loss to recover)
 DISTILL_EPOCHS = 10      # distill after sharing
 
@@ -304,12 +305,25 @@ class Search:
         if train:
             more.append(pipeline(train=True, binary=True))
         self.batch(more)
+        self.batch(self.patched())
         mark_pareto(self.tried)
         return sorted([m for m in self.tried if m.feasible], key=self.key)
 
     def best(self) -> Measured | None:
         ok = [m for m in self.tried if m.feasible]
         return min(ok, key=self.key) if ok else None
+
+    def patched(self) -> list[str]:
+        """With a RAM budget that only RAM keeps the best candidate from meeting, that candidate run
+        patch by patch (the patch pass, MCUNetV2: bit-exact, so its accuracy holds; the first stage's
+        arena shrinks for some code and recomputed MACs) at PATCH_GRIDS patches a side."""
+        if self.budgets.ram is None or not has_conv(self.graph):
+            return []
+        only_ram = [m for m in self.tried if m.violations == ["ram"] and "patch{" not in m.pipeline]
+        if not only_ram:
+            return []
+        base = min(only_ram, key=self.key).pipeline
+        return [f"{base},patch{{patches={n}}}" for n in PATCH_GRIDS]
 
 
 def selection_samples(rows: list[Measured]) -> int:

@@ -58,3 +58,30 @@ def test_too_few_samples_warn_with_the_figures():
     # SQNR-scored models (no classifier) have no bound and no warning
     sqnr = [auto.Measured("p", drop=0.5, samples=100)]
     assert not auto.bound_possible(1.0, sqnr) and auto.bound_warning(sqnr, 1.0) is None
+
+
+def test_only_ram_over_budget_tries_the_best_candidate_patch_by_patch(monkeypatch):
+    """When RAM alone keeps candidates out, --auto measures the best of them again with the patch pass
+    (patches=2, 3, 4) and can ship one; with no RAM budget, or nothing over it alone, it does not."""
+    from test_planner import Builder
+    b, rng = Builder(), np.random.default_rng(0)
+    x = b.input("x", (1, 3, 16, 16))
+    graph = b.graph(b.op("conv2d", x, b.const("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+                         name="c", stride=[1, 1], dilation=[1, 1], groups=1, padding=[1, 1, 1, 1]))
+
+    def fake(job):          # the arena shrinks with patches; accuracy is unchanged (the pass is exact)
+        n = int(job.pipeline.split("patches=")[1].rstrip("}")) if "patch{" in job.pipeline else 1
+        flash = 5000 - (600 if "prune-weights" in job.pipeline else 0) + 300 * n
+        return auto.Measured(job.pipeline, flash=flash, ram=40000 // n, instructions=10 ** 6, drop=0.0,
+                             drop_upper=0.1, samples=1000)
+    monkeypatch.setattr(auto, "measure", fake)
+    search = auto.Search(graph, {}, auto.Budgets(1.0, ram=15000), "cortex-m4", runner=auto.Runner(1))
+    ranked = search.run()
+    patched = [m.pipeline for m in search.tried if "patch{" in m.pipeline]
+    assert len(patched) == 3 and all(p.startswith(patched[0].split(",patch")[0]) for p in patched)
+    assert ranked and ranked[0].pipeline.endswith(",patch{patches=3}")      # 13,333 B: the least flash that fits
+    assert all("patch{" in m.pipeline for m in ranked)
+    for budgets in (auto.Budgets(1.0), auto.Budgets(1.0, ram=15000, flash=100)):
+        search = auto.Search(graph, {}, budgets, "cortex-m4", runner=auto.Runner(1))
+        search.run()
+        assert not any("patch{" in m.pipeline for m in search.tried)

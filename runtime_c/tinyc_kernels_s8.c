@@ -502,7 +502,14 @@ static void tinyc_s8_binary(const int8_t *a, const int8_t *b, int8_t *y, const t
 TINYC_S8_INLINE void tinyc_s8_expand(const int8_t *row, tinyc_s8_word *col, int32_t chunks, int32_t step)
 {
     int32_t j;
-    for (j = 0; j < chunks; ++j, row += 4, col += step) {
+    for (j = 0; j + 1 < chunks; j += 2, row += 8, col += 2 * step) {     /* 2 words per trip */
+        const uint32_t v = tinyc_s8_ld32(row), u = tinyc_s8_ld32(row + 4);
+        col[0] = tinyc_s8_sxtb16(v);
+        col[1] = tinyc_s8_sxtb16_ror8(v);
+        col[step] = tinyc_s8_sxtb16(u);
+        col[step + 1] = tinyc_s8_sxtb16_ror8(u);
+    }
+    if (j < chunks) {
         const uint32_t v = tinyc_s8_ld32(row);
         col[0] = tinyc_s8_sxtb16(v);
         col[1] = tinyc_s8_sxtb16_ror8(v);

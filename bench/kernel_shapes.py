@@ -176,6 +176,7 @@ class Layer:
     instructions: int
     cycles: int | None
     outputs: int                    # elements of its result
+    fused: bool = False             # a table activation the previous layer's kernel applies (no code of its own)
 
 
 @dataclass
@@ -239,9 +240,10 @@ def measure(cls: ShapeClass, work: Path) -> Row:
 
     graph = graph_of(cls)
     out = work / cls.name
-    emit_bundle(graph, out, name="model", target_name=TARGET)
+    info = emit_bundle(graph, out, name="model", target_name=TARGET)
     write_target_files(out, TARGET, "model")
     b = bench_model(out, TARGET, "model", profile=True)
+    fused = {lay.fused_into for lay in info.layers if lay.fused_into}
     ops = list(graph.compute_ops())
     if len(b.layer_instructions) != len(ops):
         raise RuntimeError(f"{cls.name}: {len(b.layer_instructions)} layer counts for {len(ops)} layers")
@@ -251,7 +253,8 @@ def measure(cls: ShapeClass, work: Path) -> Row:
         if _is_boundary(op):
             boundary += count
         else:
-            layers.append(Layer(op.result.name, op.kind, stats.macs, count, cyc, op.result.type.numel))
+            layers.append(Layer(op.result.name, op.kind, stats.macs, count, cyc, op.result.type.numel,
+                                op.result.name in fused))
     return Row(cls, layers, boundary)
 
 
@@ -279,7 +282,8 @@ def table(rows: list[Row]) -> list[str]:
     for r in rows:
         cyc, cpm = r.cycles, r.cycles_per_mac
         layers = (r.layers[0].kind if len(r.layers) == 1 else
-                  " + ".join(f"{lay.kind} {lay.instructions:,}" for lay in r.layers))
+                  " + ".join(f"{lay.kind} (fused into the layer before)" if lay.fused else
+                             f"{lay.kind} {lay.instructions:,}" for lay in r.layers))
         lines.append(f"| {r.cls.kernel} | {r.cls.shape} | {layers} | {r.macs:,} | {r.instructions:,} | "
                      f"{r.per_mac:.2f} | {r.instructions / r.outputs:.1f} | {'-' if cyc is None else format(cyc, ',')} | "
                      f"{'-' if cpm is None else format(cpm, '.2f')} | {r.per_mac - GOAL:+.2f} ({r.per_mac / GOAL:.2f}x) |")

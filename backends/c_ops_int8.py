@@ -131,20 +131,16 @@ class Int8Lowering:
         becomes a view of the layer's bytes (no pass of its own). Layers another kernel emits (packed
         weights: self.overrides) keep a separate lut. The lut stays in the IR: the interpreter runs
         both ops, and the kernel's result is table[layer code], the same bytes."""
-        producers = {id(op.result): op for op in graph.compute_ops()}
-        users: dict[int, int] = {}
-        for op in graph.compute_ops():
-            for v in op.operands:
-                users[id(v)] = users.get(id(v), 0) + 1
+        producers, users = graph.producers(), graph.users()
         outputs = {id(v) for v in graph.outputs}
-        consts = {id(op.result) for op in graph.const_ops()}
         for op in graph.compute_ops():
-            if OPS[op.kind].c != "table_lookup" or id(op.operands[1]) not in consts:
+            table = producers.get(id(op.operands[1]))
+            if OPS[op.kind].c != "table_lookup" or table is None or not table.is_const:
                 continue
             x = op.operands[0]
             prod = producers.get(id(x))
             if (prod is None or OPS[prod.kind].c not in ("conv", "dense") or prod.result.name in self.overrides
-                    or users.get(id(x)) != 1 or id(x) in outputs or id(op.result) in outputs
+                    or len(users[id(x)]) != 1 or id(x) in outputs or id(op.result) in outputs
                     or not (is_int8(x) and is_int8(op.result))
                     or not np.array_equal(self.lay.of(x), self.lay.of(op.result))):
                 continue

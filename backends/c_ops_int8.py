@@ -134,8 +134,10 @@ class Int8Lowering:
         producers, users = graph.producers(), graph.users()
         outputs = {id(v) for v in graph.outputs}
         for op in graph.compute_ops():
+            if OPS[op.kind].c != "table_lookup":
+                continue
             table = producers.get(id(op.operands[1]))
-            if OPS[op.kind].c != "table_lookup" or table is None or not table.is_const:
+            if table is None or not table.is_const:
                 continue
             x = op.operands[0]
             prod = producers.get(id(x))

@@ -391,8 +391,8 @@ def _plan_linear(self: Int8Lowering, op: Op, p: OpPlan) -> None:
     kp = -(-k // 4) * 4
     p.info["direct"] = p.info["perm"] is not None and k % 4 == 0
     p.info["kp"] = kp
-    if not p.info["direct"]:            # the gathered, zero-padded input row
-        self.kernel_scratch(p, kp)
+    # the row expanded to int16 pairs (2 kp bytes), after it the gathered, zero-padded row if not direct
+    self.kernel_scratch(p, 2 * kp if p.info["direct"] else 3 * kp)
 
 
 def emit_linear(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8:
@@ -420,7 +420,7 @@ def emit_linear(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     call = ctx.specialize("tinyc_s8_fc", [("const int8_t *", self.operand(op, 0, ctx, p)),
                                           ("const tinyc_s8_word *", ww.cname), ("const int32_t *", qw.cname),
                                           ("int8_t *", ctx.ref(y)),
-                                          ("int8_t *", ctx.scratch(p.kernel_scratch_at) if p.scratch else "0"),
+                                          ("int8_t *", ctx.scratch(p.kernel_scratch_at)),
                                           *tab], lits)
     return Lowered8(("FC",), (), (ww, qw), (call,))
 

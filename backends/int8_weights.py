@@ -4,7 +4,7 @@ Everything the kernels need besides the activations is computed here, at compile
 with the functions of tinyc.quant (the interpreter's arithmetic):
 - conv/linear weights reordered into the order the inner loops read them (im2col order
   (ky, kx, c), rows padded to a multiple of 4, fully-connected rows interleaved in blocks of
-  four, depthwise 3x3 taps packed as int16 pairs for SMLAD / SMLAxy);
+  six (then four, two), depthwise 3x3 taps packed as int16 pairs for SMLAD / SMLAxy);
 - biases with the input zero point folded in: bias'[c] = bias[c] - zp_x * sum(w[c]), so
   the inner loops multiply raw codes and padding filled with zp_x adds nothing;
 - per-channel requantization records (tinyc_kernels_s8.h): the SMMLA form
@@ -95,11 +95,16 @@ def gemm_pairs(w2d: np.ndarray, groups: int) -> np.ndarray:
 
 
 def fc_interleave(w2d: np.ndarray) -> np.ndarray:
-    """Padded [N, kp] rows -> blocks of 4 rows interleaved per 4-byte chunk, then the tail rows."""
+    """Padded [N, kp] rows -> blocks of 6 rows interleaved per 4-byte chunk, then of the N % 6 rest a
+    block of 4, a block of 2 and a single row, each if it fits (tinyc_s8_fc)."""
     n, kp = w2d.shape
-    nb = n // 4
-    head = w2d[:nb * 4].reshape(nb, 4, kp // 4, 4).transpose(0, 2, 1, 3).ravel()
-    return np.concatenate([head, w2d[nb * 4:].ravel()]).astype(np.int8)
+    parts, start = [], 0
+    for rb, count in ((6, n // 6), (4, n % 6 // 4), (2, n % 6 % 4 // 2)):
+        block = w2d[start:start + rb * count]
+        parts.append(block.reshape(count, rb, kp // 4, 4).transpose(0, 2, 1, 3).ravel())
+        start += rb * count
+    parts.append(w2d[start:].ravel())
+    return np.concatenate(parts).astype(np.int8)
 
 
 def words(a: np.ndarray) -> np.ndarray:

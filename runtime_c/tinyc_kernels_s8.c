@@ -620,22 +620,32 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
         [c] "+r"(c_), [w] "+r"(w_), [ae] "=&r"(ae), [ao] "=&r"(ao), [be] "=&r"(be), [bo] "=&r"(bo), \
         [x0] "=&r"(x0) TINYC_S8_MK_X1
 
-/* The 3 x 2 block over `chunks` chunks: two chunks per loop trip (the loop's end is read from the
- * stack into a free col register), an odd last chunk after it. */
+/* The 3 x 2 block over `chunks` chunks: four chunks per loop trip (the loop's end is read from the
+ * stack into a free col register: 6 cycles of load, compare and taken branch per 96 MACs), then
+ * two and one straight-line chunks for the rest. */
 #define TINYC_S8_MK3X2(col, wp, chunks)                                                             \
     do {                                                                                            \
         const tinyc_s8_word *c_ = (col), *w_ = (wp);                                                \
-        const tinyc_s8_word *volatile cend_ = c_ + 6 * ((chunks) & ~1);                             \
+        const tinyc_s8_word *volatile cend_ = c_ + 6 * ((chunks) & ~7);                             \
         int32_t ae, ao, be, bo, x0, x1 = 0;                                                         \
         (void)x1;                                                                                   \
-        if ((chunks) >= 2) {                                                                        \
-            __asm__ volatile("1:\n\t" TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK                           \
+        if ((chunks) >= 8) {                                                                        \
+            __asm__ volatile("1:\n\t" TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK         \
+                             TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK  \
+                             TINYC_S8_MK_CHUNK                                                      \
                              "ldr %[x0], %[end]\n\t"                                                \
                              "cmp %[c], %[x0]\n\t"                                                  \
                              "bne 1b\n\t"                                                           \
                              : TINYC_S8_MK_OPERANDS                                                 \
                              : [end] "m"(cend_)                                                     \
                              : "cc", "memory");                                                     \
+        }                                                                                           \
+        if ((chunks) & 4) {                                                                         \
+            __asm__ volatile(TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK  \
+                             : TINYC_S8_MK_OPERANDS : : "memory");                                  \
+        }                                                                                           \
+        if ((chunks) & 2) {                                                                         \
+            __asm__ volatile(TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory"); \
         }                                                                                           \
         if ((chunks) & 1) {                                                                         \
             __asm__ volatile(TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory");                \
@@ -1274,8 +1284,7 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
 #ifdef TINYC_S8_FC
 #if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32) &&  \
     defined(__OPTIMIZE__)
-/* One 4-k chunk of a block of four output rows (11 registers): the x word (any alignment: LDR),
- * the four rows' weight words (2 LDRD), 10 SXTB16 and 8 SMLAD for 16 MACs. */
+/* One 4-k chunk of two output rows: their weight words (one LDRD), 4 SXTB16 and 4 SMLAD. */
 #define TINYC_S8_FC_ROWS(A, B)                                                                      \
     "ldrd %[u0], %[u1], [%[w]], #8\n\t"                                                              \
     "sxtb16 %[t], %[u0]\n\t"                                                                        \
@@ -1286,72 +1295,117 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
     "smlad %[" #B "], %[xe], %[t], %[" #B "]\n\t"                                                  \
     "sxtb16 %[u1], %[u1], ror #8\n\t"                                                               \
     "smlad %[" #B "], %[xo], %[u1], %[" #B "]\n\t"
-#define TINYC_S8_FC_CHUNK                                                                           \
-    "ldr %[xo], [%[x]], #4\n\t"                                                                     \
-    "sxtb16 %[xe], %[xo]\n\t"                                                                       \
-    "sxtb16 %[xo], %[xo], ror #8\n\t" TINYC_S8_FC_ROWS(a0, a1) TINYC_S8_FC_ROWS(a2, a3)
+/* The chunk's x pair, expanded once per row (tinyc_s8_expand): one LDRD. */
+#define TINYC_S8_FC_X "ldrd %[xe], %[xo], [%[x]], #8\n\t"
+#define TINYC_S8_FC_CHUNK TINYC_S8_FC_X TINYC_S8_FC_ROWS(a0, a1) TINYC_S8_FC_ROWS(a2, a3)
+/* Six rows (13 registers): 28 instructions for 24 MACs. */
+#define TINYC_S8_FC_CHUNK6 TINYC_S8_FC_CHUNK TINYC_S8_FC_ROWS(a4, a5)
+#define TINYC_S8_FC_CHUNK2 TINYC_S8_FC_X TINYC_S8_FC_ROWS(a0, a1)
+#define TINYC_S8_FC_OPS2                                                                            \
+    [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(xp), [w] "+r"(wp), [xe] "=&r"(xe), [xo] "=&r"(xo), [u0] "=&r"(u0), \
+        [u1] "=&r"(u1), [t] "=&r"(t)
+#define TINYC_S8_FC_OPS4 TINYC_S8_FC_OPS2, [a2] "+r"(a2), [a3] "+r"(a3)
+#define TINYC_S8_FC_OPS6 TINYC_S8_FC_OPS4, [a4] "+r"(a4), [a5] "+r"(a5)
+/* A block over all chunks: four per loop trip (the end read from the stack), then two and one
+ * straight-line chunks. */
+#define TINYC_S8_FC_BLOCK(CHUNK, OPS)                                                               \
+    do {                                                                                            \
+        const tinyc_s8_word *xp = xw, *volatile xend = xw + 2 * (chunks & ~3);                      \
+        int32_t xe, xo, u0, u1, t;                                                                  \
+        if (chunks >= 4)                                                                            \
+            __asm__ volatile("1:\n\t" CHUNK CHUNK CHUNK CHUNK                                        \
+                             "ldr %[t], %[end]\n\t"                                                 \
+                             "cmp %[x], %[t]\n\t"                                                   \
+                             "bne 1b\n\t"                                                           \
+                             : OPS                                                                  \
+                             : [end] "m"(xend)                                                      \
+                             : "cc", "memory");                                                     \
+        if (chunks & 2) __asm__ volatile(CHUNK CHUNK : OPS : : "memory");                           \
+        if (chunks & 1) __asm__ volatile(CHUNK : OPS : : "memory");                                 \
+    } while (0)
 #define TINYC_S8_FC_ASM 1
 #else
 #define TINYC_S8_FC_ASM 0
 #endif
 
-/* Fully connected: y[r, j] = out(b[j] + sum_k x[r, k] w[j, k]). Weights in blocks of four
- * output rows interleaved per 4-k chunk (one pointer walks them), then the N % 4 tail rows;
- * rows padded to kp. x rows are read in place when contiguous (direct; the compiler
- * permuted the weight columns to the physical order), else gathered into `scratch`. */
+/* acc += the expanded x pairs (xw) . one row's weight words (wp, every `step` words), n chunks. */
+TINYC_S8_INLINE int32_t tinyc_s8_fc_dot(const tinyc_s8_word *xw, const tinyc_s8_word *wp, int32_t step, int32_t n,
+                                        int32_t acc)
+{
+    int32_t j;
+    for (j = 0; j < n; ++j, xw += 2, wp += step) {
+        const uint32_t u = (uint32_t)*wp;
+        acc = tinyc_s8_smlad(xw[0], tinyc_s8_sxtb16(u), acc);
+        acc = tinyc_s8_smlad(xw[1], tinyc_s8_sxtb16_ror8(u), acc);
+    }
+    return acc;
+}
+
+/* Fully connected: y[r, j] = out(b[j] + sum_k x[r, k] w[j, k]). Weights in blocks of six
+ * output rows interleaved per 4-k chunk (one pointer walks them), then of the N % 6 rest a block
+ * of four, a block of two and a single row, each if it fits (int8_weights.fc_interleave); rows padded
+ * to kp. Each x row is first expanded into `scratch` (kp / 4 chunks of 2 words: the even and odd
+ * int16 pairs, tinyc_s8_expand), read in place when contiguous (direct; the compiler permuted the
+ * weight columns to the physical order), else gathered after the expansion's words and zero
+ * padded. The expansion costs 2 kp bytes and ~kp / 2 instructions per row and saves 2 SXTB16 per
+ * chunk of every block. */
 TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
                                  int8_t *scratch, const int8_t *tab, int32_t rows, int32_t k, int32_t kp, int32_t nout,
                                  int32_t xs_r, int32_t xs_k, int32_t ys_r, int32_t ys_n, int32_t direct,
                                  int32_t mode, int32_t zy, int32_t lo, int32_t hi)
 {
-    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC, chunks = kp / 4, nb4 = nout / 4;
-    int32_t r, b, j, i;
-    if (!direct && kp > k) memset(scratch + k, 0, (size_t)(kp - k));
+    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC, chunks = kp / 4, nb6 = nout / 6;
+    const int32_t nb4 = (nout % 6) / 4, nb2 = (nout % 6) % 4 / 2;
+    tinyc_s8_word *const xw = (tinyc_s8_word *)(void *)scratch;
+    int8_t *const gather = scratch + 2 * kp;
+    int32_t r, b, i;
+    if (!direct && kp > k) memset(gather + k, 0, (size_t)(kp - k));
     for (r = 0; r < rows; ++r) {
         const int8_t *xr = x + r * xs_r;
         const tinyc_s8_word *wp = wt;
         const int32_t *q = qp;
         int8_t *yr = y + r * ys_r;
         if (!direct) {
-            for (i = 0; i < k; ++i) scratch[i] = xr[i * xs_k];
-            xr = scratch;
+            for (i = 0; i < k; ++i) gather[i] = xr[i * xs_k];
+            xr = gather;
+        }
+        tinyc_s8_expand(xr, xw, chunks, 2);
+        for (b = 0; b < nb6; ++b, q += 6 * qs, yr += 6 * ys_n) {
+            int32_t a0 = q[0], a1 = q[qs], a2 = q[2 * qs], a3 = q[3 * qs], a4 = q[4 * qs], a5 = q[5 * qs];
+#if TINYC_S8_FC_ASM
+            TINYC_S8_FC_BLOCK(TINYC_S8_FC_CHUNK6, TINYC_S8_FC_OPS6);
+#else
+            a0 = tinyc_s8_fc_dot(xw, wp, 6, chunks, a0);
+            a1 = tinyc_s8_fc_dot(xw, wp + 1, 6, chunks, a1);
+            a2 = tinyc_s8_fc_dot(xw, wp + 2, 6, chunks, a2);
+            a3 = tinyc_s8_fc_dot(xw, wp + 3, 6, chunks, a3);
+            a4 = tinyc_s8_fc_dot(xw, wp + 4, 6, chunks, a4);
+            a5 = tinyc_s8_fc_dot(xw, wp + 5, 6, chunks, a5);
+            wp += 6 * chunks;
+#endif
+            {
+                const tinyc_s8_rq r0 = tinyc_s8_rec(q, mode), r1 = tinyc_s8_rec(q + qs, mode);
+                const tinyc_s8_rq r2 = tinyc_s8_rec(q + 2 * qs, mode), r3 = tinyc_s8_rec(q + 3 * qs, mode);
+                const tinyc_s8_rq r4 = tinyc_s8_rec(q + 4 * qs, mode), r5 = tinyc_s8_rec(q + 5 * qs, mode);
+                yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, r0, mode, zy, lo, hi));
+                yr[ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, r1, mode, zy, lo, hi));
+                yr[2 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a2, r2, mode, zy, lo, hi));
+                yr[3 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a3, r3, mode, zy, lo, hi));
+                yr[4 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a4, r4, mode, zy, lo, hi));
+                yr[5 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a5, r5, mode, zy, lo, hi));
+            }
         }
         for (b = 0; b < nb4; ++b, q += 4 * qs, yr += 4 * ys_n) {
             int32_t a0 = q[0], a1 = q[qs], a2 = q[2 * qs], a3 = q[3 * qs];
-            const int8_t *xp = xr;
-            j = 0;
 #if TINYC_S8_FC_ASM
-            if (chunks >= 4) {     /* four chunks per trip, the rest below */
-                const int8_t *volatile xend = xr + 4 * (chunks & ~3);
-                int32_t xe, xo, u0, u1, t;
-                __asm__ volatile("1:\n\t" TINYC_S8_FC_CHUNK TINYC_S8_FC_CHUNK TINYC_S8_FC_CHUNK TINYC_S8_FC_CHUNK
-                                 "ldr %[t], %[end]\n\t"
-                                 "cmp %[x], %[t]\n\t"
-                                 "bne 1b\n\t"
-                                 : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(xp),
-                                   [w] "+r"(wp), [xe] "=&r"(xe), [xo] "=&r"(xo), [u0] "=&r"(u0), [u1] "=&r"(u1),
-                                   [t] "=&r"(t)
-                                 : [end] "m"(xend)
-                                 : "cc", "memory");
-                j = chunks & ~3;
-            }
+            TINYC_S8_FC_BLOCK(TINYC_S8_FC_CHUNK, TINYC_S8_FC_OPS4);
+#else
+            a0 = tinyc_s8_fc_dot(xw, wp, 4, chunks, a0);
+            a1 = tinyc_s8_fc_dot(xw, wp + 1, 4, chunks, a1);
+            a2 = tinyc_s8_fc_dot(xw, wp + 2, 4, chunks, a2);
+            a3 = tinyc_s8_fc_dot(xw, wp + 3, 4, chunks, a3);
+            wp += 4 * chunks;
 #endif
-            for (; j < chunks; ++j, xp += 4, wp += 4) {
-                const uint32_t v = tinyc_s8_ld32(xp);
-                const int32_t xe = tinyc_s8_sxtb16(v), xo = tinyc_s8_sxtb16_ror8(v);
-                uint32_t u = (uint32_t)wp[0];
-                a0 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a0);
-                a0 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a0);
-                u = (uint32_t)wp[1];
-                a1 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a1);
-                a1 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a1);
-                u = (uint32_t)wp[2];
-                a2 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a2);
-                a2 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a2);
-                u = (uint32_t)wp[3];
-                a3 = tinyc_s8_smlad(xe, tinyc_s8_sxtb16(u), a3);
-                a3 = tinyc_s8_smlad(xo, tinyc_s8_sxtb16_ror8(u), a3);
-            }
             {
                 const tinyc_s8_rq r0 = tinyc_s8_rec(q, mode), r1 = tinyc_s8_rec(q + qs, mode);
                 const tinyc_s8_rq r2 = tinyc_s8_rec(q + 2 * qs, mode), r3 = tinyc_s8_rec(q + 3 * qs, mode);
@@ -1361,14 +1415,23 @@ TINYC_S8_INLINE void tinyc_s8_fc(const int8_t *x, const tinyc_s8_word *wt, const
                 yr[3 * ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a3, r3, mode, zy, lo, hi));
             }
         }
-        for (b = nb4 * 4; b < nout; ++b, q += qs, yr += ys_n) {
-            int32_t a0 = q[0];
-            const int8_t *xp = xr;
-            for (j = 0; j < chunks; ++j, xp += 4, ++wp) {
-                const uint32_t v = tinyc_s8_ld32(xp), u = (uint32_t)*wp;
-                a0 = tinyc_s8_smlad(tinyc_s8_sxtb16(v), tinyc_s8_sxtb16(u), a0);
-                a0 = tinyc_s8_smlad(tinyc_s8_sxtb16_ror8(v), tinyc_s8_sxtb16_ror8(u), a0);
+        for (b = 0; b < nb2; ++b, q += 2 * qs, yr += 2 * ys_n) {
+            int32_t a0 = q[0], a1 = q[qs];
+#if TINYC_S8_FC_ASM
+            TINYC_S8_FC_BLOCK(TINYC_S8_FC_CHUNK2, TINYC_S8_FC_OPS2);
+#else
+            a0 = tinyc_s8_fc_dot(xw, wp, 2, chunks, a0);
+            a1 = tinyc_s8_fc_dot(xw, wp + 1, 2, chunks, a1);
+            wp += 2 * chunks;
+#endif
+            {
+                const tinyc_s8_rq r0 = tinyc_s8_rec(q, mode), r1 = tinyc_s8_rec(q + qs, mode);
+                yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a0, r0, mode, zy, lo, hi));
+                yr[ys_n] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(a1, r1, mode, zy, lo, hi));
             }
+        }
+        for (b = nb6 * 6 + nb4 * 4 + nb2 * 2; b < nout; ++b, q += qs, yr += ys_n, wp += chunks) {
+            const int32_t a0 = tinyc_s8_fc_dot(xw, wp, 1, chunks, q[0]);
             yr[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
         }
     }

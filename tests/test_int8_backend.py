@@ -433,8 +433,15 @@ def test_weight_transforms():
     padded = int8_weights.pad_k(w8)
     assert padded.shape == (6, 12) and not padded[:, 10:].any()
     inter = int8_weights.fc_interleave(padded)
-    assert inter[:16].tolist() == [*padded[0, :4], *padded[1, :4], *padded[2, :4], *padded[3, :4]]
-    assert inter[-12:].tolist() == padded[5].tolist()
+    assert inter[:24].tolist() == [v for r in range(6) for v in padded[r, :4]]
+    assert inter[-24:].tolist() == [v for r in range(6) for v in padded[r, 8:]]
+    for n, blocks in ((13, (6, 6, 1)), (11, (6, 4, 1)), (9, (6, 2, 1)), (3, (2, 1)), (4, (4,))):
+        rows = rng.integers(-127, 128, (n, 8)).astype(np.int8)     # blocks of 6, then 4, 2, 1 interleaved per chunk
+        want, r0 = [], 0
+        for rb in blocks:
+            want += [v for c in range(2) for r in range(r0, r0 + rb) for v in rows[r, 4 * c:4 * c + 4]]
+            r0 += rb
+        assert int8_weights.fc_interleave(rows).tolist() == want, n
     words = int8_weights.words(padded)
     assert words.dtype == np.int32 and words.view(np.int8).tolist() == padded.ravel().tolist()
     bias = int8_weights.folded_bias(w8, np.arange(6, dtype=np.int32), -5)

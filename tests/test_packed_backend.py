@@ -403,12 +403,14 @@ def test_digits_mlp_acceptance_on_cortex_m4(tmp_path):
     weights = {k: v[1] for k, v in fw.items()}
     instr = {k: v[2] for k, v in fw.items()}
     assert flash["int8"] >= 4 * flash["pruned int8"], flash
-    # the sparse and codebook layers were < 0.8x of int8 dense until the int8 FC kernel's asm loop
-    # (97b6b71) made dense 12 % faster: 0.86x / 0.87x now (33,638 / 33,944 vs 39,000)
-    assert instr["pruned int8"] < 0.9 * instr["int8"], instr
+    # issue 11's requirement: at >= 80 % sparsity the packed layers cost no more than int8 dense. The
+    # ratio has shrunk each time the dense FC kernel got faster: < 0.8x until its asm loop (97b6b71),
+    # 0.86x / 0.87x after it, 0.94x / 0.94x (33,261 / 33,569 vs 35,537) since its 6-row blocks over
+    # expanded x; the sparse kernels' per-output stage (~15 instructions) is now their main cost.
+    assert instr["pruned int8"] < instr["int8"], instr
     assert weights["int8 share4"] <= weights["int8"] / 2 + 3 * 16, weights     # + 3 codebooks of 16
     assert flash["float"] >= 20 * flash["deep compression"], flash
-    assert instr["deep compression"] < 0.9 * instr["int8"], instr
+    assert instr["deep compression"] < instr["int8"], instr
     acc = {label: ce.accuracy(digits("mlp", label), "mlp") for label in ("float", "pruned int8", "deep compression")}
     for label, measured in (("pruned int8", 96.94), ("deep compression", 96.39)):
         assert acc[label] >= measured - binomial_margin(measured, 360), acc

@@ -264,9 +264,37 @@ def dw_variant(g: dict) -> int:
     return 4
 
 
+def _dw3_cost(g: dict, xs_w: int) -> int:
+    """Instructions per channel of tinyc_s8_dw's 3x3 stride-1 loop (variant 3), roughly: the plane's
+    gather (a memcpy per row, or strided bytes 8 per trip) and 2 x 2 output steps, then a last odd row
+    2 outputs per step (measured on the Cortex-M4: 56 per 2 x 2 step, 33 per 1 x 2)."""
+    h, w, oh, ow = g["h"], g["w"], g["oh"], g["ow"]
+    row = w // 4 + 12 if xs_w == 1 else (w // 8) * 20 + (w % 8 // 4) * 10 + (w % 4) * 3 + 8
+    pairs = (oh // 2) * ((ow // 2) * 56 + (ow % 2) * 40 + 8)
+    last = (oh % 2) * ((ow // 2) * 33 + (ow % 2) * 20 + 8)
+    return h * row + pairs + last
+
+
+def _transposed(g: dict) -> dict:
+    """The geometry with height and width swapped (the kernel reads a transposed plane)."""
+    t = dict(g)
+    for a, b in (("h", "w"), ("oh", "ow"), ("kh", "kw"), ("sh", "sw"), ("dh", "dw"), ("pt", "pl")):
+        t[a], t[b] = g[b], g[a]
+    return t
+
+
+def dw_transpose(g: dict, xs: list[int]) -> bool:
+    """Run a 3x3 stride-1 depthwise conv on transposed planes (width and height swapped, the weights
+    transposed, the strides exchanged) when that is cheaper: a narrow map (DS-CNN's 25 x 5) then has
+    its long side along the 2-output steps and its gather reads 8 bytes per trip."""
+    if dw_variant(g) != 3:
+        return False
+    return 10 * _dw3_cost(_transposed(g), xs[2]) < 9 * _dw3_cost(g, xs[3])
+
+
 def conv_is_fc(op: Op) -> bool:
     """A 1x1 conv on a 1x1 map (squeeze-excite FCs, classifier heads written as convs) is a fully
-    connected layer: it runs tinyc_s8_fc (batch-1 blocks of 4 output rows) instead of the conv GEMM."""
+    connected layer: it runs tinyc_s8_fc (batch-1 blocks of 6 output rows) instead of the conv GEMM."""
     g = _conv_geometry(op)
     return (g["h"] == g["w"] == g["oh"] == g["ow"] == g["kh"] == g["kw"] == 1 and g["groups"] == 1
             and not any(op.attrs["padding"]))
@@ -281,6 +309,9 @@ def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
     xs = self.strides(op, 0, p)
     p.info["xs"] = xs
     if is_depthwise(op):
+        if dw_transpose(g, xs):
+            g = _transposed(g)
+            p.info["transpose"] = True
         ph = max((g["oh"] - 1) * g["sh"] + (g["kh"] - 1) * g["dh"] + 1, g["pt"] + g["h"])
         pw = max((g["ow"] - 1) * g["sw"] + (g["kw"] - 1) * g["dw"] + 1, g["pl"] + g["w"])
         p.info.update(kind="dw", ph=ph, pw=pw)
@@ -317,6 +348,9 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     qw = Weight(ctx.weight_name("q"), _records(stage), "int32_t")
     tail = [zx]
     if p.info["kind"] == "dw":
+        if p.info.get("transpose"):
+            g, w = _transposed(g), w.transpose(0, 1, 3, 2)
+            xs, ys = [*xs[:2], xs[3], xs[2]], [*ys[:2], ys[3], ys[2]]
         variant = dw_variant(g)
         if variant in (1, 2, 3):
             ww = Weight(ctx.weight_name("w"), iw.dw3x3_weights(w), "int32_t")

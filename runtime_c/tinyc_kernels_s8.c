@@ -154,6 +154,13 @@ TINYC_S8_INLINE int32_t tinyc_s8_ssat8(int32_t x)
 
 #endif
 
+/* p, opaque to the optimiser (no loads through it hoisted out of a loop); p itself elsewhere. */
+#if defined(__GNUC__)
+#define TINYC_S8_OPAQUE(p) __extension__({ const tinyc_s8_word *o_ = (p); __asm__("" : "+r"(o_)); o_; })
+#else
+#define TINYC_S8_OPAQUE(p) (p)
+#endif
+
 /* A little-endian 32-bit load from any address (one LDR where unaligned loads exist). */
 TINYC_S8_INLINE uint32_t tinyc_s8_ld32(const int8_t *p)
 {
@@ -518,6 +525,32 @@ TINYC_S8_INLINE void tinyc_s8_expand(const int8_t *row, tinyc_s8_word *col, int3
 #endif
 
 #ifdef TINYC_S8_CONV_GEMM
+/* n bytes from s to d / n copies of v at d: a word at a time (unaligned LDR / STR) for the few bytes
+ * of an im2col row (a libc call costs more than the copy), libc beyond 16 bytes. */
+TINYC_S8_INLINE void tinyc_s8_copyn(int8_t *d, const int8_t *s, int32_t n)
+{
+    if (n > 16) {
+        memcpy(d, s, (size_t)n);
+        return;
+    }
+    for (; n >= 4; n -= 4, d += 4, s += 4) {
+        const uint32_t v = tinyc_s8_ld32(s);
+        memcpy(d, &v, 4);
+    }
+    for (; n > 0; --n) *d++ = *s++;
+}
+
+TINYC_S8_INLINE void tinyc_s8_filln(int8_t *d, int32_t v, int32_t n)
+{
+    const uint32_t word = (uint32_t)(uint8_t)v * 0x01010101u;
+    if (n > 16) {
+        memset(d, v, (size_t)n);
+        return;
+    }
+    for (; n >= 4; n -= 4, d += 4) memcpy(d, &word, 4);
+    for (; n > 0; --n) *d++ = (int8_t)v;
+}
+
 /* im2col of output pixel (oy, ox) into row[0..kh*kw*cg): order (ky, kx, ci), the input
  * zero point zx in the padding (the bias absorbed -zx * sum(w), so padding adds 0). */
 TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, int32_t ox, int32_t cg,
@@ -526,25 +559,27 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
                                      int32_t xs_w, int32_t zx)
 {
     const int32_t iy0 = oy * sh - pt, ix0 = ox * sw - pl;
-    int32_t ky, kx, ci;
+    const int32_t inside = ix0 >= 0 && ix0 + (kw - 1) * dw < w;
+    int32_t ky, kx, ci, lo = 0, hi = kw;
+    if (cg == 1) {      /* one channel: the taps in range across are lo..hi, the same on every row */
+        while (lo < kw && ix0 + lo * dw < 0) ++lo;
+        while (hi > lo && ix0 + (hi - 1) * dw >= w) --hi;
+    }
     for (ky = 0; ky < kh; ++ky) {
         const int32_t iy = iy0 + ky * dh;
         if (iy < 0 || iy >= h) {
-            memset(row, zx, (size_t)(kw * cg));
+            tinyc_s8_filln(row, zx, kw * cg);
             row += kw * cg;
             continue;
         }
-        if (xs_c == 1 && dw == 1 && xs_w == cg && ix0 >= 0 && ix0 + kw <= w) {
-            memcpy(row, x + iy * xs_h + ix0 * xs_w, (size_t)(kw * cg));
+        if ((xs_c == 1 || cg == 1) && dw == 1 && xs_w == cg && inside) {
+            tinyc_s8_copyn(row, x + iy * xs_h + ix0 * xs_w, kw * cg);
             row += kw * cg;
             continue;
         }
         if (cg == 1) {
-            /* one channel (a spectrogram, a grey image): the row's taps in range are kx_lo..kx_hi */
+            /* one channel (a spectrogram, a grey image) */
             const int8_t *p = x + iy * xs_h + ix0 * xs_w;
-            int32_t lo = 0, hi = kw;
-            while (lo < kw && ix0 + lo * dw < 0) ++lo;
-            while (hi > lo && ix0 + (hi - 1) * dw >= w) --hi;
             for (kx = 0; kx < lo; ++kx) row[kx] = (int8_t)zx;
             for (; kx < hi; ++kx) row[kx] = p[kx * dw * xs_w];
             for (; kx < kw; ++kx) row[kx] = (int8_t)zx;
@@ -599,6 +634,33 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
     "smlad %[a" #P "], %[x1], %[ao], %[a" #P "]\n\t"                                                \
     "smlad %[b" #P "], %[x1], %[bo], %[b" #P "]\n\t"
 #define TINYC_S8_MK_X1 , [x1] "=&r"(x1)
+/* The first chunk, pixels 2 and 1 before 0: their accumulators start from the bias in a0 / b0
+ * (no copies of it). */
+#define TINYC_S8_MK_FROM(P, OFF)                                                                    \
+    "ldrd %[x0], %[x1], [%[c], #" #OFF "]\n\t"                                                      \
+    "smlad %[a" #P "], %[x0], %[ae], %[a0]\n\t"                                                     \
+    "smlad %[b" #P "], %[x0], %[be], %[b0]\n\t"                                                     \
+    "smlad %[a" #P "], %[x1], %[ao], %[a" #P "]\n\t"                                                \
+    "smlad %[b" #P "], %[x1], %[bo], %[b" #P "]\n\t"
+#define TINYC_S8_MK_FIRST                                                                           \
+    do {                                                                                            \
+        __asm__ volatile("ldrd %[ao], %[bo], [%[w]], #8\n\t"                                        \
+                         "sxtb16 %[ae], %[ao]\n\t"                                                  \
+                         "sxtb16 %[ao], %[ao], ror #8\n\t"                                          \
+                         "sxtb16 %[be], %[bo]\n\t"                                                  \
+                         "sxtb16 %[bo], %[bo], ror #8\n\t" TINYC_S8_MK_FROM(2, 16)                  \
+                         TINYC_S8_MK_FROM(1, 8)                                                     \
+                         "ldrd %[x0], %[x1], [%[c]], #24\n\t"                                       \
+                         "smlad %[a0], %[x0], %[ae], %[a0]\n\t"                                     \
+                         "smlad %[b0], %[x0], %[be], %[b0]\n\t"                                     \
+                         "smlad %[a0], %[x1], %[ao], %[a0]\n\t"                                     \
+                         "smlad %[b0], %[x1], %[bo], %[b0]\n\t"                                     \
+                         : [a0] "+r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [b0] "+r"(b0), [b1] "=&r"(b1), \
+                           [b2] "=&r"(b2), [c] "+r"(c_), [w] "+r"(w), [ae] "=&r"(ae), [ao] "=&r"(ao),   \
+                           [be] "=&r"(be), [bo] "=&r"(bo), [x0] "=&r"(x0), [x1] "=&r"(x1)              \
+                         :                                                                          \
+                         : "memory");                                                               \
+    } while (0)
 #else
 #define TINYC_S8_MK_PIXEL(P)                                                                        \
     "ldr %[x0], [%[c]], #4\n\t"                                                                     \
@@ -608,6 +670,12 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
     "smlad %[a" #P "], %[x0], %[ao], %[a" #P "]\n\t"                                                \
     "smlad %[b" #P "], %[x0], %[bo], %[b" #P "]\n\t"
 #define TINYC_S8_MK_X1
+#define TINYC_S8_MK_FIRST                                                                           \
+    do {                                                                                            \
+        a1 = a2 = a0;                                                                               \
+        b1 = b2 = b0;                                                                               \
+        __asm__ volatile(TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory");                    \
+    } while (0)
 #endif
 #define TINYC_S8_MK_CHUNK                                                                           \
     "ldrd %[ao], %[bo], [%[w]], #8\n\t"                                                             \
@@ -617,19 +685,22 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
     "sxtb16 %[bo], %[bo], ror #8\n\t" TINYC_S8_MK_PIXEL(0) TINYC_S8_MK_PIXEL(1) TINYC_S8_MK_PIXEL(2)
 #define TINYC_S8_MK_OPERANDS                                                                        \
     [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2),       \
-        [c] "+r"(c_), [w] "+r"(w_), [ae] "=&r"(ae), [ao] "=&r"(ao), [be] "=&r"(be), [bo] "=&r"(bo), \
+        [c] "+r"(c_), [w] "+r"(w), [ae] "=&r"(ae), [ao] "=&r"(ao), [be] "=&r"(be), [bo] "=&r"(bo), \
         [x0] "=&r"(x0) TINYC_S8_MK_X1
 
-/* The 3 x 2 block over `chunks` chunks: four chunks per loop trip (the loop's end is read from the
- * stack into a free col register: 6 cycles of load, compare and taken branch per 96 MACs), then
- * two and one straight-line chunks for the rest. */
-#define TINYC_S8_MK3X2(col, wp, chunks)                                                             \
+/* The 3 x 2 block over `chunks` (>= 1) chunks from the biases in a0 / b0 (a1, a2, b1, b2 are set
+ * here), advancing the weight pointer w past them: the first chunk, then eight per loop trip (the
+ * loop's end, cend = col + 6 + 6 ((chunks - 1) & ~7), is read from the stack into a free col
+ * register: 6 cycles of load, compare and taken branch per 192 MACs), then four, two and one
+ * straight-line chunks for the rest. */
+#define TINYC_S8_MK3X2(col, cend, w, chunks)                                                        \
     do {                                                                                            \
-        const tinyc_s8_word *c_ = (col), *w_ = (wp);                                                \
-        const tinyc_s8_word *volatile cend_ = c_ + 6 * ((chunks) & ~7);                             \
+        const tinyc_s8_word *c_ = (col);                                                            \
+        const int32_t n_ = (chunks) - 1;                                                            \
         int32_t ae, ao, be, bo, x0, x1 = 0;                                                         \
         (void)x1;                                                                                   \
-        if ((chunks) >= 8) {                                                                        \
+        TINYC_S8_MK_FIRST;                                                                          \
+        if (n_ >= 8) {                                                                              \
             __asm__ volatile("1:\n\t" TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK         \
                              TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK  \
                              TINYC_S8_MK_CHUNK                                                      \
@@ -637,27 +708,30 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
                              "cmp %[c], %[x0]\n\t"                                                  \
                              "bne 1b\n\t"                                                           \
                              : TINYC_S8_MK_OPERANDS                                                 \
-                             : [end] "m"(cend_)                                                     \
+                             : [end] "m"(cend)                                                      \
                              : "cc", "memory");                                                     \
         }                                                                                           \
-        if ((chunks) & 4) {                                                                         \
+        if (n_ & 4) {                                                                             \
             __asm__ volatile(TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK  \
                              : TINYC_S8_MK_OPERANDS : : "memory");                                  \
         }                                                                                           \
-        if ((chunks) & 2) {                                                                         \
+        if (n_ & 2) {                                                                             \
             __asm__ volatile(TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory"); \
         }                                                                                           \
-        if ((chunks) & 1) {                                                                         \
+        if (n_ & 1) {                                                                             \
             __asm__ volatile(TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory");                \
         }                                                                                           \
     } while (0)
 #else
-#define TINYC_S8_MK3X2(col, wp, chunks)                                                        \
+#define TINYC_S8_MK3X2(col, cend, w, chunks)                                                   \
     do {                                                                                       \
-        const tinyc_s8_word *c_ = (col), *w_ = (wp);                                           \
+        const tinyc_s8_word *c_ = (col);                                                       \
         int32_t j_;                                                                            \
-        for (j_ = 0; j_ < (chunks); ++j_, c_ += 6, w_ += 2) {                                  \
-            const uint32_t u_ = (uint32_t)w_[0], v_ = (uint32_t)w_[1];                         \
+        (void)(cend);                                                                          \
+        a1 = a2 = a0;                                                                          \
+        b1 = b2 = b0;                                                                          \
+        for (j_ = 0; j_ < (chunks); ++j_, c_ += 6, w += 2) {                                   \
+            const uint32_t u_ = (uint32_t)w[0], v_ = (uint32_t)w[1];                           \
             const int32_t ae = tinyc_s8_sxtb16(u_), ao = tinyc_s8_sxtb16_ror8(u_);             \
             const int32_t be = tinyc_s8_sxtb16(v_), bo = tinyc_s8_sxtb16_ror8(v_);             \
             a0 = tinyc_s8_smlad(c_[1], ao, tinyc_s8_smlad(c_[0], ae, a0));                     \
@@ -687,10 +761,11 @@ TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_wor
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
                                     int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
+    const tinyc_s8_word *volatile cend = col + 6 + 6 * ((chunks - 1) & ~7);
     int32_t o, j;
-    for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c, w += 2 * chunks) {
-        int32_t a0 = q[0], a1 = a0, a2 = a0, b0 = q[qs], b1 = b0, b2 = b0;
-        TINYC_S8_MK3X2(col, w, chunks);
+    for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c) {
+        int32_t a0 = q[0], b0 = q[qs], a1, a2, b1, b2;
+        TINYC_S8_MK3X2(col, cend, w, chunks);
         tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi, tab);
         tinyc_s8_store3(y + ys_c, q + qs, b0, b1, b2, ys_p, np, mode, zy, lo, hi, tab);
     }
@@ -852,6 +927,9 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm4(const int8_t *x, const tinyc_s8_word *w
     const int32_t npix = oh * ow, chunks = kp / 4, k = kh * kw * cg, full = npix & ~3;
     const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
     const int32_t expand = !direct && xs_c == 1 && (cg & 3) == 0;
+    /* one channel, rows of kw % 4 == 0 contiguous taps: pixels whose window is inside across expand
+     * straight from the input too (a 10 x 4 spectrogram filter) */
+    const int32_t expand1 = !direct && cg == 1 && (kw & 3) == 0 && dw == 1 && xs_w == 1;
     const int32_t zz = tinyc_s8_sxtb16((uint32_t)(uint8_t)zx * 0x01010101u);
     int32_t n, g, p0, p;
     if (!direct && !expand && kp > k) memset(row + k, 0, (size_t)(kp - k));
@@ -868,7 +946,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm4(const int8_t *x, const tinyc_s8_word *w
                     const int32_t oy = (p0 + p) / ow, ox = (p0 + p) % ow;
                     if (direct) {
                         tinyc_s8_expand(xg + oy * sh * xs_h + ox * sw * xs_w, col + 2 * p, chunks, step);
-                    } else if (expand) {
+                    } else if (expand || (expand1 && ox * sw - pl >= 0 && ox * sw - pl + kw <= w)) {
                         tinyc_s8_im2col_expand(xg, col + 2 * p, step, oy, ox, cg, h, w, kh, kw, sh, sw, dh, dw, pt,
                                                pl, xs_h, xs_w, zz);
                     } else {
@@ -910,6 +988,9 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
     const int32_t npix = oh * ow, chunks = kp / 4, k = kh * kw * cg, full = npix - npix % pix;
     const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
     const int32_t expand = !direct && xs_c == 1 && (cg & 3) == 0;
+    /* one channel, rows of kw % 4 == 0 contiguous taps: pixels whose window is inside across expand
+     * straight from the input too (a 10 x 4 spectrogram filter) */
+    const int32_t expand1 = !direct && cg == 1 && (kw & 3) == 0 && dw == 1 && xs_w == 1;
     const int32_t zz = tinyc_s8_sxtb16((uint32_t)(uint8_t)zx * 0x01010101u);
     int32_t n, g, p0, p;
     if (pix == 4) {
@@ -931,7 +1012,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
                     const int32_t oy = (p0 + p) / ow, ox = (p0 + p) % ow;
                     if (direct) {
                         tinyc_s8_expand(xg + oy * sh * xs_h + ox * sw * xs_w, col + 2 * p, chunks, step);
-                    } else if (expand) {
+                    } else if (expand || (expand1 && ox * sw - pl >= 0 && ox * sw - pl + kw <= w)) {
                         tinyc_s8_im2col_expand(xg, col + 2 * p, step, oy, ox, cg, h, w, kh, kw, sh, sw, dh, dw, pt,
                                                pl, xs_h, xs_w, zz);
                     } else {
@@ -1123,6 +1204,10 @@ TINYC_S8_INLINE void tinyc_s8_dw(const int8_t *x, const void *wt, const int32_t 
                             const int8_t *r0 = plane + oy * pw;
                             int8_t *yr = yo + oy * ys_h;
                             for (ox = 0; ox + 1 < ow; ox += 2, r0 += 2, yr += 2 * ys_w) {
+                                /* the weights read again each step (one LDM): kept in registers across
+                                 * the loop they leave too few for the 4 accumulators and the output stage */
+                                const tinyc_s8_word *wq = TINYC_S8_OPAQUE(wp);
+                                const int32_t w0 = wq[0], w1 = wq[1], w2 = wq[2], wm = wq[3], wb = wq[4];
                                 uint32_t v = tinyc_s8_ld32(r0);
                                 int32_t e = tinyc_s8_sxtb16(v), d = tinyc_s8_sxtb16_ror8(v);
                                 int32_t a00 = tinyc_s8_smlad(e, w0, bias), a01 = tinyc_s8_smlad(d, w0, bias);

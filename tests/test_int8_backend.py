@@ -16,7 +16,7 @@ from helpers import fused_graph, layer_tensor, record_layers, zoo_inputs
 from test_planner import Builder
 from bench import zoo
 from tinyc import quant
-from tinyc.backends import int8_layout, int8_weights
+from tinyc.backends import c_ops_int8, int8_layout, int8_weights
 from tinyc.backends.bench import bench_model
 from tinyc.backends.c_emitter import emit_bundle
 from tinyc.backends.run import run_model
@@ -193,6 +193,7 @@ OP_CASES = {
     "conv_1x1_padded": conv((1, 4, 3, 3), (5, 4, 1, 1), padding=[1, 0, 0, 2]),
     "conv_single_channel": conv((1, 1, 9, 6), (9, 1, 4, 3), stride=[2, 2], padding=[1, 1, 2, 1], act="relu"),
     "conv_kernel_past_input": conv((1, 1, 2, 3), (2, 1, 5, 5), padding=[2, 2, 2, 2]),
+    "conv_1ch_10x4_s2": conv((1, 1, 13, 10), (6, 1, 10, 4), stride=[2, 2], padding=[4, 1, 4, 1], act="relu"),
     "dw3x3_s1_odd_width": conv((1, 6, 5, 7), (6, 1, 3, 3), groups=6, padding=[1, 1, 1, 1], act="relu"),
     "dw3x3_s2_asym": conv((1, 5, 9, 8), (5, 1, 3, 3), groups=5, stride=[2, 2], padding=[0, 0, 1, 1]),
     "dw3x3_multiplier2": conv((1, 3, 6, 6), (6, 1, 3, 3), groups=3, padding=[1, 1, 1, 1], **LEAKY),
@@ -352,7 +353,7 @@ def test_zoo_exact_on_qemu(name, target, tmp_path):
                                   "global_mean_c12_lanes", "mean_contiguous_lanes", "mul_per_channel_relu6",
                                   "conv_then_gate_cl", "maxpool_cl_c8_ceil", "maxpool_cl_c12_dilated",
                                   "conv_1x1_map_fc_rows", "conv_1x1_map_fc_then_gate", "conv_hardswish_fused",
-                                  "dw5_silu_fused", "linear_tanh_fused"])
+                                  "dw5_silu_fused", "linear_tanh_fused", "conv_1ch_10x4_s2", "linear_rows_tail"])
 def test_fast_paths_exact_on_qemu(case, target, tmp_path):
     """The kernels' fast paths on the M4's DSP path and the M0's portable one (no unaligned loads): the
     any-size depthwise loop (variant 4: words of 4 taps at any alignment), the channels-last global pools
@@ -424,7 +425,24 @@ def test_layouts_and_kernels_chosen(tmp_path):
         assert np.array_equal(off, int8_layout.perm_offsets(off.shape, (0, 2, 3, 1))), op.result.name
     # one wrapper per shape: the 10x4 conv, and the four 1x1 convs (all channels-last to channels-last)
     assert text.count("tinyc_s8_dw(") == 1 and text.count("tinyc_s8_conv_gemm(") == 2
+    # the 25 x 5 depthwise maps run transposed: h, w, oh, ow = 5, 25, 5, 25 and the strides exchanged
+    call = text[text.index("tinyc_s8_dw(p0"):].split(")")[0]
+    assert ", 1, 5, 25, 5, 25, 3, 3, 1, 1, 1, 1, 1, 1, 7, 27, 0, 1, 64, 320, 0, 1, 64, 320," in call, call
     assert "int8_t i8[model_ARENA_SIZE]" in text and "TINYC_LAYER_OUTPUT(" in text
+
+
+def test_dw_transpose_choice():
+    """A 3x3 stride-1 depthwise conv runs on transposed planes only when the cost model says so: a narrow
+    channels-last map (DS-CNN's 25 x 5) yes; square maps, stride 2 and planar narrow maps no."""
+    def geom(h, w, s=1):
+        return dict(n=1, c=8, o=8, h=h, w=w, oh=(h - 1) // s + 1, ow=(w - 1) // s + 1, kh=3, kw=3, sh=s, sw=s,
+                    dh=1, dw=1, pt=1, pl=1, groups=8, cg=1)
+    cl = lambda h, w: [0, 1, w * 64, 64]          # channels-last strides (n, c, h, w) of a 64-channel map
+    assert c_ops_int8.dw_transpose(geom(25, 5), cl(25, 5))
+    assert not c_ops_int8.dw_transpose(geom(12, 12), cl(12, 12))
+    assert not c_ops_int8.dw_transpose(geom(5, 25), cl(5, 25))
+    assert not c_ops_int8.dw_transpose(geom(25, 5, s=2), cl(25, 5))
+    assert not c_ops_int8.dw_transpose(geom(25, 5), [0, 125, 5, 1])
 
 
 def test_weight_transforms():

@@ -75,6 +75,8 @@ class BundleInfo:
     # int8 tensors: value name -> byte offset of each logical element (int8_layout); the
     # bytes TINYC_LAYER_OUTPUT reports for layer i are in this order
     int8_layouts: dict[str, np.ndarray] = field(default_factory=dict)
+    # layers whose weights are stored as int16 pairs (emit_bundle's wide_weights)
+    wide_layers: tuple[str, ...] = ()
 
 
 # ---- template context ----------------------------------------------------------
@@ -224,10 +226,12 @@ class _Lowerer:
 # ---- emission ----------------------------------------------------------------------
 
 def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host",
-                packing: c_ops_packed.PackingPolicy | None = None) -> BundleInfo:
+                packing: c_ops_packed.PackingPolicy | None = None, wide_weights: int = 0) -> BundleInfo:
     """Write OUT/NAME.h, OUT/NAME.c, the runtime files they need and the manifest
     OUT/bundle.json (tinyc.backends.manifest); see the module doc. `packing` overrides how
-    weight formats are chosen (tests and measurements)."""
+    weight formats are chosen (tests and measurements). `wide_weights`: flash bytes the int8 dense
+    convs may add by storing their weights as int16 pairs (the GEMM then skips unpacking them;
+    c_ops_int8.choose_wide); 0 none, < 0 all."""
     target = get_target(target_name)
     int8 = _check_graph(graph, name)
     limits.check_tensors(graph, target)
@@ -268,6 +272,8 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                 if fewer[0].arena_size <= cl[0].arena_size:
                     best = fewer
     plan, family, packing, low8, _ = best
+    if int8:
+        low8.wide_ops = c_ops_int8.choose_wide(graph, low8, wide_weights)
     plan.check()
     limits.check_arena(graph, plan.arena_size, plan.locations, target)   # before anything is written
     lowerer = _Lowerer(graph, name, plan)
@@ -303,7 +309,8 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                    for i, (op, low) in enumerate(zip(ops, lowered)))
     return BundleInfo(name, target.name, header.input_size, header.output_size, plan.arena_size,
                       plan.lower_bound, plan.locations, layers, tuple(files), plan,
-                      dict(low8.lay.offsets) if int8 else {})
+                      dict(low8.lay.offsets) if int8 else {},
+                      tuple(op.result.name for op in ops if int8 and op.result.name in low8.wide_ops))
 
 
 def _binary_storage(op: Op, low: Lowered) -> dict | None:

@@ -92,6 +92,9 @@ class Int8Lowering:
 
     def __init__(self, layouts: Layouts):
         self.lay = layouts
+        # dense convs whose weights are stored as the int16 pairs the GEMM multiplies (2x their flash, no
+        # SXTB16 per use): choose_wide, after planning
+        self.wide_ops: frozenset = frozenset()
         self.plans: dict[str, OpPlan] = {}
         # per-op emitters replacing _EMIT[kind] (same signature), e.g. packed weights (c_ops_packed)
         self.overrides: dict[str, Callable] = {}
@@ -253,6 +256,28 @@ def gemm_pixels(kp: int) -> int:
     return 4 if kp <= 8 else 3
 
 
+def choose_wide(graph, low8: "Int8Lowering", budget: int) -> frozenset:
+    """The dense convs (3 x 2 GEMM block) whose weights are stored as int16 pairs, within `budget` extra
+    flash bytes (< 0: no limit; each costs its O x kp weight bytes again): the ones that reuse each weight
+    over the most output pixels first (the instructions saved per byte), then by name; a layer that does
+    not fit is skipped for smaller ones."""
+    if budget == 0:
+        return frozenset()
+    cand = []
+    for op in graph.compute_ops():
+        p = low8.plans.get(op.result.name)
+        if p is None or op.result.name in low8.overrides or p.info.get("kind") != "gemm" or p.info.get("pix") != 3:
+            continue
+        g = _conv_geometry(op)
+        cand.append((-g["n"] * g["oh"] * g["ow"], op.result.name, g["o"] * p.info["kp"]))
+    chosen, spent = set(), 0
+    for _, name, extra in sorted(cand):
+        if budget < 0 or spent + extra <= budget:
+            chosen.add(name)
+            spent += extra
+    return frozenset(chosen)
+
+
 def dw_variant(g: dict) -> int:
     """tinyc_s8_dw's loop for a depthwise geometry: 3 (3x3 stride 1: 2 x 2 outputs per step), 1 (3x3,
     stride 1 across, 2 down), 2 (3x3, stride 2 across), 4 (any other size at dilation 1: words of 4
@@ -372,11 +397,12 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
     if g["oh"] > 1 and g["ow"] > 1 and ys[2] != g["ow"] * ys[3]:
         raise BackendError(f"%{y.name}: conv output pixels are not evenly spaced (internal error)")
     w2d = iw.pad_k(iw.conv_gemm_weights(w))
-    ww = Weight(ctx.weight_name("w"), iw.words(iw.gemm_pairs(w2d, g["groups"]) if p.info["pix"] == 3 else w2d),
-                "int32_t")
+    wide = op.result.name in self.wide_ops and p.info["pix"] == 3
+    words = iw.words(iw.gemm_pairs(w2d, g["groups"]) if p.info["pix"] == 3 else w2d)
+    ww = Weight(ctx.weight_name("w"), iw.expand_pairs(words) if wide else words, "int32_t")
     lits = [g["n"], g["groups"], g["cg"], og, g["h"], g["w"], g["oh"], g["ow"], g["kh"], g["kw"], g["sh"], g["sw"],
             g["dh"], g["dw"], g["pt"], g["pl"], *xs, ys[0], ys[1], ys_p, *tail, p.info["kp"], int(p.info["direct"]),
-            p.info["pix"], stage.mode, stage.zp, stage.lo, stage.hi]
+            p.info["pix"], int(wide), stage.mode, stage.zp, stage.lo, stage.hi]
     tab, lits = self.epilogue(op, ctx, lits)
     call = ctx.specialize("tinyc_s8_conv_gemm", [("const int8_t *", self.operand(op, 0, ctx, p)),
                                                  ("const tinyc_s8_word *", ww.cname),

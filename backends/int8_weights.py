@@ -107,6 +107,13 @@ def fc_interleave(w2d: np.ndarray) -> np.ndarray:
     return np.concatenate(parts).astype(np.int8)
 
 
+def expand_pairs(words_: np.ndarray) -> np.ndarray:
+    """int8 words (bytes b0..b3) -> two words each, (b0, b2) and (b1, b3) as int16 pairs: what SXTB16 and
+    SXTB16 ROR 8 make of them, done at compile time (the `wide` GEMM weights, tinyc_s8_gemm3)."""
+    b = np.asarray(words_, np.int32).view(np.int8).reshape(-1, 4).astype(np.int64)
+    return np.stack([pack16(b[:, 0], b[:, 2]), pack16(b[:, 1], b[:, 3])], axis=1).ravel()
+
+
 def words(a: np.ndarray) -> np.ndarray:
     """int8 bytes (a multiple of 4) as little-endian int32 words: aligned word loads in C."""
     return np.ascontiguousarray(a, np.int8).ravel().view("<i4").astype(np.int32)

@@ -37,6 +37,7 @@ class ShapeClass:
     input_shape: tuple[int, ...]    # batch included
     build: Callable[[], object]     # -> torch module in eval mode (seeded by the caller)
     macs: int                       # analytic MACs of the layer(s)
+    wide: bool = False              # compiled with --wide-weights all (weights as int16 pairs)
 
 
 def _conv_macs(cin: int, cout: int, k: tuple[int, int], out_hw: tuple[int, int], groups: int = 1) -> int:
@@ -136,11 +137,16 @@ def shape_classes() -> list[ShapeClass]:
     mb_first = (_out(64, 3, 2, 1), _out(64, 3, 2, 1))
     return [
         _pw("pw_64_64", 64, 64, (25, 5)),
+        ShapeClass("pw_64_64_wide", "1x1 conv, wide weights", "64->64 @ 25x5", (1, 64, 25, 5),
+                   _conv(64, 64, 1, act=lambda: _nn().ReLU()),
+                   _conv_macs(64, 64, (1, 1), (25, 5)), wide=True),
         _pw("pw_16_16", 16, 16, (32, 32)),
         _pw("pw_8_24", 8, 24, (32, 32)),
         _pw("pw_6_10", 6, 10, (32, 32)),
         ShapeClass("conv3x3_32_32", "3x3 dense conv", "32->32 @ 16x16, pad 1", (1, 32, 16, 16),
                    _conv(32, 32, 3, 1, 1, act=relu), _conv_macs(32, 32, (3, 3), (16, 16))),
+        ShapeClass("conv3x3_32_32_wide", "3x3 dense conv, wide weights", "32->32 @ 16x16, pad 1", (1, 32, 16, 16),
+                   _conv(32, 32, 3, 1, 1, act=relu), _conv_macs(32, 32, (3, 3), (16, 16)), wide=True),
         ShapeClass("conv3x3_s2_16_32", "3x3 dense conv s2", "16->32 @ 32x32 -> 16x16, pad 1", (1, 16, 32, 32),
                    _conv(16, 32, 3, 2, 1, act=relu), _conv_macs(16, 32, (3, 3), (16, 16))),
         ShapeClass("first_10x4_s2", "first layer, 1 input channel",
@@ -240,7 +246,7 @@ def measure(cls: ShapeClass, work: Path) -> Row:
 
     graph = graph_of(cls)
     out = work / cls.name
-    info = emit_bundle(graph, out, name="model", target_name=TARGET)
+    info = emit_bundle(graph, out, name="model", target_name=TARGET, wide_weights=-1 if cls.wide else 0)
     write_target_files(out, TARGET, "model")
     b = bench_model(out, TARGET, "model", profile=True)
     fused = {lay.fused_into for lay in info.layers if lay.fused_into}

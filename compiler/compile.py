@@ -58,7 +58,7 @@ def compile_model(args) -> int:
     if args.stats:
         print(pm.stats_table(), file=sys.stderr)
         print_score_notes(ctx)
-    report = write_bundle(graph, args.output, args.name, target, board, pm)
+    report = write_bundle(graph, args.output, args.name, target, board, pm, getattr(args, "wide_weights", 0))
     report["metric"] = ctx.metric or None
     report["notes"] = ctx.notes
     stored_wider = storage_warnings(report)
@@ -127,7 +127,7 @@ def _auto(args, graph: Graph, calib, target, board):
                      "confirmation split", hint="the evaluation data may be too small to tell; give more --eval samples")
 
 
-def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:
+def write_bundle(graph: Graph, out: Path, name: str, target, board, pm, wide_weights: int = 0) -> dict:
     """Emit into a fresh folder beside OUT and move it into place only when everything worked."""
     from tinyc.backends.budget import check_budget
     from tinyc.backends.build import build
@@ -140,7 +140,7 @@ def write_bundle(graph: Graph, out: Path, name: str, target, board, pm) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _honour_umask(tmp)
-        info = emit_bundle(graph, tmp, name=name, target_name=target.name)
+        info = emit_bundle(graph, tmp, name=name, target_name=target.name, wide_weights=wide_weights)
         write_target_files(tmp, target, name)
         sizes = use = None
         if target.bare_metal:   # errors name OUT, not the temporary folder
@@ -181,7 +181,8 @@ def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
     s = graph_stats(graph)
     layers = [{"index": i, "name": row.name, "kind": row.kind, "shape": list(row.shape), "macs": row.macs,
                "params": row.params, "weight_bytes": row.weight_bytes, "loc": layer.loc,
-               "kernels": list(layer.kernels), "storage": layer.storage}
+               "kernels": list(layer.kernels), "storage": layer.storage,
+               "wide_weights": row.name in info.wide_layers}
               for i, (row, layer) in enumerate(zip(layer_table(graph), info.layers))]
     return {
         "tinyc_version": _version(),

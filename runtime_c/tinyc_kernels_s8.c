@@ -626,6 +626,17 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
 /* 14 registers: 6 accumulators, 4 expanded weights, a col pair, the two pointers. Builds that
  * keep a frame pointer (-fno-omit-frame-pointer: define TINYC_S8_FRAME_POINTER) have 13: the col
  * pair is then read a word at a time. Unoptimised builds (-O0) take the C form below. */
+/* A chunk's weights of the channel pair: raw int8 words expanded here (LDRD, 4 SXTB16), or words
+ * expanded at compile time (`wide`: int8_weights.expand_pairs; two LDRD, 2x the flash). */
+#define TINYC_S8_MK_WRAW                                                                            \
+    "ldrd %[ao], %[bo], [%[w]], #8\n\t"                                                             \
+    "sxtb16 %[ae], %[ao]\n\t"                                                                       \
+    "sxtb16 %[ao], %[ao], ror #8\n\t"                                                               \
+    "sxtb16 %[be], %[bo]\n\t"                                                                       \
+    "sxtb16 %[bo], %[bo], ror #8\n\t"
+#define TINYC_S8_MK_WWIDE                                                                           \
+    "ldrd %[ae], %[ao], [%[w]], #8\n\t"                                                             \
+    "ldrd %[be], %[bo], [%[w]], #8\n\t"
 #if !defined(TINYC_S8_FRAME_POINTER)
 #define TINYC_S8_MK_PIXEL(P)                                                                        \
     "ldrd %[x0], %[x1], [%[c]], #8\n\t"                                                             \
@@ -642,13 +653,9 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
     "smlad %[b" #P "], %[x0], %[be], %[b0]\n\t"                                                     \
     "smlad %[a" #P "], %[x1], %[ao], %[a" #P "]\n\t"                                                \
     "smlad %[b" #P "], %[x1], %[bo], %[b" #P "]\n\t"
-#define TINYC_S8_MK_FIRST                                                                           \
+#define TINYC_S8_MK_FIRST(WL)                                                                       \
     do {                                                                                            \
-        __asm__ volatile("ldrd %[ao], %[bo], [%[w]], #8\n\t"                                        \
-                         "sxtb16 %[ae], %[ao]\n\t"                                                  \
-                         "sxtb16 %[ao], %[ao], ror #8\n\t"                                          \
-                         "sxtb16 %[be], %[bo]\n\t"                                                  \
-                         "sxtb16 %[bo], %[bo], ror #8\n\t" TINYC_S8_MK_FROM(2, 16)                  \
+        __asm__ volatile(WL TINYC_S8_MK_FROM(2, 16)                                                 \
                          TINYC_S8_MK_FROM(1, 8)                                                     \
                          "ldrd %[x0], %[x1], [%[c]], #24\n\t"                                       \
                          "smlad %[a0], %[x0], %[ae], %[a0]\n\t"                                     \
@@ -670,19 +677,14 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
     "smlad %[a" #P "], %[x0], %[ao], %[a" #P "]\n\t"                                                \
     "smlad %[b" #P "], %[x0], %[bo], %[b" #P "]\n\t"
 #define TINYC_S8_MK_X1
-#define TINYC_S8_MK_FIRST                                                                           \
+#define TINYC_S8_MK_FIRST(WL)                                                                       \
     do {                                                                                            \
         a1 = a2 = a0;                                                                               \
         b1 = b2 = b0;                                                                               \
-        __asm__ volatile(TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory");                    \
+        __asm__ volatile(TINYC_S8_MK_CHUNK(WL) : TINYC_S8_MK_OPERANDS : : "memory");                \
     } while (0)
 #endif
-#define TINYC_S8_MK_CHUNK                                                                           \
-    "ldrd %[ao], %[bo], [%[w]], #8\n\t"                                                             \
-    "sxtb16 %[ae], %[ao]\n\t"                                                                       \
-    "sxtb16 %[ao], %[ao], ror #8\n\t"                                                               \
-    "sxtb16 %[be], %[bo]\n\t"                                                                       \
-    "sxtb16 %[bo], %[bo], ror #8\n\t" TINYC_S8_MK_PIXEL(0) TINYC_S8_MK_PIXEL(1) TINYC_S8_MK_PIXEL(2)
+#define TINYC_S8_MK_CHUNK(WL) WL TINYC_S8_MK_PIXEL(0) TINYC_S8_MK_PIXEL(1) TINYC_S8_MK_PIXEL(2)
 #define TINYC_S8_MK_OPERANDS                                                                        \
     [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2),       \
         [c] "+r"(c_), [w] "+r"(w), [ae] "=&r"(ae), [ao] "=&r"(ao), [be] "=&r"(be), [bo] "=&r"(bo), \
@@ -693,17 +695,17 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
  * loop's end, cend = col + 6 + 6 ((chunks - 1) & ~7), is read from the stack into a free col
  * register: 6 cycles of load, compare and taken branch per 192 MACs), then four, two and one
  * straight-line chunks for the rest. */
-#define TINYC_S8_MK3X2(col, cend, w, chunks)                                                        \
+#define TINYC_S8_MK3X2(col, cend, w, chunks, WL)                                                    \
     do {                                                                                            \
         const tinyc_s8_word *c_ = (col);                                                            \
         const int32_t n_ = (chunks) - 1;                                                            \
         int32_t ae, ao, be, bo, x0, x1 = 0;                                                         \
         (void)x1;                                                                                   \
-        TINYC_S8_MK_FIRST;                                                                          \
+        TINYC_S8_MK_FIRST(WL);                                                                          \
         if (n_ >= 8) {                                                                              \
-            __asm__ volatile("1:\n\t" TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK         \
-                             TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK  \
-                             TINYC_S8_MK_CHUNK                                                      \
+            __asm__ volatile("1:\n\t" TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL)         \
+                             TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL)  \
+                             TINYC_S8_MK_CHUNK(WL)                                                      \
                              "ldr %[x0], %[end]\n\t"                                                \
                              "cmp %[c], %[x0]\n\t"                                                  \
                              "bne 1b\n\t"                                                           \
@@ -712,28 +714,37 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
                              : "cc", "memory");                                                     \
         }                                                                                           \
         if (n_ & 4) {                                                                             \
-            __asm__ volatile(TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK  \
+            __asm__ volatile(TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL)  \
                              : TINYC_S8_MK_OPERANDS : : "memory");                                  \
         }                                                                                           \
         if (n_ & 2) {                                                                             \
-            __asm__ volatile(TINYC_S8_MK_CHUNK TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory"); \
+            __asm__ volatile(TINYC_S8_MK_CHUNK(WL) TINYC_S8_MK_CHUNK(WL) : TINYC_S8_MK_OPERANDS : : "memory"); \
         }                                                                                           \
         if (n_ & 1) {                                                                             \
-            __asm__ volatile(TINYC_S8_MK_CHUNK : TINYC_S8_MK_OPERANDS : : "memory");                \
+            __asm__ volatile(TINYC_S8_MK_CHUNK(WL) : TINYC_S8_MK_OPERANDS : : "memory");                \
         }                                                                                           \
     } while (0)
 #else
-#define TINYC_S8_MK3X2(col, cend, w, chunks)                                                   \
+#define TINYC_S8_MK_WRAW 0
+#define TINYC_S8_MK_WWIDE 1
+#define TINYC_S8_MK3X2(col, cend, w, chunks, WL)                                               \
     do {                                                                                       \
         const tinyc_s8_word *c_ = (col);                                                       \
         int32_t j_;                                                                            \
         (void)(cend);                                                                          \
         a1 = a2 = a0;                                                                          \
         b1 = b2 = b0;                                                                          \
-        for (j_ = 0; j_ < (chunks); ++j_, c_ += 6, w += 2) {                                   \
-            const uint32_t u_ = (uint32_t)w[0], v_ = (uint32_t)w[1];                           \
-            const int32_t ae = tinyc_s8_sxtb16(u_), ao = tinyc_s8_sxtb16_ror8(u_);             \
-            const int32_t be = tinyc_s8_sxtb16(v_), bo = tinyc_s8_sxtb16_ror8(v_);             \
+        for (j_ = 0; j_ < (chunks); ++j_, c_ += 6) {                                           \
+            int32_t ae, ao, be, bo;                                                            \
+            if (WL) {                                                                          \
+                ae = w[0], ao = w[1], be = w[2], bo = w[3];                                    \
+                w += 4;                                                                        \
+            } else {                                                                           \
+                const uint32_t u_ = (uint32_t)w[0], v_ = (uint32_t)w[1];                       \
+                ae = tinyc_s8_sxtb16(u_), ao = tinyc_s8_sxtb16_ror8(u_);                       \
+                be = tinyc_s8_sxtb16(v_), bo = tinyc_s8_sxtb16_ror8(v_);                       \
+                w += 2;                                                                        \
+            }                                                                                  \
             a0 = tinyc_s8_smlad(c_[1], ao, tinyc_s8_smlad(c_[0], ae, a0));                     \
             b0 = tinyc_s8_smlad(c_[1], bo, tinyc_s8_smlad(c_[0], be, b0));                     \
             a1 = tinyc_s8_smlad(c_[3], ao, tinyc_s8_smlad(c_[2], ae, a1));                     \
@@ -759,13 +770,15 @@ TINYC_S8_INLINE void tinyc_s8_store3(int8_t *y, const int32_t *q, int32_t a0, in
  * (a last, partial block computes garbage for the rest). */
 TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
                                     int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
-                                    int32_t ys_p, int32_t np, int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
+                                    int32_t ys_p, int32_t np, int32_t wide, int32_t mode, int32_t zy, int32_t lo,
+                                    int32_t hi, const int8_t *tab)
 {
     const tinyc_s8_word *volatile cend = col + 6 + 6 * ((chunks - 1) & ~7);
     int32_t o, j;
     for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c) {
         int32_t a0 = q[0], b0 = q[qs], a1, a2, b1, b2;
-        TINYC_S8_MK3X2(col, cend, w, chunks);
+        if (wide) TINYC_S8_MK3X2(col, cend, w, chunks, TINYC_S8_MK_WWIDE);
+        else TINYC_S8_MK3X2(col, cend, w, chunks, TINYC_S8_MK_WRAW);
         tinyc_s8_store3(y, q, a0, a1, a2, ys_p, np, mode, zy, lo, hi, tab);
         tinyc_s8_store3(y + ys_c, q + qs, b0, b1, b2, ys_p, np, mode, zy, lo, hi, tab);
     }
@@ -773,9 +786,16 @@ TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_wor
         int32_t a0 = q[0], a1 = a0, a2 = a0;
         const tinyc_s8_word *c = col;
         for (j = 0; j < chunks; ++j, c += 6) {
-            const uint32_t v = (uint32_t)*w++;
-            const int32_t we = tinyc_s8_sxtb16(v), wo = tinyc_s8_sxtb16_ror8(v);
-            int32_t x0, x1;
+            int32_t we, wo, x0, x1;
+            if (wide) {
+                we = w[0];
+                wo = w[1];
+                w += 2;
+            } else {
+                const uint32_t v = (uint32_t)*w++;
+                we = tinyc_s8_sxtb16(v);
+                wo = tinyc_s8_sxtb16_ror8(v);
+            }
             TINYC_S8_LD2(c, 0, x0, x1);
             a0 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a0));
             TINYC_S8_LD2(c, 8, x0, x1);
@@ -789,19 +809,26 @@ TINYC_S8_INLINE void tinyc_s8_gemm3(const tinyc_s8_word *col, const tinyc_s8_wor
 
 /* One pixel (col: 2 words per chunk) x every output channel (weights as tinyc_s8_gemm3). */
 TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_word *w, const int32_t *q,
-                                    int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c,
+                                    int8_t *y, int32_t og, int32_t chunks, int32_t qs, int32_t ys_c, int32_t wide,
                                     int32_t mode, int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
 {
     int32_t o, j;
     for (o = 0; o + 1 < og; o += 2, q += 2 * qs, y += 2 * ys_c) {
         int32_t a0 = q[0], b0 = q[qs];
         const tinyc_s8_word *c = col;
-        for (j = 0; j < chunks; ++j, c += 2, w += 2) {
-            const uint32_t u = (uint32_t)w[0], v = (uint32_t)w[1];
+        for (j = 0; j < chunks; ++j, c += 2) {
             int32_t x0, x1;
             TINYC_S8_LD2(c, 0, x0, x1);
-            a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(u), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(u), a0));
-            b0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), b0));
+            if (wide) {
+                a0 = tinyc_s8_smlad(x1, w[1], tinyc_s8_smlad(x0, w[0], a0));
+                b0 = tinyc_s8_smlad(x1, w[3], tinyc_s8_smlad(x0, w[2], b0));
+                w += 4;
+            } else {
+                const uint32_t u = (uint32_t)w[0], v = (uint32_t)w[1];
+                a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(u), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(u), a0));
+                b0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), b0));
+                w += 2;
+            }
         }
         y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
         y[ys_c] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(b0, q + qs, mode, zy, lo, hi));
@@ -810,10 +837,15 @@ TINYC_S8_INLINE void tinyc_s8_gemm1x2(const tinyc_s8_word *col, const tinyc_s8_w
         int32_t a0 = q[0];
         const tinyc_s8_word *c = col;
         for (j = 0; j < chunks; ++j, c += 2) {
-            const uint32_t v = (uint32_t)*w++;
             int32_t x0, x1;
             TINYC_S8_LD2(c, 0, x0, x1);
-            a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), a0));
+            if (wide) {
+                a0 = tinyc_s8_smlad(x1, w[1], tinyc_s8_smlad(x0, w[0], a0));
+                w += 2;
+            } else {
+                const uint32_t v = (uint32_t)*w++;
+                a0 = tinyc_s8_smlad(x1, tinyc_s8_sxtb16_ror8(v), tinyc_s8_smlad(x0, tinyc_s8_sxtb16(v), a0));
+            }
         }
         y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_out(a0, q, mode, zy, lo, hi));
     }
@@ -981,7 +1013,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
                                         int32_t sh, int32_t sw, int32_t dh, int32_t dw, int32_t pt, int32_t pl,
                                         int32_t xs_n, int32_t xs_c, int32_t xs_h, int32_t xs_w, int32_t ys_n,
                                         int32_t ys_c, int32_t ys_p, int32_t zx, int32_t kp, int32_t direct,
-                                        int32_t pix, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
+                                        int32_t pix, int32_t wide, int32_t mode, int32_t zy, int32_t lo, int32_t hi)
 {
     tinyc_s8_word *col = (tinyc_s8_word *)(void *)scratch;
     int8_t *row = scratch + 2 * pix * kp;
@@ -1003,7 +1035,7 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
         for (g = 0; g < groups; ++g) {
             const int8_t *xg = x + n * xs_n + g * cg * xs_c;
             int8_t *yg = y + n * ys_n + g * og * ys_c;
-            const tinyc_s8_word *wg = wt + g * og * (kp / 4);
+            const tinyc_s8_word *wg = wt + g * og * (kp / 4) * (wide ? 2 : 1);
             const int32_t *qg = qp + g * og * qs;
             for (p0 = 0; p0 < npix; p0 += pix) {
                 const int32_t np = p0 < full ? pix : npix - p0;
@@ -1022,11 +1054,11 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
                     }
                 }
                 if (p0 < full) {     /* a literal np: the stores need no tests */
-                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 3, mode, zy, lo, hi, tab);
+                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, 3, wide, mode, zy, lo, hi, tab);
                 } else if (np == 1) {
-                    tinyc_s8_gemm1x2(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, mode, zy, lo, hi, tab);
+                    tinyc_s8_gemm1x2(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, wide, mode, zy, lo, hi, tab);
                 } else {
-                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, mode, zy, lo, hi, tab);
+                    tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, wide, mode, zy, lo, hi, tab);
                 }
             }
         }

@@ -131,3 +131,25 @@ def test_calib_compiles_to_int8_bit_exact_with_the_interpreter(zoo_archive, tmp_
     graph = parse_file(tmp_path / "ir" / "02-quantize-int8.tir")
     want = np.concatenate([run(graph, [x[i:i + 1]])[0] for i in range(len(x))])
     assert np.array_equal(np.load(tmp_path / "y.npy"), want)
+
+
+def test_wide_weights_option(zoo_archive, tmp_path):
+    """--wide-weights all: every int8 dense conv flagged in the report, the weights twice as long, the outputs
+    the same bytes as without; a bad value is a usage error."""
+    calib = zoo_inputs("cnn_bn", rows=16, seed=1)
+    np.save(tmp_path / "calib.npy", calib)
+    x = zoo_inputs("cnn_bn", rows=3, seed=2)
+    np.save(tmp_path / "x.npy", x)
+    outs = {}
+    for label, extra in (("plain", []), ("wide", ["--wide-weights", "all"])):
+        result = tinyc("compile", zoo_archive("cnn_bn"), "--calib", tmp_path / "calib.npy", "-o", tmp_path / label,
+                       *extra)
+        assert result.returncode == 0, result.stderr
+        run = tinyc("run", tmp_path / label, "--input", tmp_path / "x.npy", "-o", tmp_path / f"{label}.npy")
+        assert run.returncode == 0, run.stderr
+        outs[label] = json.loads((tmp_path / label / "report.json").read_text())
+    wide = [layer["name"] for layer in outs["wide"]["layers"] if layer["wide_weights"]]
+    assert wide and not any(layer["wide_weights"] for layer in outs["plain"]["layers"])
+    assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "wide.npy"))
+    bad = tinyc("compile", zoo_archive("cnn_bn"), "-o", tmp_path / "bad", "--wide-weights", "-3")
+    assert bad.returncode == 2 and "--wide-weights" in bad.stderr and "Traceback" not in bad.stderr

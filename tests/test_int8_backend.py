@@ -51,9 +51,10 @@ def sample_rows(graph, rows=3, seed=7, scale=1.5):
     return [random_inputs(graph, rng, scale=scale) for _ in range(rows)]
 
 
-def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, packing=None, **run_options):
+def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, packing=None, wide_weights=0,
+                 **run_options):
     """Emit, build, run every row on `target`, and require the interpreter's outputs bit for bit."""
-    info = emit_bundle(graph, out_dir, target_name=target, packing=packing)
+    info = emit_bundle(graph, out_dir, target_name=target, packing=packing, wide_weights=wide_weights)
     if target != "host":
         write_target_files(out_dir, target, "model")
     samples = sample_rows(graph, rows, seed, scale)
@@ -360,6 +361,49 @@ def test_fast_paths_exact_on_qemu(case, target, tmp_path):
     (4 channels per word, 16-bit lanes flushed every 256 pixels), the specialised mul (a gate broadcast
     along rows: one MLA per element) and the channels-last max pool (4 channels per SSUB8 + SEL)."""
     assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2)
+
+
+WIDE_CASES = ["conv3x3_pad1", "conv_odd_channels_relu", "conv3x3_c8_expand_pad", "conv_1x1_stride2", "conv_1ch_10x4_s2",
+              "conv_groups", "conv_groups_c4_expand", "conv_few_pixels_tail"]
+
+
+@pytest.mark.parametrize("case", WIDE_CASES)
+def test_wide_weights_exact_on_host(case, tmp_path):
+    """Dense conv weights stored as int16 pairs (wide_weights): the same outputs, bit for bit; odd channel
+    counts (the 3 x 1 path), partial and single-pixel blocks (gemm1x2), groups of pixels that cross rows."""
+    graph = quantize(OP_CASES[case](Builder(), np.random.default_rng(1)))
+    info = assert_exact(graph, tmp_path, wide_weights=-1)
+    assert info.wide_layers, "no layer was widened"
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
+@pytest.mark.parametrize("case", ["conv_odd_channels_relu", "conv3x3_c8_expand_pad"])
+def test_wide_weights_exact_on_qemu(case, target, tmp_path):
+    assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2,
+                 wide_weights=-1)
+
+
+def test_wide_weights_budget(tmp_path):
+    """choose_wide spends the flash budget on the layers with the most output pixels per weight first and
+    skips what does not fit; the widened layers' weight arrays are twice as long."""
+    graph = zoo_int8("resnet8")
+    plain = emit_bundle(graph, tmp_path / "plain", target_name="cortex-m4")
+    names = [op.result.name for op in graph.compute_ops() if op.kind == "conv2d"]
+    # at 32 x 32: the stem (16 x 28 bytes), conv2d_1 and conv2d_2 (16 x 144 each); then at 16 x 16 conv2d_3
+    # (32 x 144) does not fit the 100 bytes left, nor conv2d_4 (32 x 288), nor the 1x1 conv2d_5 (32 x 16)
+    some = emit_bundle(graph, tmp_path / "some", target_name="cortex-m4", wide_weights=16 * 28 + 2 * 16 * 144 + 100)
+    assert some.wide_layers == ("conv2d", "conv2d_1", "conv2d_2"), some.wide_layers
+    more = emit_bundle(graph, tmp_path / "more", target_name="cortex-m4", wide_weights=16 * 28 + 2 * 16 * 144 + 600)
+    assert more.wide_layers == ("conv2d", "conv2d_1", "conv2d_2", "conv2d_5"), more.wide_layers
+    every = emit_bundle(graph, tmp_path / "all", target_name="cortex-m4", wide_weights=-1)
+    assert set(every.wide_layers) == set(names)        # every conv of ResNet-8 reduces over more than 8
+    assert plain.wide_layers == ()
+    def weight_words(out, layer):
+        text = (out / "model.c").read_text()
+        decl = re.search(r"model_w_%s_w\[(\d+)\]" % layer, text)
+        return int(decl.group(1))
+    assert weight_words(tmp_path / "all", "conv2d_1") == 2 * weight_words(tmp_path / "plain", "conv2d_1")
 
 
 @pytest.mark.parametrize("name", ["kitchen_sink", "mobilenet_v1_025"])

@@ -620,7 +620,8 @@ TINYC_S8_INLINE void tinyc_s8_im2col(const int8_t *x, int8_t *row, int32_t oy, i
  * col: per 4-k chunk, 2 expanded words per pixel (6 words); weights: output channels in pairs,
  * per chunk one raw word of each (int8_weights.gemm_pairs), an odd last channel alone. Per chunk:
  * 1 LDRD of weights, 4 SXTB16, 3 LDRD of col and 12 SMLAD for 24 MACs: each loaded weight
- * feeds 3 pixels, each loaded col pair 2 channels. */
+ * feeds 3 pixels, each loaded col pair 2 channels. With `wide` weights (--wide-weights) each raw
+ * word is stored as its two expanded words (int8_weights.expand_pairs): 2 LDRD, no SXTB16. */
 #if defined(__GNUC__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP && defined(__ARM_FEATURE_SIMD32) &&  \
     defined(__OPTIMIZE__)
 /* 14 registers: 6 accumulators, 4 expanded weights, a col pair, the two pointers. Builds that

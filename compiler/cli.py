@@ -104,10 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="model", help="C prefix of the bundle's API (default: model)")
     p.add_argument("-p", "--pipeline", help="passes to run (default: fuse; fuse,quantize-int8 with --calib)")
     p.add_argument("--calib", type=Path, help="calibration inputs (.npy, N x input shape) for int8")
-    p.add_argument("--wide-weights", type=wide_weights_arg, default=0, metavar="BYTES|all",
+    p.add_argument("--wide-weights", type=wide_weights_arg, default=None, metavar="BYTES|all",
                    help="int8 only: store dense conv weights as the int16 pairs the kernel multiplies, in up to "
                         "BYTES more flash (or 'all'): 9-14%% fewer instructions on those layers, twice their "
-                        "weight flash; the layers that reuse each weight over the most pixels first")
+                        "weight flash; the layers that reuse each weight over the most pixels first (default: "
+                        "none, or with --auto --objective latency the flash left under the budget)")
     add_model_options(p)
     add_data_options(p)
     add_auto_options(p)

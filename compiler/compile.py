@@ -58,7 +58,7 @@ def compile_model(args) -> int:
     if args.stats:
         print(pm.stats_table(), file=sys.stderr)
         print_score_notes(ctx)
-    report = write_bundle(graph, args.output, args.name, target, board, pm, getattr(args, "wide_weights", 0))
+    report = _write_with_wide_weights(args, graph, target, board, pm, auto_section)
     report["metric"] = ctx.metric or None
     report["notes"] = ctx.notes
     stored_wider = storage_warnings(report)
@@ -78,6 +78,47 @@ def compile_model(args) -> int:
     _write_json(args.output / REPORT, report)
     print("\n".join([summary(report)] + contract_lines(contract)))
     return 0
+
+
+# flash kept free when --auto --objective latency spends the rest of the budget on wide weights (the wide
+# kernel variant's code, beside the measured candidate's firmware)
+WIDE_MARGIN = 2048
+
+
+def wide_allowance(objective: str, flash_budget: int | None, flash: int | None) -> int:
+    """Bytes of flash --auto may spend on --wide-weights: with --objective latency, what the chosen
+    candidate's measured firmware leaves under the flash budget less WIDE_MARGIN; else none."""
+    if objective != "latency" or flash_budget is None or flash is None:
+        return 0
+    return max(0, flash_budget - flash - WIDE_MARGIN)
+
+
+def _write_with_wide_weights(args, graph: Graph, target, board, pm, auto_section) -> dict:
+    """write_bundle with the --wide-weights allowance: the option's, or under --auto --objective latency
+    the flash the chosen candidate leaves free. An allowance --auto chose that still overflows the budget
+    is dropped (the bundle is written again without it), never shipped over budget."""
+    wide = getattr(args, "wide_weights", None)
+    chosen_by_auto = wide is None and auto_section is not None
+    if chosen_by_auto:
+        flash = next((c["flash"] for c in auto_section["candidates"] if c["pipeline"] == auto_section["chosen"]), None)
+        wide = wide_allowance(auto_section["objective"], auto_section["budgets"]["flash"], flash)
+    wide = wide or 0
+    if not (chosen_by_auto and wide):
+        return write_bundle(graph, args.output, args.name, target, board, pm, wide)
+    from tinyc.errors import BackendError
+
+    budget = auto_section["budgets"]["flash"]
+    try:
+        report = write_bundle(graph, args.output, args.name, target, board, pm, wide)
+    except BackendError:          # the board's budget check: over it with the allowance
+        report = None
+    if report is None or (report["flash"] is not None and report["flash"] > budget):
+        return write_bundle(graph, args.output, args.name, target, board, pm, 0)
+    widened = [layer["name"] for layer in report["layers"] if layer["wide_weights"]]
+    if widened:
+        print(f"tinyc: note: --auto --objective latency: {len(widened)} conv layer(s) store their weights as int16 "
+              f"pairs in the flash left under the budget ({', '.join(widened)})", file=sys.stderr)
+    return report
 
 
 def _auto(args, graph: Graph, calib, target, board):

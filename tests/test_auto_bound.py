@@ -85,3 +85,38 @@ def test_only_ram_over_budget_tries_the_best_candidate_patch_by_patch(monkeypatc
         search = auto.Search(graph, {}, budgets, "cortex-m4", runner=auto.Runner(1))
         search.run()
         assert not any("patch{" in m.pipeline for m in search.tried)
+
+
+
+def test_latency_objective_spends_the_flash_headroom_on_wide_weights(monkeypatch):
+    """--auto --objective latency passes the flash the chosen candidate leaves under the budget (less a
+    margin for the wide kernel's code) as the --wide-weights allowance; a bundle that then overflows is
+    written again without it; --objective flash and an explicit --wide-weights are left alone."""
+    from types import SimpleNamespace
+    from tinyc import compile as comp
+
+    assert comp.wide_allowance("latency", 100_000, 60_000) == 100_000 - 60_000 - comp.WIDE_MARGIN
+    assert comp.wide_allowance("latency", 60_000, 59_000) == 0
+    assert comp.wide_allowance("flash", 100_000, 60_000) == 0
+    assert comp.wide_allowance("latency", None, 60_000) == 0
+
+    calls = []
+
+    def fake_write(graph, out, name, target, board, pm, wide=0, grow=0):
+        calls.append(wide)
+        return {"flash": 60_000 + (grow if wide else 0), "layers": [{"name": "conv2d", "wide_weights": bool(wide)}]}
+
+    section = {"objective": "latency", "budgets": {"flash": 100_000}, "chosen": "p",
+               "candidates": [{"pipeline": "p", "flash": 60_000}]}
+    args = SimpleNamespace(wide_weights=None, output="o", name="model")
+    monkeypatch.setattr(comp, "write_bundle", lambda *a: fake_write(*a, grow=30_000))
+    assert comp._write_with_wide_weights(args, None, None, None, None, section)["flash"] == 90_000
+    assert calls == [100_000 - 60_000 - comp.WIDE_MARGIN]
+    calls.clear()
+    monkeypatch.setattr(comp, "write_bundle", lambda *a: fake_write(*a, grow=50_000))     # over the budget
+    assert comp._write_with_wide_weights(args, None, None, None, None, section)["flash"] == 60_000
+    assert calls == [100_000 - 60_000 - comp.WIDE_MARGIN, 0]
+    calls.clear()
+    args.wide_weights = 0                                   # explicit: no allowance, even under --auto
+    comp._write_with_wide_weights(args, None, None, None, None, section)
+    assert calls == [0]

@@ -104,7 +104,12 @@ def _write_with_wide_weights(args, graph: Graph, target, board, pm, auto_section
         wide = wide_allowance(auto_section["objective"], auto_section["budgets"]["flash"], flash)
     wide = wide or 0
     if not (chosen_by_auto and wide):
-        return write_bundle(graph, args.output, args.name, target, board, pm, wide)
+        report = write_bundle(graph, args.output, args.name, target, board, pm, wide)
+        if wide and not any(layer["wide_weights"] for layer in report["layers"]):
+            print("tinyc: warning: --wide-weights changed nothing: no int8 dense conv (3x3 GEMM block, a "
+                  "reduction over more than 8 values) fits the allowance; it needs an int8 model (--calib)",
+                  file=sys.stderr)
+        return report
     from tinyc.errors import BackendError
 
     budget = auto_section["budgets"]["flash"]

@@ -151,5 +151,7 @@ def test_wide_weights_option(zoo_archive, tmp_path):
     wide = [layer["name"] for layer in outs["wide"]["layers"] if layer["wide_weights"]]
     assert wide and not any(layer["wide_weights"] for layer in outs["plain"]["layers"])
     assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "wide.npy"))
+    unused = tinyc("compile", zoo_archive("cnn_bn"), "-o", tmp_path / "float", "--wide-weights", "all")
+    assert unused.returncode == 0 and "--wide-weights changed nothing" in unused.stderr   # float32: nothing to widen
     bad = tinyc("compile", zoo_archive("cnn_bn"), "-o", tmp_path / "bad", "--wide-weights", "-3")
     assert bad.returncode == 2 and "--wide-weights" in bad.stderr and "Traceback" not in bad.stderr

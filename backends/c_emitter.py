@@ -77,6 +77,8 @@ class BundleInfo:
     int8_layouts: dict[str, np.ndarray] = field(default_factory=dict)
     # layers whose weights are stored as int16 pairs (emit_bundle's wide_weights)
     wide_layers: tuple[str, ...] = ()
+    # layers run as Winograd F(2x2, 3x3) (int16 transformed weights, from the same allowance)
+    winograd_layers: tuple[str, ...] = ()
 
 
 # ---- template context ----------------------------------------------------------
@@ -223,28 +225,46 @@ class _Lowerer:
         return cname
 
 
+# ---- the default flash allowance for int16 weight forms ------------------------------------
+
+# `tinyc compile` without --wide-weights: int16 weights (Winograd, wide GEMM pairs) in at most half the
+# int8 weight bytes more flash, only on layers saving at least 8 estimated instructions per added byte
+# (for wide GEMM pairs: weights each used at 64 output pixels or more)
+BALANCED_SHARE, BALANCED_GAIN = 0.5, 8.0
+
+
+def balanced_allowance(graph: Graph) -> int:
+    """Flash bytes the default build may add: BALANCED_SHARE of the graph's int8 constants (its weights)."""
+    n = sum(op.result.type.numel for op in graph.const_ops() if op.result.type.dtype == "i8")
+    return int(BALANCED_SHARE * n)
+
+
 # ---- emission ----------------------------------------------------------------------
 
 def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host",
-                packing: c_ops_packed.PackingPolicy | None = None, wide_weights: int = 0) -> BundleInfo:
+                packing: c_ops_packed.PackingPolicy | None = None, wide_weights: int = 0,
+                winograd: bool = True, min_gain: float = 0.0) -> BundleInfo:
     """Write OUT/NAME.h, OUT/NAME.c, the runtime files they need and the manifest
     OUT/bundle.json (tinyc.backends.manifest); see the module doc. `packing` overrides how
     weight formats are chosen (tests and measurements). `wide_weights`: flash bytes the int8 dense
     convs may add by storing their weights as int16 pairs (the GEMM then skips unpacking them;
-    c_ops_int8.choose_wide); 0 none, < 0 all."""
+    c_ops_int8.choose_wide), first on 3x3 stride-1 convs as Winograd F(2x2, 3x3) where it pays more per
+    byte (c_ops_int8.choose_wino; `winograd` False: never, for tests and measurements); 0 none, < 0 all;
+    only on layers saving at least `min_gain` estimated instructions per added byte."""
     target = get_target(target_name)
     int8 = _check_graph(graph, name)
     limits.check_tensors(graph, target)
     ops = list(graph.compute_ops())
     policy = packing
 
-    def attempt(inplace_dw, drop=frozenset()):
+    def attempt(inplace_dw, drop=frozenset(), wino=frozenset()):
         # The kernel families (c_ops.KernelFamily), asked in order: binary layers and sign (any graph),
         # the int8 ops of an int8 graph, then float (packed-weight layers first).
         families: list[c_ops.KernelFamily] = [c_ops_binary.BinaryLowering(graph)]
         low8 = None
         if int8:
             low8 = c_ops_int8.Int8Lowering(int8_layout.assign(graph, inplace_dw))
+            low8.wino_ops = wino
             plans = {op.result.name: low8.plan(op) for op in ops if _is_int8_op(op)}
             packing = c_ops_packed.Packing(graph, low8, plans, policy)   # may override conv/linear plans, lowerings
             low8.fuse_table_epilogues(graph)                            # after the overrides: they keep their lut
@@ -257,7 +277,7 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                      if op.result.name in drop else family[op.result.name].inplace(op),
                      is_view=lambda op: family[op.result.name].is_view(op),
                      scratch=lambda op: family[op.result.name].scratch(op))
-        return planner.plan_graph(graph, **rules), family, packing, low8, rules
+        return planner.plan_graph(graph, **rules), family, packing, low8, rules, (inplace_dw, drop)
 
     best = attempt(False)
     if int8 and int8_layout.has_depthwise(graph):
@@ -271,9 +291,16 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
                 fewer = attempt(some, drop)
                 if fewer[0].arena_size <= cl[0].arena_size:
                     best = fewer
-    plan, family, packing, low8, _ = best
     if int8:
-        low8.wide_ops = c_ops_int8.choose_wide(graph, low8, wide_weights)
+        # the flash allowance: Winograd layers first (their scratch differs: planned again), the rest
+        # to wide GEMM weights
+        wino, spent = c_ops_int8.choose_wino(graph, best[3], wide_weights if winograd else 0, min_gain)
+        if wino:
+            best = attempt(*best[5], wino=wino)
+    plan, family, packing, low8 = best[:4]
+    if int8:
+        rest = wide_weights if wide_weights < 0 else wide_weights - spent
+        low8.wide_ops = c_ops_int8.choose_wide(graph, low8, rest, min_gain)
     plan.check()
     limits.check_arena(graph, plan.arena_size, plan.locations, target)   # before anything is written
     lowerer = _Lowerer(graph, name, plan)
@@ -310,7 +337,9 @@ def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str 
     return BundleInfo(name, target.name, header.input_size, header.output_size, plan.arena_size,
                       plan.lower_bound, plan.locations, layers, tuple(files), plan,
                       dict(low8.lay.offsets) if int8 else {},
-                      tuple(op.result.name for op in ops if int8 and op.result.name in low8.wide_ops))
+                      tuple(op.result.name for op in ops if int8 and op.result.name in low8.wide_ops),
+                      tuple(op.result.name for op in ops if int8 and low8.plans.get(op.result.name) is not None
+                            and low8.plans[op.result.name].info.get("kind") == "wino"))
 
 
 def _binary_storage(op: Op, low: Lowered) -> dict | None:

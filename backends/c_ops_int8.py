@@ -95,6 +95,9 @@ class Int8Lowering:
         # dense convs whose weights are stored as the int16 pairs the GEMM multiplies (2x their flash, no
         # SXTB16 per use): choose_wide, after planning
         self.wide_ops: frozenset = frozenset()
+        # 3x3 stride-1 convs run as Winograd F(2x2, 3x3) (int16 transformed weights): choose_wino,
+        # before planning (their scratch differs)
+        self.wino_ops: frozenset = frozenset()
         self.plans: dict[str, OpPlan] = {}
         # per-op emitters replacing _EMIT[kind] (same signature), e.g. packed weights (c_ops_packed)
         self.overrides: dict[str, Callable] = {}
@@ -256,17 +259,27 @@ def gemm_pixels(kp: int) -> int:
     return 4 if kp <= 8 else 3
 
 
-def choose_wide(graph, low8: "Int8Lowering", budget: int) -> frozenset:
+def wide_gain(op: Op) -> float:
+    """Instructions wide weights save per added flash byte, estimated: 3 of 20 per 24 MACs (no SXTB16),
+    each weight byte used once per output pixel: pixels / 8."""
+    g = _conv_geometry(op)
+    return g["n"] * g["oh"] * g["ow"] / 8
+
+
+def choose_wide(graph, low8: "Int8Lowering", budget: int, min_gain: float = 0.0) -> frozenset:
     """The dense convs (3 x 2 GEMM block) whose weights are stored as int16 pairs, within `budget` extra
     flash bytes (< 0: no limit; each costs its O x kp weight bytes again): the ones that reuse each weight
     over the most output pixels first (the instructions saved per byte), then by name; a layer that does
-    not fit is skipped for smaller ones."""
+    not fit is skipped for smaller ones, and one saving less than `min_gain` per byte (wide_gain) is not
+    taken."""
     if budget == 0:
         return frozenset()
     cand = []
     for op in graph.compute_ops():
         p = low8.plans.get(op.result.name)
         if p is None or op.result.name in low8.overrides or p.info.get("kind") != "gemm" or p.info.get("pix") != 3:
+            continue
+        if wide_gain(op) < min_gain:
             continue
         g = _conv_geometry(op)
         cand.append((-g["n"] * g["oh"] * g["ow"], op.result.name, g["o"] * p.info["kp"]))
@@ -276,6 +289,71 @@ def choose_wide(graph, low8: "Int8Lowering", budget: int) -> frozenset:
             chosen.add(name)
             spent += extra
     return frozenset(chosen)
+
+
+def wino_shape(op: Op) -> bool:
+    """A conv tinyc_s8_conv_wino can run: 3x3, stride 1, dilation 1, groups 1, input channels a multiple
+    of 4, at least a 2 x 2 output; its weights within winograd_fits (constants checked when chosen)."""
+    if is_depthwise(op) or conv_is_fc(op):
+        return False
+    g = _conv_geometry(op)
+    return (g["kh"] == g["kw"] == 3 and g["sh"] == g["sw"] == 1 and g["dh"] == g["dw"] == 1 and g["groups"] == 1
+            and g["c"] % 4 == 0 and g["oh"] >= 2 and g["ow"] >= 2)
+
+
+def wino_extra(op: Op) -> int:
+    """Flash bytes Winograd weights add over the int8 GEMM ones: 16 int16 per weight pair (c, o) against
+    9 bytes (padded to 4)."""
+    g = _conv_geometry(op)
+    return 32 * g["o"] * g["c"] - g["o"] * (-(-9 * g["c"] // 4) * 4)
+
+
+def wino_saving(op: Op) -> float:
+    """Instructions Winograd saves on the Cortex-M4, estimated from the kernel table (bench.kernel_shapes):
+    the direct 3x2 GEMM at ~0.90 instr/MAC against 16 / 36 of the multiplies at 17 instructions per 24,
+    plus per 2 x 2 tile and input channel ~10 of input transform and per tile and output channel ~20 of
+    output transform and GEMM calls."""
+    g = _conv_geometry(op)
+    tiles = g["n"] * (-(-g["oh"] // 2)) * (-(-g["ow"] // 2))
+    macs = g["n"] * g["oh"] * g["ow"] * g["o"] * g["c"] * 9
+    wino = 4 * tiles * g["o"] * g["c"] * 16 / 24 * 17 / 4 + tiles * (10 * g["c"] + 20 * g["o"])
+    return 0.90 * macs - wino
+
+
+def choose_wino(graph, low8: "Int8Lowering", budget: int, min_gain: float = 0.0) -> tuple[frozenset, int]:
+    """The 3x3 stride-1 convs to run as Winograd within `budget` extra flash bytes (< 0: no limit), and
+    the bytes they take: by instructions saved per added byte, then name (a layer that does not fit is
+    skipped for smaller ones); only those it pays on, whose input is channels-last (planned strides),
+    whose weights and folded bias keep every sum in int32 (int8_weights.winograd_fits), and that no
+    other weight format (packed) took, and that save at least `min_gain` per byte. The rest of the budget
+    goes to wide GEMM weights (choose_wide)."""
+    if budget == 0:
+        return frozenset(), 0
+    cand = []
+    for op in graph.compute_ops():
+        p = low8.plans.get(op.result.name)
+        if (p is None or op.result.name in low8.overrides or p.info.get("kind") != "gemm" or not wino_shape(op)
+                or p.info["xs"][1] != 1 or 0 in p.relayout):
+            continue
+        saving = wino_saving(op)
+        if saving <= 0 or saving / wino_extra(op) < min_gain:
+            continue
+        cand.append((-saving / wino_extra(op), op.result.name, wino_extra(op), op))
+    chosen, spent = set(), 0
+    for _, name, extra, op in sorted(cand, key=lambda c: c[:2]):
+        if (budget < 0 or spent + extra <= budget) and _wino_fits(graph, op):
+            chosen.add(name)
+            spent += extra
+    return frozenset(chosen), spent
+
+
+def _wino_fits(graph, op: Op) -> bool:
+    w = graph.const_value(op.operands[1])
+    b = graph.const_value(op.operands[2]) if len(op.operands) > 2 else None
+    if w is None or (len(op.operands) > 2 and b is None):
+        return False
+    w2d = np.asarray(w, np.int64).reshape(w.shape[0], -1)
+    return iw.winograd_fits(w, iw.folded_bias(w2d, b, _zp(op.operands[0])))
 
 
 def dw_variant(g: dict) -> int:
@@ -341,6 +419,10 @@ def _plan_conv(self: Int8Lowering, op: Op, p: OpPlan) -> None:
         pw = max((g["ow"] - 1) * g["sw"] + (g["kw"] - 1) * g["dw"] + 1, g["pl"] + g["w"])
         p.info.update(kind="dw", ph=ph, pw=pw)
         self.kernel_scratch(p, ph * pw + 4)
+    elif op.result.name in self.wino_ops and xs[1] == 1 and 0 not in p.relayout:
+        chunks = g["c"] // 4
+        p.info.update(kind="wino")
+        self.kernel_scratch(p, 16 * 6 * chunks * 4 + 6 * 16 * 4)    # V of a block of 3 tiles, then M
     else:
         k = g["kh"] * g["kw"] * g["cg"]
         kp = -(-k // 4) * 4
@@ -392,6 +474,8 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
                                               ("int8_t *", ctx.ref(y)),
                                               ("int8_t *", ctx.scratch(p.kernel_scratch_at)), *tab], lits)
         return Lowered8(("DW",), (), (ww, qw), (call,))
+    if p.info["kind"] == "wino":
+        return _emit_wino(self, op, ctx, p, g, w, stage, qw, xs, ys, zx)
     og = g["o"] // g["groups"]
     ys_p = ys[3] if g["ow"] > 1 else ys[2]   # one pixel per row (a (k, D) kernel over [N, 1, T, D]): rows apart
     if g["oh"] > 1 and g["ow"] > 1 and ys[2] != g["ow"] * ys[3]:
@@ -409,6 +493,19 @@ def emit_conv2d(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan) -> Lowered8
                                                  ("const int32_t *", qw.cname), ("int8_t *", ctx.ref(y)),
                                                  ("int8_t *", ctx.scratch(p.kernel_scratch_at)), *tab], lits)
     return Lowered8(("CONV_GEMM",), (), (ww, qw), (call,))
+
+
+def _emit_wino(self: Int8Lowering, op: Op, ctx: Context, p: OpPlan, g: dict, w: np.ndarray, stage: iw.OutStage,
+               qw: Weight, xs: list[int], ys: list[int], zx: int) -> Lowered8:
+    ww = Weight(ctx.weight_name("w"), iw.winograd_weights(w), "int32_t")
+    lits = [g["n"], g["c"], g["o"], g["h"], g["w"], g["oh"], g["ow"], g["pt"], g["pl"], xs[0], xs[2], xs[3], ys[0],
+            ys[1], ys[2], ys[3], zx, stage.mode, stage.zp, stage.lo, stage.hi]
+    tab, lits = self.epilogue(op, ctx, lits)
+    call = ctx.specialize("tinyc_s8_conv_wino", [("const int8_t *", self.operand(op, 0, ctx, p)),
+                                                 ("const tinyc_s8_word *", ww.cname),
+                                                 ("const int32_t *", qw.cname), ("int8_t *", ctx.ref(op.result)),
+                                                 ("int8_t *", ctx.scratch(p.kernel_scratch_at)), *tab], lits)
+    return Lowered8(("CONV_GEMM", "CONV_WINO"), (), (ww, qw), (call,))
 
 
 # ---- linear ------------------------------------------------------------------------------------
@@ -770,17 +867,26 @@ def _conv_steps(self: Int8Lowering, op: Op, p: OpPlan) -> tuple[np.ndarray, np.n
         ty = np.broadcast_to((np.arange(n)[:, None] * c + np.arange(o)[None, :] // mult)[:, :, None, None],
                              y.type.shape)
     else:
-        # per (image, group, block of `pix` output pixels): the block's input pixels read, then its outputs written
-        groups, cg, og, oh, ow, pix = g["groups"], g["cg"], o // g["groups"], g["oh"], g["ow"], p.info["pix"]
-        nblk = -(-oh * ow // pix)
-        blk = (np.arange(oh * ow) // pix).reshape(oh, ow)
-        last = np.full((g["h"], g["w"]), -1, np.int64)
+        # per (image, group, block of `pix` output pixels): the block's input pixels read, then its outputs
+        # written; Winograd: per block of 3 tiles of 2 x 2 outputs, each tile reading a 4 x 4 window
+        groups, cg, og, oh, ow = g["groups"], g["cg"], o // g["groups"], g["oh"], g["ow"]
         oy, ox = np.meshgrid(np.arange(oh), np.arange(ow), indexing="ij")
-        for ky in range(g["kh"]):
-            for kx in range(g["kw"]):
-                iy, ix = oy * g["sh"] - g["pt"] + ky * g["dh"], ox * g["sw"] - g["pl"] + kx * g["dw"]
-                ok = (iy >= 0) & (iy < g["h"]) & (ix >= 0) & (ix < g["w"])
-                np.maximum.at(last, (iy[ok], ix[ok]), blk[ok])
+        if p.info["kind"] == "wino":
+            tw = -(-ow // 2)
+            nblk = -(-(-(-oh // 2)) * tw // 3)
+            blk = (oy // 2 * tw + ox // 2) // 3
+            sy, sx, taps = 2 * (oy // 2), 2 * (ox // 2), [(ky, kx) for ky in range(4) for kx in range(4)]
+        else:
+            pix = p.info["pix"]
+            nblk = -(-oh * ow // pix)
+            blk = (np.arange(oh * ow) // pix).reshape(oh, ow)
+            sy, sx = oy * g["sh"], ox * g["sw"]
+            taps = [(ky * g["dh"], kx * g["dw"]) for ky in range(g["kh"]) for kx in range(g["kw"])]
+        last = np.full((g["h"], g["w"]), -1, np.int64)
+        for dy, dx in taps:
+            iy, ix = sy - g["pt"] + dy, sx - g["pl"] + dx
+            ok = (iy >= 0) & (iy < g["h"]) & (ix >= 0) & (ix < g["w"])
+            np.maximum.at(last, (iy[ok], ix[ok]), blk[ok])
         outer_x = (np.arange(n)[:, None] * groups + np.arange(c)[None, :] // cg) * nblk
         tx = np.where(last[None, None] >= 0, outer_x[:, :, None, None] + last[None, None], -1)
         outer_y = (np.arange(n)[:, None] * groups + np.arange(o)[None, :] // og) * nblk

@@ -165,3 +165,37 @@ def requant_table(x: QuantParams, out: QuantParams) -> np.ndarray:
     m, s = quant.quantize_multiplier(quant.rescale_ratio(x, out))
     y = quant.requantize(codes - x.zero_point[0], m, s) + out.zero_point[0]
     return quant.saturate(y).astype(np.int8)
+
+
+# Winograd F(2x2, 3x3) with G' = 2 G (integer): U = G' g G'^T is 4 x the textbook transform, so
+# A^T (U . V) A is 4 x the direct conv's sum, exactly (tinyc_s8_conv_wino).
+WINO_G = np.array([[2, 0, 0], [1, 1, 1], [1, -1, 1], [0, 0, 2]], np.int64)
+WINO_V_MAX = 4 * 128        # |V| of raw int8 codes: each entry sums 4 of them with signs
+
+
+def winograd_u(w: np.ndarray) -> np.ndarray:
+    """[O, C, 3, 3] int8 -> U = G' g G'^T as int64 [16 (t = 4 i + j), O, C]."""
+    u = np.einsum("ik,ockl,jl->ijoc", WINO_G, np.asarray(w, np.int64), WINO_G)
+    return u.reshape(16, *w.shape[:2])
+
+
+def winograd_fits(w: np.ndarray, bias: np.ndarray) -> bool:
+    """Every partial sum of tinyc_s8_conv_wino fits int32: per output channel, 4 x 128 x the sum of
+    |U| over positions and input channels bounds M and A^T M A; a quarter of it plus |bias| the result."""
+    s = np.abs(winograd_u(w)).sum(axis=(0, 2))
+    top = WINO_V_MAX * s
+    return bool(np.all(top <= quant.I32_MAX) and np.all(top // 4 + np.abs(np.asarray(bias, np.int64)) <= quant.I32_MAX))
+
+
+def winograd_weights(w: np.ndarray) -> np.ndarray:
+    """[O, C, 3, 3] (C % 4 == 0) -> int32 words of U as int16 pairs: per pair of output channels, per t,
+    per chunk of 4 input channels {a (0, 2), a (1, 3), b (0, 2), b (1, 3)}; an odd last channel's
+    {(0, 2), (1, 3)} per t and chunk after them (tinyc_s8_conv_wino)."""
+    u = winograd_u(w)                              # [16, O, C]
+    o, c = w.shape[:2]
+    q = u.reshape(16, o, c // 4, 4)
+    pairs = np.stack([pack16(q[..., 0], q[..., 2]), pack16(q[..., 1], q[..., 3])], axis=-1)   # [16, O, C/4, 2]
+    npair = o // 2
+    even = pairs[:, :2 * npair].reshape(16, npair, 2, c // 4, 2).transpose(1, 0, 3, 2, 4).ravel()
+    odd = pairs[:, 2 * npair:].transpose(1, 0, 2, 3).ravel()
+    return np.concatenate([even, odd]).astype(np.int32)

@@ -37,7 +37,8 @@ class ShapeClass:
     input_shape: tuple[int, ...]    # batch included
     build: Callable[[], object]     # -> torch module in eval mode (seeded by the caller)
     macs: int                       # analytic MACs of the layer(s)
-    wide: bool = False              # compiled with --wide-weights all (weights as int16 pairs)
+    wide: bool = False              # compiled with --wide-weights all (weights as int16 pairs), no Winograd
+    winograd: bool = False          # compiled with --wide-weights all: Winograd F(2x2, 3x3) (instr per direct MAC)
 
 
 def _conv_macs(cin: int, cout: int, k: tuple[int, int], out_hw: tuple[int, int], groups: int = 1) -> int:
@@ -147,6 +148,10 @@ def shape_classes() -> list[ShapeClass]:
                    _conv(32, 32, 3, 1, 1, act=relu), _conv_macs(32, 32, (3, 3), (16, 16))),
         ShapeClass("conv3x3_32_32_wide", "3x3 dense conv, wide weights", "32->32 @ 16x16, pad 1", (1, 32, 16, 16),
                    _conv(32, 32, 3, 1, 1, act=relu), _conv_macs(32, 32, (3, 3), (16, 16)), wide=True),
+        ShapeClass("conv3x3_32_32_wino", "3x3 dense conv, Winograd", "32->32 @ 16x16, pad 1", (1, 32, 16, 16),
+                   _conv(32, 32, 3, 1, 1, act=relu), _conv_macs(32, 32, (3, 3), (16, 16)), winograd=True),
+        ShapeClass("conv3x3_16_16_wino", "3x3 dense conv, Winograd", "16->16 @ 32x32, pad 1", (1, 16, 32, 32),
+                   _conv(16, 16, 3, 1, 1, act=relu), _conv_macs(16, 16, (3, 3), (32, 32)), winograd=True),
         ShapeClass("conv3x3_s2_16_32", "3x3 dense conv s2", "16->32 @ 32x32 -> 16x16, pad 1", (1, 16, 32, 32),
                    _conv(16, 32, 3, 2, 1, act=relu), _conv_macs(16, 32, (3, 3), (16, 16))),
         ShapeClass("first_10x4_s2", "first layer, 1 input channel",
@@ -246,7 +251,8 @@ def measure(cls: ShapeClass, work: Path) -> Row:
 
     graph = graph_of(cls)
     out = work / cls.name
-    info = emit_bundle(graph, out, name="model", target_name=TARGET, wide_weights=-1 if cls.wide else 0)
+    info = emit_bundle(graph, out, name="model", target_name=TARGET, wide_weights=-1 if cls.wide or cls.winograd else 0,
+                       winograd=cls.winograd)
     write_target_files(out, TARGET, "model")
     b = bench_model(out, TARGET, "model", profile=True)
     fused = {lay.fused_into for lay in info.layers if lay.fused_into}

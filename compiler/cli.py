@@ -105,10 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--pipeline", help="passes to run (default: fuse; fuse,quantize-int8 with --calib)")
     p.add_argument("--calib", type=Path, help="calibration inputs (.npy, N x input shape) for int8")
     p.add_argument("--wide-weights", type=wide_weights_arg, default=None, metavar="BYTES|all",
-                   help="int8 only: store dense conv weights as the int16 pairs the kernel multiplies, in up to "
-                        "BYTES more flash (or 'all'): 9-14%% fewer instructions on those layers, twice their "
-                        "weight flash; the layers that reuse each weight over the most pixels first (default: "
-                        "none, or with --auto --objective latency the flash left under the budget)")
+                   help="int8 only: flash bytes the int16 weight forms may add: 3x3 stride-1 convs as Winograd "
+                        "F(2x2, 3x3) (16 int16 per 9 weights, 36 -> 16 multiplies) and other dense convs as the "
+                        "int16 pairs the GEMM multiplies (twice their weight flash, no unpacking); the best "
+                        "instructions saved per byte first. 0: none (the smallest build); 'all': every layer "
+                        "that can. Default: up to half the int8 weight bytes, on layers saving at least 8 "
+                        "instructions per byte (dropped if the bundle then overflows --board's flash); with "
+                        "--auto --objective latency the flash left under the budget, --objective flash none")
     add_model_options(p)
     add_data_options(p)
     add_auto_options(p)

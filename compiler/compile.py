@@ -94,35 +94,41 @@ def wide_allowance(objective: str, flash_budget: int | None, flash: int | None) 
 
 
 def _write_with_wide_weights(args, graph: Graph, target, board, pm, auto_section) -> dict:
-    """write_bundle with the --wide-weights allowance: the option's, or under --auto --objective latency
-    the flash the chosen candidate leaves free. An allowance --auto chose that still overflows the budget
-    is dropped (the bundle is written again without it), never shipped over budget."""
+    """write_bundle with the --wide-weights allowance: the option's; without it, under --auto --objective
+    latency the flash the chosen candidate leaves free, else the balanced default (c_emitter.
+    balanced_allowance: at most half the int8 weight bytes, on layers that save at least BALANCED_GAIN
+    instructions per byte). An allowance tinyc chose that makes the bundle overflow the flash budget is
+    dropped (the bundle is written again without it), never shipped over budget."""
+    from tinyc.backends.c_emitter import BALANCED_GAIN, balanced_allowance
+    from tinyc.errors import BackendError
+
     wide = getattr(args, "wide_weights", None)
-    chosen_by_auto = wide is None and auto_section is not None
-    if chosen_by_auto:
+    chosen = wide is None
+    min_gain = 0.0
+    budget = board.flash_bytes if board else None
+    if chosen and auto_section is not None:
         flash = next((c["flash"] for c in auto_section["candidates"] if c["pipeline"] == auto_section["chosen"]), None)
-        wide = wide_allowance(auto_section["objective"], auto_section["budgets"]["flash"], flash)
-    wide = wide or 0
-    if not (chosen_by_auto and wide):
-        report = write_bundle(graph, args.output, args.name, target, board, pm, wide)
+        budget = auto_section["budgets"]["flash"]
+        wide = wide_allowance(auto_section["objective"], budget, flash)
+    elif chosen:
+        wide, min_gain = balanced_allowance(graph), BALANCED_GAIN
+    if not (chosen and wide):
+        report = write_bundle(graph, args.output, args.name, target, board, pm, wide or 0)
         if wide and not any(layer["wide_weights"] for layer in report["layers"]):
             print("tinyc: warning: --wide-weights changed nothing: no int8 dense conv (3x3 GEMM block, a "
                   "reduction over more than 8 values) fits the allowance; it needs an int8 model (--calib)",
                   file=sys.stderr)
         return report
-    from tinyc.errors import BackendError
-
-    budget = auto_section["budgets"]["flash"]
     try:
-        report = write_bundle(graph, args.output, args.name, target, board, pm, wide)
+        report = write_bundle(graph, args.output, args.name, target, board, pm, wide, min_gain)
     except BackendError:          # the board's budget check: over it with the allowance
         report = None
-    if report is None or (report["flash"] is not None and report["flash"] > budget):
+    if report is None or (budget is not None and report["flash"] is not None and report["flash"] > budget):
         return write_bundle(graph, args.output, args.name, target, board, pm, 0)
     widened = [layer["name"] for layer in report["layers"] if layer["wide_weights"]]
-    if widened:
+    if widened and auto_section is not None:
         print(f"tinyc: note: --auto --objective latency: {len(widened)} conv layer(s) store their weights as int16 "
-              f"pairs in the flash left under the budget ({', '.join(widened)})", file=sys.stderr)
+              f"in the flash left under the budget ({', '.join(widened)})", file=sys.stderr)
     return report
 
 
@@ -173,7 +179,8 @@ def _auto(args, graph: Graph, calib, target, board):
                      "confirmation split", hint="the evaluation data may be too small to tell; give more --eval samples")
 
 
-def write_bundle(graph: Graph, out: Path, name: str, target, board, pm, wide_weights: int = 0) -> dict:
+def write_bundle(graph: Graph, out: Path, name: str, target, board, pm, wide_weights: int = 0,
+                 min_gain: float = 0.0) -> dict:
     """Emit into a fresh folder beside OUT and move it into place only when everything worked."""
     from tinyc.backends.budget import check_budget
     from tinyc.backends.build import build
@@ -186,7 +193,8 @@ def write_bundle(graph: Graph, out: Path, name: str, target, board, pm, wide_wei
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         _honour_umask(tmp)
-        info = emit_bundle(graph, tmp, name=name, target_name=target.name, wide_weights=wide_weights)
+        info = emit_bundle(graph, tmp, name=name, target_name=target.name, wide_weights=wide_weights,
+                           min_gain=min_gain)
         write_target_files(tmp, target, name)
         sizes = use = None
         if target.bare_metal:   # errors name OUT, not the temporary folder
@@ -228,7 +236,8 @@ def make_report(graph: Graph, info, target, board, pm, sizes) -> dict:
     layers = [{"index": i, "name": row.name, "kind": row.kind, "shape": list(row.shape), "macs": row.macs,
                "params": row.params, "weight_bytes": row.weight_bytes, "loc": layer.loc,
                "kernels": list(layer.kernels), "storage": layer.storage,
-               "wide_weights": row.name in info.wide_layers}
+               "wide_weights": row.name in info.wide_layers or row.name in info.winograd_layers,
+               "winograd": row.name in info.winograd_layers}
               for i, (row, layer) in enumerate(zip(layer_table(graph), info.layers))]
     return {
         "tinyc_version": _version(),

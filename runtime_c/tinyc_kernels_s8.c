@@ -74,6 +74,17 @@ TINYC_S8_INLINE int32_t tinyc_s8_ssat8(int32_t x)
     return __ssat(x, 8);
 }
 
+/* Halfword-wise a + b, a - b (wrapping; no saturation). */
+TINYC_S8_INLINE int32_t tinyc_s8_sadd16(int32_t a, int32_t b)
+{
+    return __sadd16(a, b);
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_ssub16(int32_t a, int32_t b)
+{
+    return __ssub16(a, b);
+}
+
 /* a, b = the two words at byte offset `off` (a constant) of the word pointer p: one LDRD
  * (GCC splits 64-bit loads whose halves are used apart). The memory clobber keeps it after
  * the stores that filled the buffer. */
@@ -105,6 +116,16 @@ TINYC_S8_INLINE int32_t tinyc_s8_sxtb16(uint32_t x)
 TINYC_S8_INLINE int32_t tinyc_s8_sxtb16_ror8(uint32_t x)
 {
     return tinyc_s8_pack16((int8_t)(uint8_t)((x >> 8) & 0xFFu), (int8_t)(uint8_t)(x >> 24));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_sadd16(int32_t a, int32_t b)
+{
+    return tinyc_s8_pack16(tinyc_s8_lo16(a) + tinyc_s8_lo16(b), tinyc_s8_hi16(a) + tinyc_s8_hi16(b));
+}
+
+TINYC_S8_INLINE int32_t tinyc_s8_ssub16(int32_t a, int32_t b)
+{
+    return tinyc_s8_pack16(tinyc_s8_lo16(a) - tinyc_s8_lo16(b), tinyc_s8_hi16(a) - tinyc_s8_hi16(b));
 }
 
 /* Wrapping adds, as the instructions do (the compiler checks final sums fit int32). */
@@ -1061,6 +1082,197 @@ TINYC_S8_INLINE void tinyc_s8_conv_gemm(const int8_t *x, const tinyc_s8_word *wt
                 } else {
                     tinyc_s8_gemm3(col, wg, qg, yg + p0 * ys_p, og, chunks, qs, ys_c, ys_p, np, wide, mode, zy, lo, hi, tab);
                 }
+            }
+        }
+    }
+}
+#endif
+
+#ifdef TINYC_S8_CONV_WINO
+/* Winograd F(2x2, 3x3) (Lavin and Gray, 2016) for 3x3 stride-1 dense convs, with tinyc_s8_conv_gemm's
+ * 3 x 2 block (TINYC_S8_CONV_GEMM is defined beside it). Per 4 x 4 input tile d (raw codes, zx in the
+ * padding: the folded bias absorbs it) V = B^T d B; per output channel and tile position t,
+ * M[t] = sum over input channels of U[t] V[t], where U = G' g G'^T with G' = 2 G (integer: the
+ * compiler transforms the weights, int8_weights.winograd_weights); Y = A^T M A / 4 is the direct
+ * conv's sum exactly (the compiler checks every partial sum fits int32), then the bias and the
+ * output stage. 16 multiplies per 2 x 2 outputs and input channel instead of 36, for int16 weights
+ * 16 / 9 x 2 the int8 ones' flash (--wide-weights spends that, c_ops_int8.choose_forms).
+ * V per block of 3 tiles: per t (vs = 6 chunks words apart), per chunk of 4 channels, 2 words per
+ * tile: channels (0, 2) and (1, 3) as int16 pairs, the col order of the 3 x 2 block. U: per pair of
+ * output channels, per t, per chunk {a (0, 2), a (1, 3), b (0, 2), b (1, 3)} (the wide GEMM weights);
+ * an odd last channel alone after them. Scratch: 16 vs words of V, then M (6 x 16 int32). */
+
+/* (a - c, b + c, c - b, b - d): a row or column of B^T d B, on int16 pairs. */
+#define TINYC_S8_WINO_BT(a, b, c, d, o0, o1, o2, o3)                                               \
+    do {                                                                                           \
+        (o0) = tinyc_s8_ssub16((a), (c));                                                          \
+        (o1) = tinyc_s8_sadd16((b), (c));                                                          \
+        (o2) = tinyc_s8_ssub16((c), (b));                                                          \
+        (o3) = tinyc_s8_ssub16((b), (d));                                                          \
+    } while (0)
+
+/* One input row of the tile, row-transformed: the 4 words at p (cs bytes apart), their even
+ * (ROR 0) or odd (ROR 8) channels, (d0 - d2, d1 + d2, d2 - d1, d1 - d3). */
+#define TINYC_S8_WINO_ROW(p, cs, ROR, h0, h1, h2, h3)                                              \
+    do {                                                                                           \
+        const int32_t e0_ = ROR(tinyc_s8_ld32((p))), e1_ = ROR(tinyc_s8_ld32((p) + (cs)));        \
+        const int32_t e2_ = ROR(tinyc_s8_ld32((p) + 2 * (cs))), e3_ = ROR(tinyc_s8_ld32((p) + 3 * (cs))); \
+        TINYC_S8_WINO_BT(e0_, e1_, e2_, e3_, h0, h1, h2, h3);                                      \
+    } while (0)
+
+/* V = B^T d B of the even or odd channels (ROR) of a tile of 4 x 4 words of 4 channels (rows rs
+ * bytes apart, words cs), to v[t * vs]: rows 1 and 2 kept, rows 0 and 3 combined with them. */
+#define TINYC_S8_WINO_HALF(p, rs, cs, v, vs, ROR)                                                  \
+    do {                                                                                           \
+        int32_t a0_, a1_, a2_, a3_, b0_, b1_, b2_, b3_, c0_, c1_, c2_, c3_;                         \
+        TINYC_S8_WINO_ROW((p) + (rs), cs, ROR, a0_, a1_, a2_, a3_);                                \
+        TINYC_S8_WINO_ROW((p) + 2 * (rs), cs, ROR, b0_, b1_, b2_, b3_);                            \
+        TINYC_S8_WINO_ROW((p), cs, ROR, c0_, c1_, c2_, c3_);                                       \
+        (v)[0] = tinyc_s8_ssub16(c0_, b0_);                                                        \
+        (v)[(vs)] = tinyc_s8_ssub16(c1_, b1_);                                                     \
+        (v)[2 * (vs)] = tinyc_s8_ssub16(c2_, b2_);                                                 \
+        (v)[3 * (vs)] = tinyc_s8_ssub16(c3_, b3_);                                                 \
+        (v)[4 * (vs)] = tinyc_s8_sadd16(a0_, b0_);                                                 \
+        (v)[5 * (vs)] = tinyc_s8_sadd16(a1_, b1_);                                                 \
+        (v)[6 * (vs)] = tinyc_s8_sadd16(a2_, b2_);                                                 \
+        (v)[7 * (vs)] = tinyc_s8_sadd16(a3_, b3_);                                                 \
+        (v)[8 * (vs)] = tinyc_s8_ssub16(b0_, a0_);                                                 \
+        (v)[9 * (vs)] = tinyc_s8_ssub16(b1_, a1_);                                                 \
+        (v)[10 * (vs)] = tinyc_s8_ssub16(b2_, a2_);                                                \
+        (v)[11 * (vs)] = tinyc_s8_ssub16(b3_, a3_);                                                \
+        TINYC_S8_WINO_ROW((p) + 3 * (rs), cs, ROR, c0_, c1_, c2_, c3_);                            \
+        (v)[12 * (vs)] = tinyc_s8_ssub16(a0_, c0_);                                                \
+        (v)[13 * (vs)] = tinyc_s8_ssub16(a1_, c1_);                                                \
+        (v)[14 * (vs)] = tinyc_s8_ssub16(a2_, c2_);                                                \
+        (v)[15 * (vs)] = tinyc_s8_ssub16(a3_, c3_);                                                \
+    } while (0)
+
+#define TINYC_S8_WINO_EVEN(u) tinyc_s8_sxtb16(u)
+#define TINYC_S8_WINO_ODD(u) tinyc_s8_sxtb16_ror8(u)
+
+/* The input tile at (iy0, ix0) (channels contiguous, c = 4 chunks) into V (its 2 words per chunk
+ * at v). Tiles inside the map read the input; the others a copy with zx words in the padding. */
+TINYC_S8_INLINE void tinyc_s8_wino_tile(const int8_t *x, tinyc_s8_word *v, int32_t iy0, int32_t ix0, int32_t h,
+                                        int32_t wd, int32_t xs_h, int32_t xs_w, int32_t chunks, int32_t vs,
+                                        uint32_t zw)
+{
+    const int8_t *p = x + iy0 * xs_h + ix0 * xs_w;
+    int32_t j, k;
+    if (iy0 >= 0 && ix0 >= 0 && iy0 + 4 <= h && ix0 + 4 <= wd) {
+        for (j = 0; j < chunks; ++j, v += 6, p += 4) {
+            TINYC_S8_WINO_HALF(p, xs_h, xs_w, v, vs, TINYC_S8_WINO_EVEN);
+            TINYC_S8_WINO_HALF(p, xs_h, xs_w, v + 1, vs, TINYC_S8_WINO_ODD);
+        }
+        return;
+    }
+    for (j = 0; j < chunks; ++j, v += 6, p += 4) {
+        uint32_t d[16];
+        const int8_t *dp = (const int8_t *)(const void *)d;
+        for (k = 0; k < 16; ++k) {
+            const int32_t iy = iy0 + (k >> 2), ix = ix0 + (k & 3);
+            d[k] = iy >= 0 && iy < h && ix >= 0 && ix < wd ? tinyc_s8_ld32(p + (k >> 2) * xs_h + (k & 3) * xs_w) : zw;
+        }
+        TINYC_S8_WINO_HALF(dp, 16, 4, v, vs, TINYC_S8_WINO_EVEN);
+        TINYC_S8_WINO_HALF(dp, 16, 4, v + 1, vs, TINYC_S8_WINO_ODD);
+    }
+}
+
+/* Y = A^T M A / 4 + bias of one tile and channel (M: 16 int32), its first rows x cols outputs
+ * stored (2 x 2 but at a last odd row or column). */
+TINYC_S8_INLINE void tinyc_s8_wino_out(const int32_t *m, const int32_t *q, int8_t *y, int32_t ys_h, int32_t ys_w,
+                                       int32_t rows, int32_t cols, int32_t mode, int32_t zy, int32_t lo, int32_t hi,
+                                       const int8_t *tab)
+{
+    const tinyc_s8_rq rq = tinyc_s8_rec(q, mode);
+    const int32_t b = q[0];
+    const int32_t s0 = m[0] + m[4] + m[8], s1 = m[1] + m[5] + m[9], s2 = m[2] + m[6] + m[10], s3 = m[3] + m[7] + m[11];
+    /* exact multiples of 4: the shift divides */
+    y[0] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(((s0 + s1 + s2) >> 2) + b, rq, mode, zy, lo, hi));
+    if (cols > 1) y[ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(((s1 - s2 - s3) >> 2) + b, rq, mode, zy, lo, hi));
+    if (rows > 1) {
+        const int32_t d0 = m[4] - m[8] - m[12], d1 = m[5] - m[9] - m[13], d2 = m[6] - m[10] - m[14];
+        const int32_t d3 = m[7] - m[11] - m[15];
+        y[ys_h] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(((d0 + d1 + d2) >> 2) + b, rq, mode, zy, lo, hi));
+        if (cols > 1)
+            y[ys_h + ys_w] = (int8_t)TINYC_S8_EPI(tab, tinyc_s8_outr(((d1 - d2 - d3) >> 2) + b, rq, mode, zy, lo, hi));
+    }
+}
+
+/* The block's outputs of one channel: tiles t0 .. t0 + np - 1 (M of tile p at m + 16 p). */
+TINYC_S8_INLINE void tinyc_s8_wino_store(const int32_t *m, const int32_t *q, int8_t *y, int32_t t0, int32_t np,
+                                         int32_t tw, int32_t oh, int32_t ow, int32_t ys_h, int32_t ys_w, int32_t mode,
+                                         int32_t zy, int32_t lo, int32_t hi, const int8_t *tab)
+{
+    int32_t p;
+    for (p = 0; p < np; ++p, m += 16) {
+        const int32_t oy = 2 * ((t0 + p) / tw), ox = 2 * ((t0 + p) % tw);
+        tinyc_s8_wino_out(m, q, y + oy * ys_h + ox * ys_w, ys_h, ys_w, oh - oy, ow - ox, mode, zy, lo, hi, tab);
+    }
+}
+
+/* 3x3, stride 1, dilation 1, groups 1, c % 4 == 0 input channels contiguous (xs_c == 1): blocks of
+ * 3 tiles of 2 x 2 outputs (tiles row by row, tw per row; a last block of 1 or 2 computes garbage
+ * for the rest), V of the block, then per channel pair the 16 GEMMs (M in scratch) and the output
+ * transform. Not in place (c_ops_int8._overlap_conv). */
+TINYC_S8_INLINE void tinyc_s8_conv_wino(const int8_t *x, const tinyc_s8_word *wt, const int32_t *qp, int8_t *y,
+                                        int8_t *scratch, const int8_t *tab, int32_t nb, int32_t c, int32_t o,
+                                        int32_t h, int32_t wd, int32_t oh, int32_t ow, int32_t pt, int32_t pl,
+                                        int32_t xs_n, int32_t xs_h, int32_t xs_w, int32_t ys_n, int32_t ys_c,
+                                        int32_t ys_h, int32_t ys_w, int32_t zx, int32_t mode, int32_t zy, int32_t lo,
+                                        int32_t hi)
+{
+    const int32_t chunks = c / 4, vs = 6 * chunks, tw = (ow + 1) / 2, ntile = ((oh + 1) / 2) * tw;
+    const int32_t qs = mode == 0 ? TINYC_S8_Q_FAST : TINYC_S8_Q_GENERIC;
+    const uint32_t zw = (uint32_t)(uint8_t)zx * 0x01010101u;
+    tinyc_s8_word *v = (tinyc_s8_word *)(void *)scratch;
+    int32_t *m = (int32_t *)(void *)(scratch + 4 * 16 * vs);
+    int32_t n, t0, p, o2, t;
+    for (n = 0; n < nb; ++n) {
+        const int8_t *xn = x + n * xs_n;
+        int8_t *yn = y + n * ys_n;
+        for (t0 = 0; t0 < ntile; t0 += 3) {
+            const int32_t np = ntile - t0 < 3 ? ntile - t0 : 3;
+            const tinyc_s8_word *w = wt;
+            const int32_t *q = qp;
+            for (p = 0; p < np; ++p) {
+                const int32_t ty = (t0 + p) / tw, tx = (t0 + p) % tw;
+                tinyc_s8_wino_tile(xn, v + 2 * p, 2 * ty - pt, 2 * tx - pl, h, wd, xs_h, xs_w, chunks, vs, zw);
+            }
+            for (o2 = 0; o2 + 1 < o; o2 += 2, q += 2 * qs) {
+                for (t = 0; t < 16; ++t) {
+                    const tinyc_s8_word *col = v + t * vs;
+                    const tinyc_s8_word *volatile cend = col + 6 + 6 * ((chunks - 1) & ~7);
+                    int32_t a0 = 0, b0 = 0, a1, a2, b1, b2;
+                    TINYC_S8_MK3X2(col, cend, w, chunks, TINYC_S8_MK_WWIDE);
+                    m[t] = a0;
+                    m[16 + t] = a1;
+                    m[32 + t] = a2;
+                    m[48 + t] = b0;
+                    m[64 + t] = b1;
+                    m[80 + t] = b2;
+                }
+                tinyc_s8_wino_store(m, q, yn + o2 * ys_c, t0, np, tw, oh, ow, ys_h, ys_w, mode, zy, lo, hi, tab);
+                tinyc_s8_wino_store(m + 48, q + qs, yn + (o2 + 1) * ys_c, t0, np, tw, oh, ow, ys_h, ys_w, mode, zy,
+                                    lo, hi, tab);
+            }
+            if (o2 < o) {       /* an odd last channel: 3 x 1 */
+                for (t = 0; t < 16; ++t) {
+                    const tinyc_s8_word *col = v + t * vs;
+                    int32_t a0 = 0, a1 = 0, a2 = 0, j, x0, x1;
+                    for (j = 0; j < chunks; ++j, col += 6, w += 2) {
+                        const int32_t we = w[0], wo = w[1];
+                        TINYC_S8_LD2(col, 0, x0, x1);
+                        a0 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a0));
+                        TINYC_S8_LD2(col, 8, x0, x1);
+                        a1 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a1));
+                        TINYC_S8_LD2(col, 16, x0, x1);
+                        a2 = tinyc_s8_smlad(x1, wo, tinyc_s8_smlad(x0, we, a2));
+                    }
+                    m[t] = a0;
+                    m[16 + t] = a1;
+                    m[32 + t] = a2;
+                }
+                tinyc_s8_wino_store(m, q, yn + o2 * ys_c, t0, np, tw, oh, ow, ys_h, ys_w, mode, zy, lo, hi, tab);
             }
         }
     }

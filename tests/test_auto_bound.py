@@ -102,7 +102,7 @@ def test_latency_objective_spends_the_flash_headroom_on_wide_weights(monkeypatch
 
     calls = []
 
-    def fake_write(graph, out, name, target, board, pm, wide=0, grow=0):
+    def fake_write(graph, out, name, target, board, pm, wide=0, min_gain=0.0, grow=0):
         calls.append(wide)
         return {"flash": 60_000 + (grow if wide else 0), "layers": [{"name": "conv2d", "wide_weights": bool(wide)}]}
 

@@ -134,14 +134,15 @@ def test_calib_compiles_to_int8_bit_exact_with_the_interpreter(zoo_archive, tmp_
 
 
 def test_wide_weights_option(zoo_archive, tmp_path):
-    """--wide-weights all: every int8 dense conv flagged in the report, the weights twice as long, the outputs
-    the same bytes as without; a bad value is a usage error."""
+    """--wide-weights all: every int8 dense conv flagged in the report (int16 pairs or Winograd), the outputs the
+    same bytes as with 0 and with the default (a bounded allowance, a subset of the layers); a bad value is a
+    usage error."""
     calib = zoo_inputs("cnn_bn", rows=16, seed=1)
     np.save(tmp_path / "calib.npy", calib)
     x = zoo_inputs("cnn_bn", rows=3, seed=2)
     np.save(tmp_path / "x.npy", x)
     outs = {}
-    for label, extra in (("plain", []), ("wide", ["--wide-weights", "all"])):
+    for label, extra in (("plain", ["--wide-weights", "0"]), ("default", []), ("wide", ["--wide-weights", "all"])):
         result = tinyc("compile", zoo_archive("cnn_bn"), "--calib", tmp_path / "calib.npy", "-o", tmp_path / label,
                        *extra)
         assert result.returncode == 0, result.stderr
@@ -151,6 +152,9 @@ def test_wide_weights_option(zoo_archive, tmp_path):
     wide = [layer["name"] for layer in outs["wide"]["layers"] if layer["wide_weights"]]
     assert wide and not any(layer["wide_weights"] for layer in outs["plain"]["layers"])
     assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "wide.npy"))
+    assert np.array_equal(np.load(tmp_path / "plain.npy"), np.load(tmp_path / "default.npy"))
+    default = [layer["name"] for layer in outs["default"]["layers"] if layer["wide_weights"]]
+    assert set(default) <= set(wide)
     unused = tinyc("compile", zoo_archive("cnn_bn"), "-o", tmp_path / "float", "--wide-weights", "all")
     assert unused.returncode == 0 and "--wide-weights changed nothing" in unused.stderr   # float32: nothing to widen
     bad = tinyc("compile", zoo_archive("cnn_bn"), "-o", tmp_path / "bad", "--wide-weights", "-3")

@@ -52,9 +52,10 @@ def sample_rows(graph, rows=3, seed=7, scale=1.5):
 
 
 def assert_exact(graph, out_dir, target="host", rows=3, seed=7, scale=1.5, packing=None, wide_weights=0,
-                 **run_options):
+                 winograd=True, **run_options):
     """Emit, build, run every row on `target`, and require the interpreter's outputs bit for bit."""
-    info = emit_bundle(graph, out_dir, target_name=target, packing=packing, wide_weights=wide_weights)
+    info = emit_bundle(graph, out_dir, target_name=target, packing=packing, wide_weights=wide_weights,
+                       winograd=winograd)
     if target != "host":
         write_target_files(out_dir, target, "model")
     samples = sample_rows(graph, rows, seed, scale)
@@ -372,8 +373,59 @@ def test_wide_weights_exact_on_host(case, tmp_path):
     """Dense conv weights stored as int16 pairs (wide_weights): the same outputs, bit for bit; odd channel
     counts (the 3 x 1 path), partial and single-pixel blocks (gemm1x2), groups of pixels that cross rows."""
     graph = quantize(OP_CASES[case](Builder(), np.random.default_rng(1)))
-    info = assert_exact(graph, tmp_path, wide_weights=-1)
+    info = assert_exact(graph, tmp_path, wide_weights=-1, winograd=False)
     assert info.wide_layers, "no layer was widened"
+
+
+WINO_CASES = {
+    "even_16x16": conv((1, 16, 8, 10), (16, 16, 3, 3), padding=[1, 1, 1, 1], act="relu"),
+    "odd_map_odd_out": conv((1, 8, 7, 9), (7, 8, 3, 3), padding=[1, 1, 1, 1]),
+    "no_pad_batch2_relu6": conv((2, 12, 9, 8), (6, 12, 3, 3), **RELU6),
+    "asym_pad_leaky": conv((1, 4, 6, 5), (5, 4, 3, 3), padding=[2, 0, 1, 1], **LEAKY),
+    "chunks10_no_bias": conv((1, 40, 5, 6), (4, 40, 3, 3), bias=False, padding=[1, 1, 1, 1]),
+    "hardswish_fused": conv((1, 8, 6, 7), (8, 8, 3, 3), padding=[1, 1, 1, 1],
+                            then=lambda b, y: b.op("hardswish", y, name="h")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINO_CASES))
+def test_winograd_exact_on_host(case, tmp_path):
+    """3x3 stride-1 convs as Winograd F(2x2, 3x3) (int16 transformed weights) give the direct conv's outputs
+    bit for bit: odd output sizes (partial tiles), odd channel counts (the 3 x 1 path), a last block of
+    fewer than 3 tiles, asymmetric padding, batch 2, more than 8 chunks (the GEMM's loop), a fused lut."""
+    graph = quantize(WINO_CASES[case](Builder(), np.random.default_rng(3)))
+    info = assert_exact(graph, tmp_path, wide_weights=-1)
+    assert info.winograd_layers == ("y",), info.winograd_layers
+    assert "tinyc_s8_conv_wino(" in (tmp_path / "model.c").read_text()
+
+
+def test_winograd_budget(tmp_path):
+    """choose_wino spends the allowance on the 3x3 stride-1 convs by instructions saved per added byte (the
+    32 x 32 ones first), skips what does not fit, and leaves the rest to wide GEMM weights; a Winograd layer's
+    weights are 16 int16 per (output, input) channel pair and its result may still overlap its input."""
+    graph = zoo_int8("resnet8")
+    extra = {"conv2d_1": 32 * 16 * 16 - 16 * 144, "conv2d_4": 32 * 32 * 32 - 32 * 288}
+    two = emit_bundle(graph, tmp_path / "two", target_name="cortex-m4", wide_weights=2 * extra["conv2d_1"] + 100)
+    assert two.winograd_layers == ("conv2d_1", "conv2d_2"), two.winograd_layers
+    assert two.wide_layers == (), two.wide_layers          # 100 bytes left: no wide layer fits
+    three = emit_bundle(graph, tmp_path / "three", target_name="cortex-m4",
+                        wide_weights=2 * extra["conv2d_1"] + extra["conv2d_4"] + 16 * 28)
+    assert three.winograd_layers == ("conv2d_1", "conv2d_2", "conv2d_4"), three.winograd_layers
+    assert three.wide_layers == ("conv2d",), three.wide_layers     # the stem takes what is left
+    text = (tmp_path / "two" / "model.c").read_text()
+    assert int(re.search(r"model_w_conv2d_1_w\[(\d+)\]", text).group(1)) == 16 * 16 * 16 // 2
+    plain = emit_bundle(graph, tmp_path / "plain", target_name="cortex-m4")
+    assert plain.winograd_layers == ()
+    assert two.arena_size <= plain.arena_size + 2048      # V and M scratch only: the overlaps still plan
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m0"])
+@pytest.mark.parametrize("case", ["odd_map_odd_out", "chunks10_no_bias"])
+def test_winograd_exact_on_qemu(case, target, tmp_path):
+    info = assert_exact(quantize(WINO_CASES[case](Builder(), np.random.default_rng(3))), tmp_path, target, rows=2,
+                        wide_weights=-1)
+    assert info.winograd_layers == ("y",)
 
 
 @pytest.mark.qemu
@@ -381,7 +433,7 @@ def test_wide_weights_exact_on_host(case, tmp_path):
 @pytest.mark.parametrize("case", ["conv_odd_channels_relu", "conv3x3_c8_expand_pad"])
 def test_wide_weights_exact_on_qemu(case, target, tmp_path):
     assert_exact(quantize(OP_CASES[case](Builder(), np.random.default_rng(1))), tmp_path, target, rows=2,
-                 wide_weights=-1)
+                 wide_weights=-1, winograd=False)
 
 
 def test_wide_weights_budget(tmp_path):
@@ -392,11 +444,11 @@ def test_wide_weights_budget(tmp_path):
     names = [op.result.name for op in graph.compute_ops() if op.kind == "conv2d"]
     # at 32 x 32: the stem (16 x 28 bytes), conv2d_1 and conv2d_2 (16 x 144 each); then at 16 x 16 conv2d_3
     # (32 x 144) does not fit the 100 bytes left, nor conv2d_4 (32 x 288), nor the 1x1 conv2d_5 (32 x 16)
-    some = emit_bundle(graph, tmp_path / "some", target_name="cortex-m4", wide_weights=16 * 28 + 2 * 16 * 144 + 100)
+    some = emit_bundle(graph, tmp_path / "some", target_name="cortex-m4", winograd=False, wide_weights=16 * 28 + 2 * 16 * 144 + 100)
     assert some.wide_layers == ("conv2d", "conv2d_1", "conv2d_2"), some.wide_layers
-    more = emit_bundle(graph, tmp_path / "more", target_name="cortex-m4", wide_weights=16 * 28 + 2 * 16 * 144 + 600)
+    more = emit_bundle(graph, tmp_path / "more", target_name="cortex-m4", winograd=False, wide_weights=16 * 28 + 2 * 16 * 144 + 600)
     assert more.wide_layers == ("conv2d", "conv2d_1", "conv2d_2", "conv2d_5"), more.wide_layers
-    every = emit_bundle(graph, tmp_path / "all", target_name="cortex-m4", wide_weights=-1)
+    every = emit_bundle(graph, tmp_path / "all", target_name="cortex-m4", wide_weights=-1, winograd=False)
     assert set(every.wide_layers) == set(names)        # every conv of ResNet-8 reduces over more than 8
     assert plain.wide_layers == ()
     def weight_words(out, layer):

@@ -239,6 +239,11 @@ def balanced_allowance(graph: Graph) -> int:
     return int(BALANCED_SHARE * n)
 
 
+def balanced_options(graph: Graph) -> dict:
+    """emit_bundle's options for `tinyc compile`'s default build."""
+    return {"wide_weights": balanced_allowance(graph), "min_gain": BALANCED_GAIN}
+
+
 # ---- emission ----------------------------------------------------------------------
 
 def emit_bundle(graph: Graph, out_dir, *, name: str = "model", target_name: str = "host",

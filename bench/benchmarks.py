@@ -106,9 +106,11 @@ def model_flash(out: Path, name: str) -> int:
     return text + data
 
 
-# The int8 build with every dense conv's weights stored as int16 pairs (`tinyc compile --wide-weights all`):
-# fewer instructions for twice those layers' weight flash. Measured for the conv nets.
+# "int8" is `tinyc compile --calib`'s default build: int16 weight forms (Winograd, wide GEMM pairs) in at
+# most half the int8 weight bytes more flash (c_emitter.balanced_allowance). For the conv nets also the
+# smallest build (`--wide-weights 0`, int8 weights only) and every layer that can (`--wide-weights all`).
 WIDE = "int8 wide"
+COMPACT = "int8 compact"
 WIDE_MODELS = ("ds_cnn", "resnet8", "mobilenet_v1_025")
 
 
@@ -117,7 +119,16 @@ def _label(r: Result) -> str:
 
 
 def _int8(precision: str) -> bool:
-    return precision in ("int8", WIDE)
+    return precision in ("int8", WIDE, COMPACT)
+
+
+def _allowance(graph, precision: str) -> dict:
+    from tinyc.backends.c_emitter import balanced_options
+    if precision == WIDE:
+        return {"wide_weights": -1}
+    if precision == "int8":
+        return balanced_options(graph)
+    return {"wide_weights": 0}
 
 
 def measure(model: str, precision: str, workdir: Path) -> Result:
@@ -137,7 +148,7 @@ def measure(model: str, precision: str, workdir: Path) -> Result:
     pipeline = "fuse,quantize-int8" if _int8(precision) else "fuse"
     graph = PassManager(pipeline).run(graph, PassContext(calib=calibration_data(tuple(example.shape))))
     out = workdir / f"{model}-{precision.replace(' ', '-')}"
-    info = emit_bundle(graph, out, name="model", target_name=TARGET, wide_weights=-1 if precision == WIDE else 0)
+    info = emit_bundle(graph, out, name="model", target_name=TARGET, **_allowance(graph, precision))
     write_target_files(out, TARGET, "model")
     build(out, TARGET, "model", "run")
     seconds = time.perf_counter() - t0
@@ -316,10 +327,12 @@ def render(results: list[Result], shapes: str | None = None) -> str:
         "*Cycles vs TFLM* divides by the baseline file's estimate for TFLM + CMSIS-NN from the same TRM model "
         "(its runs start from int8 input in the tensor and include softmax). *int8 invoke* is the like-for-like "
         "figure: tinyc's count less the layers that convert the float input to int8 and the output to float "
-        "(measured per layer in the same run), against TFLM's int8 invoke. *int8 wide* rows are the same int8 "
-        "models compiled with `--wide-weights all`: every dense conv's weights stored as the int16 pairs the "
-        "kernel multiplies (no unpacking per use), for twice those layers' weight flash; the default build is "
-        "the *int8* row.",
+        "(measured per layer in the same run), against TFLM's int8 invoke. The *int8* rows are `tinyc compile`'s "
+        "default build: int16 weight forms in at most half the int8 weight bytes more flash, on the layers that "
+        "save at least 8 instructions per added byte (3x3 stride-1 convs as Winograd F(2x2, 3x3), 16 int16 "
+        "weights per 9; other dense convs as the int16 pairs the GEMM multiplies, twice their weight flash). "
+        "*int8 compact* rows are the smallest build (`--wide-weights 0`: int8 weights only, the direct kernels); "
+        "*int8 wide* rows take every layer that can (`--wide-weights all`).",
         "",
     ]
     body = summary_table(results) + ["", "## Goals (int8 against TFLite Micro + CMSIS-NN)", ""] + goals(results)
@@ -336,15 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--models", default=",".join([*BASELINES, *SEQUENCE_MODELS]), help="comma-separated zoo names")
-    parser.add_argument("--precisions", default=f"int8,{WIDE},float32",
-                        help=f"'{WIDE}' (int8 with --wide-weights all) is measured for {', '.join(WIDE_MODELS)} only")
+    parser.add_argument("--precisions", default=f"int8,{COMPACT},{WIDE},float32",
+                        help=f"'{COMPACT}' (--wide-weights 0) and '{WIDE}' (--wide-weights all) are measured for "
+                             f"{', '.join(WIDE_MODELS)} only")
     parser.add_argument("--no-shapes", action="store_true", help="leave out the per-shape kernel table (bench.kernel_shapes)")
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="tinyc-bench-") as tmp:
         for model in args.models.split(","):
             for precision in args.precisions.split(","):
-                if precision == WIDE and model not in WIDE_MODELS:
+                if precision in (WIDE, COMPACT) and model not in WIDE_MODELS:
                     continue
                 print(f"benchmarking {model} {precision} ...", file=sys.stderr, flush=True)
                 r = measure(model, precision, Path(tmp))

@@ -2,7 +2,8 @@
 
 Each model of bench.mobile_zoo (MobileNetV2/V3, MnasNet, GhostNet, PP-LCNet, TinyNet, SqueezeNet,
 MobileNetV4, re-typed from their reference code at MCU sizes) is compiled int8 for `cortex-m4`
-through `fuse,quantize-int8` (calibrated on 32 seeded random inputs, as bench.benchmarks does), run
+through `fuse,quantize-int8` (calibrated on 32 seeded random inputs, as bench.benchmarks does; the
+default build's int16-weight allowance), run
 under `qemu-system-arm -M mps2-an386 -icount shift=0` with tinyc's bench harness (exact
 instructions from the TCG plugin, per layer from the profiled build), and its int8 output is
 checked bit-exact: numpy interpreter == host C == QEMU Cortex-M4.
@@ -149,13 +150,13 @@ def check_inputs(shape: tuple[int, ...], rows: int = CHECK_ROWS, seed: int = 7) 
 def bit_exact(graph, work: Path, qemu_out: Path | None, shape) -> str:
     """'yes' when the int8 outputs of the interpreter, the host C and (with qemu_out, a bundle emitted
     for cortex-m4) QEMU agree bit for bit on CHECK_ROWS seeded inputs, else what differed."""
-    from tinyc.backends.c_emitter import emit_bundle
+    from tinyc.backends.c_emitter import balanced_options, emit_bundle
     from tinyc.backends.run import run_model
     from tinyc.interpreter import run as interpret
     xs = check_inputs(shape)
     want = np.stack([np.concatenate([o.ravel() for o in interpret(graph, [x[None]])]) for x in xs])
     host_dir = work / "host"
-    emit_bundle(graph, host_dir, name="model", target_name="host")
+    emit_bundle(graph, host_dir, name="model", target_name="host", **balanced_options(graph))
     host = run_model(host_dir, "host", "model", xs.reshape(len(xs), -1))
     problems = []
     if not np.array_equal(host.view(np.uint32), want.view(np.uint32)):
@@ -170,7 +171,7 @@ def bit_exact(graph, work: Path, qemu_out: Path | None, shape) -> str:
 def measure(name: str, workdir: Path) -> Result:
     from bench import mobile_zoo
     from tinyc.backends.bench import bench_model
-    from tinyc.backends.c_emitter import emit_bundle
+    from tinyc.backends.c_emitter import balanced_options, emit_bundle
     from tinyc.backends.target_files import write_target_files
     from tinyc.stats import graph_stats
 
@@ -183,7 +184,7 @@ def measure(name: str, workdir: Path) -> Result:
         r.macs = graph_stats(graph).macs
         stage = "emit C for cortex-m4"
         out = workdir / name / TARGET
-        info = emit_bundle(graph, out, name="model", target_name=TARGET)
+        info = emit_bundle(graph, out, name="model", target_name=TARGET, **balanced_options(graph))
         write_target_files(out, TARGET, "model")
         r.arena = info.arena_size
         stage = "model flash (arm-none-eabi-gcc -c)"
@@ -308,7 +309,8 @@ def render(results: list[Result], rev: str = "") -> str:
         "reduction, activations, kernel sizes, strides, `_make_divisible` channel rounding) at MCU widths and "
         "resolutions, with seeded random weights and non-trivial batch-norm statistics. Each is compiled int8 for "
         "`cortex-m4` (`-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=hard -O2`) through `fuse,quantize-int8`, "
-        "calibrated on 32 seeded random inputs, and run under `qemu-system-arm -M mps2-an386 -icount shift=0`. "
+        "calibrated on 32 seeded random inputs, as `tinyc compile`'s default build (int16 weight forms, "
+        "Winograd or wide GEMM pairs, in at most half the int8 weight bytes more flash), and run under `qemu-system-arm -M mps2-an386 -icount shift=0`. "
         "*Instructions* are exact guest instructions of one inference after a warm-up (tinyc's TCG plugin), the "
         "float input quantization and output dequantization included; *MACs* are conv and linear "
         "multiply-accumulates. *Model flash* is text + data of the model's object file (weights, kernels, invoke; "

@@ -96,10 +96,10 @@ def wide_allowance(objective: str, flash_budget: int | None, flash: int | None) 
 def _write_with_wide_weights(args, graph: Graph, target, board, pm, auto_section) -> dict:
     """write_bundle with the --wide-weights allowance: the option's; without it, under --auto --objective
     latency the flash the chosen candidate leaves free, else the balanced default (c_emitter.
-    balanced_allowance: at most half the int8 weight bytes, on layers that save at least BALANCED_GAIN
+    balanced_options: at most half the int8 weight bytes, on layers that save at least BALANCED_GAIN
     instructions per byte). An allowance tinyc chose that makes the bundle overflow the flash budget is
     dropped (the bundle is written again without it), never shipped over budget."""
-    from tinyc.backends.c_emitter import BALANCED_GAIN, balanced_allowance
+    from tinyc.backends.c_emitter import balanced_options
     from tinyc.errors import BackendError
 
     wide = getattr(args, "wide_weights", None)
@@ -111,7 +111,8 @@ def _write_with_wide_weights(args, graph: Graph, target, board, pm, auto_section
         budget = auto_section["budgets"]["flash"]
         wide = wide_allowance(auto_section["objective"], budget, flash)
     elif chosen:
-        wide, min_gain = balanced_allowance(graph), BALANCED_GAIN
+        opts = balanced_options(graph)
+        wide, min_gain = opts["wide_weights"], opts["min_gain"]
     if not (chosen and wide):
         report = write_bundle(graph, args.output, args.name, target, board, pm, wide or 0)
         if wide and not any(layer["wide_weights"] for layer in report["layers"]):

@@ -120,3 +120,33 @@ def test_latency_objective_spends_the_flash_headroom_on_wide_weights(monkeypatch
     args.wide_weights = 0                                   # explicit: no allowance, even under --auto
     comp._write_with_wide_weights(args, None, None, None, None, section)
     assert calls == [0]
+
+
+def test_default_allowance_is_balanced_and_dropped_over_the_board(monkeypatch):
+    """Without --wide-weights (and without --auto) compile spends the balanced allowance (half the int8 weight
+    bytes, min_gain 8 instructions per byte); a bundle that then overflows --board's flash is written again
+    without it; --wide-weights 0 is the smallest build."""
+    from types import SimpleNamespace
+    from tinyc import compile as comp
+    from tinyc.backends import c_emitter
+
+    calls = []
+
+    def fake_write(graph, out, name, target, board, pm, wide=0, min_gain=0.0, grow=0):
+        calls.append((wide, min_gain))
+        return {"flash": 60_000 + (grow if wide else 0), "layers": [{"name": "conv2d", "wide_weights": bool(wide)}]}
+
+    monkeypatch.setattr(c_emitter, "balanced_allowance", lambda graph: 12_000)
+    args = SimpleNamespace(wide_weights=None, output="o", name="model")
+    board = SimpleNamespace(flash_bytes=70_000)
+    monkeypatch.setattr(comp, "write_bundle", lambda *a: fake_write(*a, grow=5_000))
+    assert comp._write_with_wide_weights(args, None, None, board, None, None)["flash"] == 65_000
+    assert calls == [(12_000, c_emitter.BALANCED_GAIN)]
+    calls.clear()
+    monkeypatch.setattr(comp, "write_bundle", lambda *a: fake_write(*a, grow=20_000))     # over the board
+    assert comp._write_with_wide_weights(args, None, None, board, None, None)["flash"] == 60_000
+    assert calls == [(12_000, c_emitter.BALANCED_GAIN), (0, 0.0)]
+    calls.clear()
+    args.wide_weights = 0
+    comp._write_with_wide_weights(args, None, None, board, None, None)
+    assert calls == [(0, 0.0)]

@@ -399,6 +399,19 @@ def test_winograd_exact_on_host(case, tmp_path):
     assert "tinyc_s8_conv_wino(" in (tmp_path / "model.c").read_text()
 
 
+@pytest.mark.qemu
+def test_winograd_resnet8_exact_on_m4(tmp_path):
+    """ResNet-8 with every int16 weight form (4 Winograd convs, some writing over their input's bytes in the
+    arena, the rest wide GEMM pairs): the interpreter's outputs bit for bit on the Cortex-M4."""
+    graph = zoo_int8("resnet8")
+    info = assert_exact(graph, tmp_path, "cortex-m4", rows=2, wide_weights=-1)
+    assert len(info.winograd_layers) == 4 and info.wide_layers
+    loc = info.plan.locations
+    overlapping = [op.result.name for op in graph.compute_ops() if op.result.name in info.winograd_layers
+                   and abs(loc[op.result.name].offset - loc[op.operands[0].name].offset) < op.result.type.nbytes]
+    assert overlapping, "no Winograd conv overlaps its input: the in-place case is not exercised"
+
+
 def test_winograd_budget(tmp_path):
     """choose_wino spends the allowance on the 3x3 stride-1 convs by instructions saved per added byte (the
     32 x 32 ones first), skips what does not fit, and leaves the rest to wide GEMM weights; a Winograd layer's
@@ -502,7 +515,9 @@ def test_compiles_warning_free_for_cortex_m(target, tmp_path):
     """-std=c99 -Wall -Wextra -Werror with the target's flags, every kernel included."""
     t = get_target(target)
     for name in ("kitchen_sink", "mobilenet_v1_025", "resnet8", "fc_autoencoder"):
-        emit_bundle(zoo_int8(name), tmp_path / name, name=name, target_name=target)
+        # ResNet-8 with every int16 weight form: the Winograd and wide GEMM kernels too
+        emit_bundle(zoo_int8(name), tmp_path / name, name=name, target_name=target,
+                    wide_weights=-1 if name == "resnet8" else 0)
         proc = subprocess.run([t.cc, "-std=c99", "-Wall", "-Wextra", "-Werror", *t.opt_flags, *t.cpu_flags, "-c",
                                f"{name}.c", "-o", f"{name}.o"], cwd=tmp_path / name, capture_output=True, text=True)
         assert proc.returncode == 0 and not proc.stderr, proc.stderr

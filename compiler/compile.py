@@ -281,6 +281,11 @@ def summary(report: dict) -> str:
     if report["flash"] is not None:
         lines.append(f"  firmware with run harness: flash {report['flash']:,} bytes, "
                      f"static RAM {report['ram']:,} bytes (arena included)")
+    wide = [lay for lay in report["layers"] if lay.get("wide_weights")]
+    if wide:
+        wino = sum(1 for lay in wide if lay.get("winograd"))
+        lines.append(f"  int16 weights for speed on {len(wide)} layer(s) ({wino} as Winograd F(2x2, 3x3)); "
+                     "--wide-weights 0 for the smallest build")
     m = report.get("board_memory")
     if m:
         lines.append(f"  counted against {report['board']}: RAM {m['ram']:,} of {m['ram_budget']:,} bytes "

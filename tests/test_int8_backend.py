@@ -471,14 +471,15 @@ def test_wide_weights_budget(tmp_path):
     assert weight_words(tmp_path / "all", "conv2d_1") == 2 * weight_words(tmp_path / "plain", "conv2d_1")
 
 
-@pytest.mark.parametrize("name", ["kitchen_sink", "mobilenet_v1_025"])
-def test_every_layer_exact_through_the_debug_hook(name, tmp_path):
+@pytest.mark.parametrize("name, wide", [("kitchen_sink", 0), ("mobilenet_v1_025", 0), ("resnet8", -1)])
+def test_every_layer_exact_through_the_debug_hook(name, wide, tmp_path):
     """TINYC_LAYER_OUTPUT records every layer's result; mapped back through the bundle's
     layouts, each intermediate int8 (and float) tensor equals the interpreter's. A layer whose
     kernel applies the next lut (a fused table epilogue) has no result of its own: it is not
-    recorded, and its lut's record is checked."""
+    recorded, and its lut's record is checked. ResNet-8 with every int16 weight form (its Winograd convs, some
+    overlapping their input, and wide GEMM weights): every intermediate too."""
     graph = zoo_int8(name)
-    info = emit_bundle(graph, tmp_path)
+    info = emit_bundle(graph, tmp_path, wide_weights=wide)
     x = sample_rows(graph, 1)[0]
     env = run_all(graph, x)
     ops = list(graph.compute_ops())

@@ -315,7 +315,9 @@ INTRO = (
     "feature map); *est. cycles* are the Cortex-M4 cycles "
     "estimated from the executed instruction classes (docs/cycles.md). The last column is the distance "
     f"from issue 12's {GOAL} instr/MAC for a dense int8 kernel (SMLAD makes 0.5 the ceiling): "
-    "instr/MAC minus the goal, and instr/MAC over it."
+    "instr/MAC minus the goal, and instr/MAC over it. *Wide weights* rows are compiled with `--wide-weights all` "
+    "and Winograd off; *Winograd* rows divide by the direct conv's MACs while the kernel multiplies 16 of every "
+    "36 (F(2x2, 3x3)), so they can go below the SMLAD ceiling."
 )
 
 

@@ -13,6 +13,7 @@ checked bit-exact: numpy interpreter == host C == QEMU Cortex-M4.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -62,6 +63,7 @@ class Result:
     seconds: float = 0.0
     classes: list[LayerClass] = field(default_factory=list)   # by instructions, largest first
     error: str | None = None     # the import / compile / run failure, verbatim
+    compact: bool = False        # built with --wide-weights 0: the default's int16 weights overflow 2 MB
 
     @property
     def per_mac(self) -> float | None:
@@ -147,16 +149,17 @@ def check_inputs(shape: tuple[int, ...], rows: int = CHECK_ROWS, seed: int = 7) 
     return np.random.default_rng(seed).standard_normal((rows, *shape[1:])).astype(np.float32)
 
 
-def bit_exact(graph, work: Path, qemu_out: Path | None, shape) -> str:
-    """'yes' when the int8 outputs of the interpreter, the host C and (with qemu_out, a bundle emitted
-    for cortex-m4) QEMU agree bit for bit on CHECK_ROWS seeded inputs, else what differed."""
-    from tinyc.backends.c_emitter import balanced_options, emit_bundle
+def bit_exact(graph, work: Path, qemu_out: Path | None, shape, options: dict | None = None) -> str:
+    """'yes' when the int8 outputs of the interpreter, the host C (emit_bundle `options`, those of the
+    QEMU bundle) and (with qemu_out, a bundle emitted for cortex-m4) QEMU agree bit for bit on
+    CHECK_ROWS seeded inputs, else what differed."""
+    from tinyc.backends.c_emitter import emit_bundle
     from tinyc.backends.run import run_model
     from tinyc.interpreter import run as interpret
     xs = check_inputs(shape)
     want = np.stack([np.concatenate([o.ravel() for o in interpret(graph, [x[None]])]) for x in xs])
     host_dir = work / "host"
-    emit_bundle(graph, host_dir, name="model", target_name="host", **balanced_options(graph))
+    emit_bundle(graph, host_dir, name="model", target_name="host", **(options or {}))
     host = run_model(host_dir, "host", "model", xs.reshape(len(xs), -1))
     problems = []
     if not np.array_equal(host.view(np.uint32), want.view(np.uint32)):
@@ -184,18 +187,26 @@ def measure(name: str, workdir: Path) -> Result:
         r.macs = graph_stats(graph).macs
         stage = "emit C for cortex-m4"
         out = workdir / name / TARGET
-        info = emit_bundle(graph, out, name="model", target_name=TARGET, **balanced_options(graph))
-        write_target_files(out, TARGET, "model")
-        r.arena = info.arena_size
+        options = balanced_options(graph)
+        info = emit_bundle(graph, out, name="model", target_name=TARGET, **options)
         stage = "model flash (arm-none-eabi-gcc -c)"
         r.flash_model = model_flash(out, "model")
+        if r.flash_model > mobile_zoo.FLASH_BUDGET and options["wide_weights"]:
+            # as `tinyc compile --board` does for a part the default build overflows: int8 weights only
+            stage = "emit C for cortex-m4 (--wide-weights 0)"
+            options, r.compact = {"wide_weights": 0}, True
+            shutil.rmtree(out)
+            info = emit_bundle(graph, out, name="model", target_name=TARGET, **options)
+            r.flash_model = model_flash(out, "model")
+        write_target_files(out, TARGET, "model")
+        r.arena = info.arena_size
         stage = "bench under QEMU"
         b = bench_model(out, TARGET, "model")
         r.instructions, r.cycles, r.flash_firmware, r.stack = b.instructions, b.cycles, b.flash, b.stack
         r.static_ram = b.ram - info.arena_size - b.io_buffer_bytes
         r.classes = _classes(graph, b.layer_instructions)
         stage = "bit-exactness check"
-        r.exact = bit_exact(graph, workdir / name, out, tuple(example.shape))
+        r.exact = bit_exact(graph, workdir / name, out, tuple(example.shape), options)
     except Exception as exc:  # recorded verbatim in the report: the compiler is not patched here
         r.error = f"{stage}: {type(exc).__name__}: {exc}".strip()
         traceback.print_exc(file=sys.stderr)
@@ -235,7 +246,7 @@ def summary_table(results: list[Result]) -> list[str]:
         top = "<br>".join(_class_cell(c, total) for c in r.classes[:3])
         cyc = f"{r.cycles:,} ({r.cycles / r.instructions:.2f})" if r.cycles else "-"
         rows.append(f"| {r.model} | {r.macs:,} | {r.instructions:,} | {r.per_mac:.2f} | {ok} | {cyc} | "
-                    f"{r.flash_model:,} | {fits} | {r.arena:,} | {r.ram:,} | {r.exact} | {top} |")
+                    f"{r.flash_model:,}{' †' if r.compact else ''} | {fits} | {r.arena:,} | {r.ram:,} | {r.exact} | {top} |")
     return rows
 
 
@@ -310,7 +321,9 @@ def render(results: list[Result], rev: str = "") -> str:
         "resolutions, with seeded random weights and non-trivial batch-norm statistics. Each is compiled int8 for "
         "`cortex-m4` (`-mcpu=cortex-m4 -mfpu=fpv4-sp-d16 -mfloat-abi=hard -O2`) through `fuse,quantize-int8`, "
         "calibrated on 32 seeded random inputs, as `tinyc compile`'s default build (int16 weight forms, "
-        "Winograd or wide GEMM pairs, in at most half the int8 weight bytes more flash), and run under `qemu-system-arm -M mps2-an386 -icount shift=0`. "
+        "Winograd or wide GEMM pairs, in at most half the int8 weight bytes more flash; † where that build's "
+        "model flash would exceed 2 MB, with `--wide-weights 0` instead, as `tinyc compile --board` does for a "
+        "2 MB part), and run under `qemu-system-arm -M mps2-an386 -icount shift=0`. "
         "*Instructions* are exact guest instructions of one inference after a warm-up (tinyc's TCG plugin), the "
         "float input quantization and output dequantization included; *MACs* are conv and linear "
         "multiply-accumulates. *Model flash* is text + data of the model's object file (weights, kernels, invoke; "
